@@ -1,0 +1,8 @@
+"""``python -m netmon``: the same as the ``netmon`` command."""
+
+import sys
+
+from netmon.cli import main
+
+if __name__ == "__main__":
+    sys.exit(main())

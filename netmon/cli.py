@@ -1,0 +1,171 @@
+"""Command line: argv -> Settings -> sources -> engine -> headless output.
+
+Runs on the main thread. Every error a user can cause ends here as one line on
+stderr and a distinct exit code (see ``netmon.sources.base``); programming errors
+are not swallowed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import atexit
+import logging
+import os
+import subprocess
+import sys
+from typing import TextIO
+
+from netmon import __version__
+from netmon.config import Settings, default_interface
+from netmon.sources.base import EXIT_BAD_INPUT, EXIT_USAGE, Source, SourceError
+from netmon.sources.capture import CaptureSpec, LiveCapture, find_capture_tool, kill_leftovers
+from netmon.sources.files import FileSource, StdinSource
+
+EXAMPLES = """\
+examples:
+  netmon --headless                      live capture on the default-route interface
+  netmon --headless -i eth0 -f 'tcp port 443'
+  netmon --headless -r trace.pcap --flows-out flows.jsonl
+  netmon --json -r trace.pcapng --speed 2 | jq .pkt_rate
+  ssh host sudo tcpdump -U -w - 'not port 22' | netmon --headless -r -
+  netmon interfaces                      list capture interfaces
+
+exit codes: 0 ok, 2 usage, 3 no tshark/dumpcap, 4 no capture permission,
+  5 unknown interface, 6 bad capture filter, 7 unreadable or damaged input,
+  9 capture failed; 143/129 after SIGTERM/SIGHUP (flows are still written).
+"""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, not a usage dump
+        raise SourceError(f"{message} (see 'netmon --help')", EXIT_USAGE)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="netmon", description="Live terminal monitor that groups network "
+                "traffic into clusters of similar behaviour.", epilog=EXAMPLES,
+                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--version", action="version", version=f"netmon {__version__}")
+    src = p.add_argument_group("source (default: live capture on the default-route interface)")
+    src.add_argument("-r", "--read", metavar="FILE", help="replay a pcap/pcapng file "
+                     "(.gz too); '-' reads a pcap stream from standard input")
+    src.add_argument("-i", "--interface", metavar="IFACE", help="capture live on IFACE")
+    src.add_argument("-f", "--filter", dest="bpf", metavar="BPF",
+                     help="capture filter for live capture (libpcap syntax)")
+    src.add_argument("--speed", type=float, metavar="X",
+                     help="pace a replay at X times capture speed (default: as fast as "
+                     "possible)")
+    src.add_argument("--capture-tool", metavar="TOOL",
+                     help="auto (default), dumpcap, tshark, or a path to one of them")
+    out = p.add_argument_group("output")
+    out.add_argument("--headless", action="store_true", default=None,
+                     help="no screen: a one-line summary each second on stderr")
+    out.add_argument("--json", action="store_true", default=None,
+                     help="one JSON snapshot per tick on stdout (implies --headless)")
+    out.add_argument("--flows-out", metavar="PATH",
+                     help="write every flow seen as JSON Lines to PATH on exit")
+    stop = p.add_argument_group("stopping")
+    stop.add_argument("--duration", type=float, metavar="S", help="stop after S seconds")
+    stop.add_argument("-c", "--count", type=int, metavar="N", help="stop after N packets")
+    tune = p.add_argument_group("flow table")
+    tune.add_argument("--tick", type=float, metavar="S", help="snapshot interval (0.5)")
+    tune.add_argument("--idle-timeout", type=float, metavar="S",
+                      help="end flows idle this long (60)")
+    tune.add_argument("--active-timeout", type=float, metavar="S",
+                      help="end and restart flows older than this (1800)")
+    tune.add_argument("--max-flows", type=int, metavar="N",
+                      help="cap on live flows; least recently seen are evicted (500000)")
+    p.add_argument("command", nargs="?", choices=["interfaces"],
+                   help="'interfaces': list capture interfaces and exit")
+    return p
+
+
+def settings_from_args(args: argparse.Namespace, environ: dict | None = None) -> Settings:
+    base = Settings.from_env(environ)
+    return base.with_overrides(
+        read=args.read, interface=args.interface, bpf=args.bpf, speed=args.speed,
+        capture_tool=args.capture_tool, headless=args.headless, json=args.json,
+        flows_out=args.flows_out, duration=args.duration, count=args.count, tick=args.tick,
+        idle_timeout=args.idle_timeout, active_timeout=args.active_timeout,
+        max_flows=args.max_flows,
+    ).validated()
+
+
+def build_sources(settings: Settings, err: TextIO = sys.stderr) -> list[Source]:
+    """The sources ``settings`` ask for (raises SourceError with a one-line reason)."""
+    if settings.read == "-":
+        return [StdinSource(0)]
+    if settings.read:
+        return [FileSource(settings.read, speed=settings.speed or None)]
+    iface = settings.interface
+    if not iface:
+        iface = default_interface() or "lo"
+        print(f"netmon: capturing on {iface} (the default-route interface; "
+              "choose another with -i)", file=err)
+    return [LiveCapture(CaptureSpec(iface, settings.bpf, settings.count,
+                                    settings.capture_tool))]
+
+
+def list_interfaces(settings: Settings) -> int:
+    _, tool = find_capture_tool(settings.capture_tool)
+    proc = subprocess.run([tool, "-D"], capture_output=True, text=True, timeout=30)
+    if proc.returncode != 0:
+        raise SourceError(f"cannot list interfaces: {proc.stderr.strip().splitlines()[-1:]}",
+                          EXIT_BAD_INPUT)
+    default = default_interface()
+    for line in proc.stdout.splitlines():
+        name = line.split(". ", 1)[-1].split(" ")[0]  # "3. lo (Loopback)" -> "lo"
+        print(line + ("  [default route]" if name == default else ""))
+    return 0
+
+
+def run(argv: list[str]) -> int:
+    args = build_parser().parse_args(argv)
+    settings = settings_from_args(args)
+    if args.command == "interfaces":
+        return list_interfaces(settings)
+    sources = build_sources(settings)
+    from netmon.engine import Engine
+    from netmon.headless import HeadlessRunner
+
+    runner = HeadlessRunner(json_out=settings.json)
+    try:
+        engine = Engine(settings, sources, runner.publish)
+    except OSError as exc:  # --flows-out in a missing or read-only directory
+        raise SourceError(f"cannot write {settings.flows_out}: {exc.strerror}",
+                          EXIT_BAD_INPUT) from None
+    final = runner.run(engine)
+    result = engine.result
+    for warning in result.warnings:
+        print(f"netmon: warning: {warning}", file=sys.stderr)
+    if result.flows_out_error:
+        print(f"netmon: {result.flows_out_error}", file=sys.stderr)
+    elif settings.flows_out:
+        print(f"netmon: wrote {result.flows_written} flows to {settings.flows_out}",
+              file=sys.stderr)
+    if result.errors:
+        for error in result.errors:
+            print(f"netmon: {error.message}", file=sys.stderr)
+        return result.exit_code
+    if final is None:
+        print("netmon: engine did not finish cleanly", file=sys.stderr)
+        return 1
+    if result.flows_out_error:
+        return EXIT_BAD_INPUT
+    return runner.signal_code or 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``netmon`` command."""
+    logging.basicConfig(level=os.environ.get("NETMON_LOG_LEVEL", "WARNING").upper(),
+                        format="netmon: %(levelname)s %(name)s: %(message)s")
+    atexit.register(kill_leftovers)
+    try:
+        return run(sys.argv[1:] if argv is None else argv)
+    except SourceError as exc:
+        print(f"netmon: {exc.message}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        kill_leftovers()
+        print("netmon: interrupted", file=sys.stderr)
+        return 130

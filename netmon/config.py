@@ -1,0 +1,120 @@
+"""Settings: every knob netmon has, layered defaults < NETMON_* environment < flags.
+
+Pure module, used on the main thread before anything starts. Each field documents
+itself; ``Settings.from_env`` reads ``NETMON_<FIELD>`` (upper case) so a server's
+environment can set defaults that command-line flags still override.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, fields, replace
+
+from netmon.sources.base import EXIT_USAGE, SourceError
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything a run of netmon is configured by."""
+
+    read: str = ""
+    """Capture file to replay, or "-" for a pcap stream on standard input."""
+    interface: str = ""
+    """Interface to capture on live; empty = the default-route interface."""
+    bpf: str = ""
+    """libpcap capture filter for live capture (e.g. "tcp port 443")."""
+    speed: float = 0.0
+    """Replay pacing: 1.0 = capture timing, 2.0 = twice as fast; 0 = as fast as possible."""
+    capture_tool: str = "auto"
+    """"auto" (dumpcap, else tshark), "dumpcap", "tshark", or a path to either."""
+    headless: bool = False
+    """No TUI: print a one-line summary each second on stderr."""
+    json: bool = False
+    """Print one JSON snapshot per tick on stdout (implies headless)."""
+    flows_out: str = ""
+    """Write every flow seen as JSON Lines to this path when netmon exits."""
+    duration: float = 0.0
+    """Stop after this many seconds (0 = run until the input ends or you quit)."""
+    count: int = 0
+    """Stop after this many packets (0 = no limit)."""
+    tick: float = 0.5
+    """Seconds between snapshots (flow expiry, clustering, screen updates)."""
+    idle_timeout: float = 60.0
+    """A flow with no packet for this many seconds (capture time) ends."""
+    active_timeout: float = 1800.0
+    """A flow older than this many seconds ends and restarts (NetFlow-style)."""
+    max_flows: int = 500_000
+    """Hard cap on live flows; above it the least recently seen flows are evicted."""
+    top_flows: int = 10
+    """How many of the largest live flows each snapshot carries."""
+
+    def validated(self) -> Settings:
+        """Return self, or raise SourceError(EXIT_USAGE) naming the bad value."""
+        checks = [
+            (self.speed >= 0, "speed must be >= 0"),
+            (self.duration >= 0, "duration must be >= 0"),
+            (self.count >= 0, "count must be >= 0"),
+            (0.05 <= self.tick <= 60, "tick must be between 0.05 and 60 seconds"),
+            (self.idle_timeout > 0, "idle-timeout must be > 0"),
+            (self.active_timeout > 0, "active-timeout must be > 0"),
+            (self.max_flows >= 1, "max-flows must be >= 1"),
+            (0 <= self.top_flows <= 1000, "top-flows must be between 0 and 1000"),
+            (not (self.read and self.interface), "use either -r FILE or -i IFACE, not both"),
+            (not (self.read and self.bpf), "-f filters live capture; for files use tshark -Y"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise SourceError(f"invalid setting: {message}", EXIT_USAGE)
+        return self
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
+        """Defaults overridden by NETMON_* variables (bad values name the variable)."""
+        env = os.environ if environ is None else environ
+        values: dict[str, object] = {}
+        for f in fields(cls):
+            raw = env.get("NETMON_" + f.name.upper())
+            if raw is None:
+                continue
+            values[f.name] = _parse(f.name, type(getattr(cls, f.name)), raw,
+                                    "NETMON_" + f.name.upper())
+        return cls(**values)
+
+    def with_overrides(self, **changes: object) -> Settings:
+        """A copy with the given (flag) values replacing these."""
+        return replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+
+def _parse(name: str, kind: type, raw: str, origin: str) -> object:
+    try:
+        if kind is bool:
+            low = raw.strip().lower()
+            if low in ("1", "true", "yes", "on"):
+                return True
+            if low in ("0", "false", "no", "off", ""):
+                return False
+            raise ValueError(raw)
+        return kind(raw)
+    except ValueError:
+        raise SourceError(f"invalid value {raw!r} for {origin} ({name} is a {kind.__name__})",
+                          EXIT_USAGE) from None
+
+
+def default_interface(route_file: str = "/proc/net/route") -> str:
+    """The interface of the IPv4 default route, or "" when there is none."""
+    try:
+        with open(route_file) as fh:
+            next(fh, None)
+            for line in fh:
+                parts = line.split()
+                if len(parts) > 2 and parts[1] == "00000000" and parts[2] != "00000000":
+                    return parts[0]
+            fh.seek(0)
+            next(fh, None)
+            for line in fh:
+                parts = line.split()
+                if len(parts) > 1 and parts[1] == "00000000":
+                    return parts[0]
+    except OSError:
+        pass
+    return ""

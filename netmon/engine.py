@@ -1,0 +1,283 @@
+"""The engine: a Twisted reactor on its own thread that owns ingest and the flow table.
+
+Threads: everything in :class:`Engine` except :meth:`Engine.start`, :meth:`Engine.stop`,
+:meth:`Engine.join` and :attr:`Engine.result` runs on the reactor thread, which owns
+the sources, the FlowTable and the flows-out writer. Other threads talk to it only
+through :meth:`Engine.stop` / :meth:`Engine.call` (``reactor.callFromThread``) and
+receive immutable :class:`~netmon.model.Snapshot` objects through the ``publish``
+callback, which must not block (the TUI posts a message; headless puts on a queue).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+from twisted.internet import process as tprocess
+from twisted.internet import task
+
+from netmon.config import Settings
+from netmon.flows import FlowTable
+from netmon.flowsout import FlowsOutWriter
+from netmon.model import ClusterView, FlowView, Snapshot, SourceStatus, Totals
+from netmon.sources.base import Source, SourceError
+from netmon.sources.capture import kill_leftovers
+
+log = logging.getLogger(__name__)
+
+#: Records are handed to the FlowTable in batches at least this big (or each tick):
+#: its vectorised update costs ~0.1 ms per call however small the batch.
+BATCH = 8192
+#: How long sources get to stop (capture tools flush and report drops) at shutdown.
+STOP_TIMEOUT = 4.0
+
+
+def make_reactor() -> Any:
+    """A fresh, private reactor (not the global one): one per engine, so tests can run
+    several engines in one process and nothing else competes for it."""
+    try:
+        from twisted.internet.epollreactor import EPollReactor
+
+        return EPollReactor()
+    except ImportError:  # not Linux
+        from twisted.internet.selectreactor import SelectReactor
+
+        return SelectReactor()
+
+
+class EngineResult:
+    """How a run ended: filled on the reactor thread, read after :meth:`Engine.join`."""
+
+    def __init__(self) -> None:
+        self.errors: list[SourceError] = []
+        self.warnings: list[str] = []
+        self.stop_reason = ""
+        self.flows_written = 0
+        self.flows_out_error = ""
+
+    @property
+    def exit_code(self) -> int:
+        return self.errors[0].exit_code if self.errors else 0
+
+
+class Engine:
+    """Sources -> FlowTable -> snapshots, on a private reactor thread."""
+
+    def __init__(self, settings: Settings, sources: list[Source],
+                 publish: Callable[[Snapshot], None], *, clusterer: object | None = None) -> None:
+        self.settings = settings
+        self.sources = sources
+        self.publish = publish
+        self.clusterer = clusterer
+        self.reactor = make_reactor()
+        self.table = FlowTable(idle_timeout=settings.idle_timeout,
+                               active_timeout=settings.active_timeout,
+                               max_flows=settings.max_flows)
+        self.result = EngineResult()
+        self._writer = FlowsOutWriter(settings.flows_out) if settings.flows_out else None
+        self._pending: list = []
+        self._accepted = 0  # packets taken from sources (for --count)
+        self._seq = 0
+        self._started_wall = 0.0
+        self._last_tick = (0.0, 0, 0)  # (wall, packets, bytes) at the previous tick
+        self._stopping = False
+        self._finalised = False
+        self._done_sources: set[int] = set()
+        self._thread: threading.Thread | None = None
+        self._live = any(s.kind == "live" for s in sources)
+        self._clusters: tuple[ClusterView, ...] = ()
+
+    # ------------------------------------------------------------ any thread
+    def start(self) -> None:
+        """Start the reactor thread (returns at once)."""
+        self._thread = threading.Thread(target=self._run, name="netmon-reactor", daemon=True)
+        self._thread.start()
+
+    def stop(self, reason: str = "stopped") -> None:
+        """Ask the engine to stop: sources end, flows are written, a final snapshot is
+        published with ``finished=True``. Safe from any thread, any number of times."""
+        try:
+            self.reactor.callFromThread(self._shutdown, reason)
+        except RuntimeError:  # reactor already gone
+            pass
+
+    def call(self, fn: Callable, *args: object) -> None:
+        """Run ``fn(*args)`` on the reactor thread (UI commands)."""
+        self.reactor.callFromThread(fn, *args)
+
+    def join(self, timeout: float | None = None) -> bool:
+        """Wait for the reactor thread; True when it has ended."""
+        if self._thread is None:
+            return True
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    # ------------------------------------------------------------ reactor thread
+    def _run(self) -> None:
+        self.reactor.callWhenRunning(self._begin)
+        try:
+            self.reactor.run(installSignalHandlers=False)
+        finally:
+            kill_leftovers()
+
+    def _begin(self) -> None:
+        self._started_wall = time.time()
+        self._last_tick = (self._started_wall, 0, 0)
+        for src in self.sources:
+            try:
+                src.start(self.reactor, self._sink, self._source_done)
+            except SourceError as exc:
+                self._source_done(src, exc)
+        self._ticker = task.LoopingCall(self._tick)
+        self._ticker.clock = self.reactor
+        self._ticker.start(self.settings.tick, now=False)
+        # The reactor has no SIGCHLD handler off the main thread: reap on a timer.
+        self._reaper = task.LoopingCall(tprocess.reapAllProcesses)
+        self._reaper.clock = self.reactor
+        self._reaper.start(0.2, now=False)
+        if self.settings.duration:
+            self.reactor.callLater(self.settings.duration, self._shutdown, "duration reached")
+
+    def _sink(self, records: list) -> None:
+        if self._stopping and self._finalised:
+            return
+        limit = self.settings.count
+        if limit:
+            room = limit - self._accepted
+            if room <= 0:
+                return
+            if len(records) >= room:
+                records = records[:room]
+                self.reactor.callLater(0, self._shutdown, "packet count reached")
+        self._accepted += len(records)
+        self._pending.extend(records)
+        if len(self._pending) >= BATCH:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self._pending:
+            batch, self._pending = self._pending, []
+            self.table.add_packets(batch)
+
+    def _clock(self) -> float:
+        # Live traffic expires by the wall clock (quiet links still age flows out);
+        # replays by capture time, so old captures expire as they did on the wire.
+        return time.time() if self._live else self.table.latest_ts
+
+    def _source_done(self, src: Source, error: SourceError | None) -> None:
+        if id(src) in self._done_sources:
+            return
+        self._done_sources.add(id(src))
+        if error is not None and not self._stopping:
+            self.result.errors.append(error)
+            log.warning("source %s failed: %s", src.name, error.message)
+        elif src.detail and src.state == "finished":
+            self.result.warnings.append(f"{src.name}: {src.detail}")
+        if len(self._done_sources) == len(self.sources):
+            if self._stopping:
+                self._finalise()
+            else:
+                self.reactor.callLater(0, self._shutdown, "end of input")
+
+    def _tick(self) -> None:
+        self._flush()
+        self.table.expire(self._clock())
+        self._write_finished()
+        self.publish(self._snapshot())
+
+    def _write_finished(self) -> None:
+        done = self.table.drain_finished()
+        if done and self._writer is not None:
+            self._writer.write(done)
+
+    def _shutdown(self, reason: str) -> None:
+        if self._stopping:
+            return
+        self._stopping = True
+        self.result.stop_reason = reason
+        pending = [s for s in self.sources if id(s) not in self._done_sources]
+        for src in pending:
+            src.stop()
+        if all(id(s) in self._done_sources for s in self.sources):
+            self._finalise()
+        else:
+            self.reactor.callLater(STOP_TIMEOUT, self._finalise)
+
+    def _finalise(self) -> None:
+        if self._finalised:
+            return
+        self._finalised = True
+        for name in ("_ticker", "_reaper"):
+            loop = getattr(self, name, None)
+            if loop is not None and loop.running:
+                loop.stop()
+        self._flush()
+        self.table.expire(self._clock())
+        self._write_finished()
+        snap = self._snapshot(finished=True)  # before end_all: live flows still count
+        if self._writer is not None:
+            try:
+                self._writer.write(self.table.end_all())
+                self.result.flows_written = self._writer.commit()
+            except OSError as exc:
+                self.result.flows_out_error = f"cannot write {self._writer.path}: {exc}"
+                self._writer.abort()
+        tprocess.reapAllProcesses()
+        self.publish(snap)
+        self.reactor.callLater(0, self.reactor.stop)
+
+    # ------------------------------------------------------------ snapshots
+    def _totals(self) -> Totals:
+        frames = nonip = partial = 0
+        skipped: dict[str, int] = {}
+        for src in self.sources:
+            feed = src.feed
+            if feed is None:
+                continue
+            dec = feed.decoder
+            frames += dec.frames
+            nonip += dec.nonip
+            partial += dec.partial
+            for reason, n in dec.skipped.items():
+                skipped[reason] = skipped.get(reason, 0) + n
+        t = self.table
+        return Totals(
+            packets=frames, bytes=t.bytes, ip_packets=t.packets, nonip_frames=nonip,
+            skipped=sum(skipped.values()), skipped_reasons=tuple(sorted(skipped.items())),
+            flows_live=len(t), flows_seen=t.flows_seen, flows_expired=t.expired,
+            flows_evicted=t.evicted,
+        )
+
+    def _top_flows(self) -> tuple[FlowView, ...]:
+        n = self.settings.top_flows
+        live = self.table.live_slots()
+        if not n or not len(live):
+            return ()
+        size = self.table.bytes_ab[live] + self.table.bytes_ba[live]
+        if len(live) > n:
+            pick = np.argpartition(size, -n)[-n:]
+            live, size = live[pick], size[pick]
+        order = np.argsort(-size, kind="stable")
+        return tuple(self.table.views(live[order]))
+
+    def _snapshot(self, finished: bool = False) -> Snapshot:
+        now = time.time()
+        totals = self._totals()
+        wall0, pk0, by0 = self._last_tick
+        dt = max(now - wall0, 1e-6)
+        pkt_rate = (self.table.packets - pk0) / dt
+        byte_rate = (self.table.bytes - by0) / dt
+        self._last_tick = (now, self.table.packets, self.table.bytes)
+        self._seq += 1
+        warnings = tuple(self.result.warnings)
+        statuses: tuple[SourceStatus, ...] = tuple(s.status() for s in self.sources)
+        return Snapshot(
+            seq=self._seq, wall_time=now, capture_time=self.table.latest_ts,
+            elapsed=now - self._started_wall, totals=totals, pkt_rate=pkt_rate,
+            byte_rate=byte_rate, sources=statuses, top_flows=self._top_flows(),
+            clusters=self._clusters, warnings=warnings, finished=finished,
+        )

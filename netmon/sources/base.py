@@ -1,0 +1,113 @@
+"""What every ingest source shares: the sink contract, status and a pcap-stream feeder.
+
+Runs on the reactor thread only. A source turns bytes (from a file, a pipe or a
+capture process) into PacketRecord tuples and hands them to the engine's ``sink``
+in batches; it reports its end once, through ``on_done``, with an error text or
+None. Sources never touch the FlowTable themselves.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from typing import Any
+
+from netmon.model import SourceStatus
+from netmon.pcapstream import PcapStreamDecoder
+
+Sink = Callable[[list], None]
+DoneCallback = Callable[["Source", "SourceError | None"], None]
+
+
+class SourceError(Exception):
+    """A failure the user can cause or fix: shown as one line, with an exit code."""
+
+    def __init__(self, message: str, exit_code: int = 1) -> None:
+        super().__init__(message)
+        self.message = message
+        self.exit_code = exit_code
+
+
+# Exit codes, so scripts can tell failures apart (documented in the README).
+EXIT_USAGE = 2
+EXIT_NO_TOOL = 3
+EXIT_PERMISSION = 4
+EXIT_NO_INTERFACE = 5
+EXIT_BAD_FILTER = 6
+EXIT_BAD_INPUT = 7
+EXIT_CAPTURE_FAILED = 9
+
+
+class Source(ABC):
+    """Base class: name, state, and the done-callback plumbing."""
+
+    kind = "source"
+    #: The pcap feeder of sources that decode a pcap stream (for decoder counters).
+    feed: PcapFeed | None = None
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.state = "starting"
+        self.detail = ""
+        self.dropped = 0
+        self._sink: Sink | None = None
+        self._on_done: DoneCallback | None = None
+        self._done = False
+
+    def start(self, reactor: Any, sink: Sink, on_done: DoneCallback) -> None:
+        """Begin producing records into ``sink``; call ``on_done`` once at the end."""
+        self._sink = sink
+        self._on_done = on_done
+        self._begin(reactor)
+
+    @abstractmethod
+    def _begin(self, reactor: Any) -> None:
+        """Start producing (each concrete source knows how)."""
+
+    @abstractmethod
+    def stop(self) -> None:
+        """Ask the source to stop; ``on_done`` follows when it has."""
+
+    def status(self) -> SourceStatus:
+        return SourceStatus(name=self.name, state=self.state, detail=self.detail,
+                            dropped=self.dropped)
+
+    def _finish(self, error: SourceError | None = None) -> None:
+        if self._done:
+            return
+        self._done = True
+        if error is not None:
+            self.state = "failed"
+            self.detail = error.message
+        elif self.state != "failed":
+            self.state = "finished"
+        if self._on_done is not None:
+            self._on_done(self, error)
+
+
+class PcapFeed:
+    """Bytes of a pcap/pcapng stream -> decoder -> sink; shared by every pcap source."""
+
+    def __init__(self, sink_getter: Callable[[], Sink | None]) -> None:
+        self.decoder = PcapStreamDecoder()
+        self._sink_getter = sink_getter
+        self.bytes_in = 0
+
+    def data(self, chunk: bytes) -> None:
+        self.bytes_in += len(chunk)
+        records = self.decoder.feed(chunk)
+        if records:
+            sink = self._sink_getter()
+            if sink is not None:
+                sink(records)
+
+    def end(self) -> None:
+        self.decoder.close()
+
+    @property
+    def error(self) -> str:
+        return self.decoder.error
+
+    @property
+    def warning(self) -> str:
+        return self.decoder.warning

@@ -1,0 +1,251 @@
+"""Live capture: dumpcap (or tshark) writing a raw pcap stream into a pipe.
+
+Runs on the reactor thread. The capture tool is spawned with
+``reactor.spawnProcess`` from an argument list (never a shell), writes pcap to its
+stdout and its messages to stderr; netmon decodes the stream itself, since
+dissecting every packet in tshark would cap ingest near 20 k packets/s.
+
+Process hygiene: the child is wrapped in ``setpriv --pdeathsig KILL`` where
+available, so even a SIGKILLed netmon leaves no capture process behind; the normal
+path sends SIGTERM, then SIGKILL after a grace period, and the engine reaps children
+on a timer because the reactor runs without signal handlers off the main thread.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+from dataclasses import dataclass
+from typing import Any
+
+from twisted.internet import error as terror
+from twisted.internet import protocol
+
+from netmon.sources.base import (
+    EXIT_BAD_FILTER,
+    EXIT_CAPTURE_FAILED,
+    EXIT_NO_INTERFACE,
+    EXIT_NO_TOOL,
+    EXIT_PERMISSION,
+    PcapFeed,
+    Source,
+    SourceError,
+)
+
+#: pids of capture processes still running, for last-resort cleanup at exit.
+LIVE_CHILDREN: set[int] = set()
+
+STOP_GRACE = 2.0
+_DROPS = re.compile(r"Packets received/dropped on interface '[^']*': (\d+)/(\d+)")
+_PERMISSION_FIX = (
+    "run netmon as root, or let your user capture: "
+    "sudo dpkg-reconfigure wireshark-common (answer yes) && sudo usermod -aG wireshark $USER"
+    " (log in again); or sudo setcap cap_net_raw,cap_net_admin=eip $(command -v dumpcap)"
+)
+
+
+def find_capture_tool(preferred: str = "auto") -> tuple[str, str]:
+    """Return (kind, path) of the capture tool: dumpcap preferred, tshark fallback.
+
+    ``preferred`` is "auto", "dumpcap", "tshark" or a path. Raises SourceError
+    with the install command when nothing usable exists.
+    """
+    if preferred not in ("auto", "dumpcap", "tshark"):
+        if os.path.isfile(preferred) and os.access(preferred, os.X_OK):
+            kind = "tshark" if os.path.basename(preferred).startswith("tshark") else "dumpcap"
+            return kind, preferred
+        raise SourceError(f"capture tool {preferred!r} not found or not executable",
+                          EXIT_NO_TOOL)
+    names = ["dumpcap", "tshark"] if preferred == "auto" else [preferred]
+    for name in names:
+        path = shutil.which(name)
+        if path:
+            return name, path
+    raise SourceError("tshark/dumpcap not found: install it with "
+                      "'sudo apt-get install -y tshark' (Debian/Ubuntu)", EXIT_NO_TOOL)
+
+
+@dataclass(frozen=True)
+class CaptureSpec:
+    interface: str
+    bpf: str = ""
+    count: int = 0  # 0 = no limit
+    tool: str = "auto"
+
+
+def capture_command(spec: CaptureSpec) -> list[str]:
+    """The argument list that captures ``spec`` as a pcap stream on stdout."""
+    kind, path = find_capture_tool(spec.tool)
+    args = [path, "-i", spec.interface, "-w", "-"]
+    args += ["-P"] if kind == "dumpcap" else ["-F", "pcap", "-Q"]
+    if spec.bpf:
+        args += ["-f", spec.bpf]
+    if spec.count:
+        args += ["-c", str(spec.count)]
+    setpriv = shutil.which("setpriv")
+    if setpriv:
+        args = [setpriv, "--pdeathsig", "KILL", "--", *args]
+    return args
+
+
+def classify_stderr(text: str, spec: CaptureSpec) -> SourceError | None:
+    """Turn the capture tool's complaint into one clear line (or None if harmless)."""
+    low = text.lower()
+    if "no device named" in low or "no such device" in low or "doesn't exist" in low:
+        return SourceError(f"unknown interface {spec.interface!r} "
+                           "(list them with 'netmon interfaces')", EXIT_NO_INTERFACE)
+    if "invalid capture filter" in low or ("syntax error" in low and "filter" in low):
+        return SourceError(f"invalid capture filter {spec.bpf!r} (libpcap filter syntax, "
+                           "e.g. 'tcp port 443 and host 10.0.0.1')", EXIT_BAD_FILTER)
+    if "permission" in low or "operation not permitted" in low:
+        return SourceError(f"no permission to capture on {spec.interface!r}: "
+                           + _PERMISSION_FIX, EXIT_PERMISSION)
+    for line in text.splitlines():
+        line = line.strip()
+        if line.startswith(("dumpcap:", "tshark:")) and "dangerous" not in line:
+            return SourceError(f"capture failed: {line}", EXIT_CAPTURE_FAILED)
+    return None
+
+
+class _CaptureProtocol(protocol.ProcessProtocol):
+    """Thin protocol: stdout bytes to the decoder, stderr lines to the source."""
+
+    def __init__(self, source: LiveCapture) -> None:
+        self.source = source
+
+    def connectionMade(self) -> None:
+        self.transport.closeStdin()
+
+    def outReceived(self, data: bytes) -> None:
+        self.source.got(data)
+
+    def errReceived(self, data: bytes) -> None:
+        self.source.got_stderr(data)
+
+    def outConnectionLost(self) -> None:
+        # End of data. processEnded may never come when the reactor runs off the main
+        # thread, so this (with processExited) is what ends the source.
+        self.source.stream_ended()
+
+    def processExited(self, reason: object) -> None:
+        self.source.exited(reason)
+
+    def processEnded(self, reason: object) -> None:
+        self.source.exited(reason)
+
+
+class LiveCapture(Source):
+    """Capture from a network interface through dumpcap/tshark."""
+
+    kind = "live"
+
+    def __init__(self, spec: CaptureSpec) -> None:
+        super().__init__(f"live {spec.interface}")
+        self.spec = spec
+        self.args = capture_command(spec)  # fails early when no tool exists
+        self.feed = PcapFeed(lambda: self._sink)
+        self._stderr = ""
+        self._transport = None
+        self._reactor = None
+        self._stopping = False
+        self._stream_done = False
+        self._exit: object | None = None
+        self._kill_call = None
+        self.pid: int | None = None
+
+    def _begin(self, reactor: Any) -> None:
+        self._reactor = reactor
+        env = dict(os.environ)
+        env.pop("DISPLAY", None)
+        try:
+            self._transport = reactor.spawnProcess(
+                _CaptureProtocol(self), self.args[0], self.args, env=env,
+                childFDs={0: "w", 1: "r", 2: "r"})
+        except OSError as exc:
+            self._finish(SourceError(f"cannot start {self.args[0]}: {exc.strerror}",
+                                     EXIT_NO_TOOL))
+            return
+        self.pid = self._transport.pid
+        if self.pid:
+            LIVE_CHILDREN.add(self.pid)
+        self.detail = "starting capture"
+
+    # ------------------------------------------------------------ data
+    def got(self, data: bytes) -> None:
+        if self.state == "starting":
+            self.state = "running"
+            self.detail = ""
+        self.feed.data(data)
+        if self.feed.error:
+            self._finish(SourceError(f"capture stream unreadable: {self.feed.error}",
+                                     EXIT_CAPTURE_FAILED))
+            self.stop()
+
+    def got_stderr(self, data: bytes) -> None:
+        self._stderr = (self._stderr + data.decode("utf-8", "replace"))[-8192:]
+        reports = _DROPS.findall(self._stderr)
+        if reports:
+            self.dropped = int(reports[-1][1])
+        if "Capturing on" in self._stderr and self.state == "starting":
+            self.state = "running"
+            self.detail = ""
+
+    def stream_ended(self) -> None:
+        self._stream_done = True
+        self.feed.end()
+        self._maybe_done()
+
+    def exited(self, reason: object) -> None:
+        if self._exit is None:
+            self._exit = reason
+            if self.pid:
+                LIVE_CHILDREN.discard(self.pid)
+            if self._kill_call is not None and self._kill_call.active():
+                self._kill_call.cancel()
+        self._maybe_done()
+
+    def _maybe_done(self) -> None:
+        if self._done or not (self._stream_done and self._exit is not None):
+            return
+        value = getattr(self._exit, "value", None)
+        code = getattr(value, "exitCode", 0)
+        sig = getattr(value, "signal", None)
+        if self._stopping:
+            self._finish(None)
+            return
+        err = classify_stderr(self._stderr, self.spec)
+        if err is None and (code or sig) and not isinstance(value, terror.ProcessDone):
+            how = f"killed by signal {sig}" if sig else f"exit status {code}"
+            err = SourceError(f"capture process ended unexpectedly ({how})",
+                              EXIT_CAPTURE_FAILED)
+        self._finish(err)
+
+    # ------------------------------------------------------------ stopping
+    def stop(self) -> None:
+        if self._stopping:
+            return
+        self._stopping = True
+        if self._exit is not None or self._transport is None:
+            self._stream_done = True
+            self._maybe_done()
+            return
+        self._signal("TERM")
+        self._kill_call = self._reactor.callLater(STOP_GRACE, self._signal, "KILL")
+
+    def _signal(self, name: str) -> None:
+        try:
+            self._transport.signalProcess(name)
+        except (terror.ProcessExitedAlready, OSError):
+            pass
+
+
+def kill_leftovers() -> None:
+    """Last resort at interpreter exit: SIGKILL capture processes still known alive."""
+    for pid in list(LIVE_CHILDREN):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
+        LIVE_CHILDREN.discard(pid)
