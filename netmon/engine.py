@@ -174,7 +174,7 @@ class Engine:
         self._done_sources.add(id(src))
         if error is not None and not self._stopping:
             self.result.errors.append(error)
-            log.warning("source %s failed: %s", src.name, error.message)
+            log.info("source %s failed: %s", src.name, error.message)
         elif src.detail and src.state == "finished":
             self.result.warnings.append(f"{src.name}: {src.detail}")
         if len(self._done_sources) == len(self.sources):
@@ -232,22 +232,22 @@ class Engine:
 
     # ------------------------------------------------------------ snapshots
     def _totals(self) -> Totals:
-        frames = nonip = partial = 0
+        nonip = 0
         skipped: dict[str, int] = {}
         for src in self.sources:
             feed = src.feed
             if feed is None:
                 continue
             dec = feed.decoder
-            frames += dec.frames
             nonip += dec.nonip
-            partial += dec.partial
             for reason, n in dec.skipped.items():
                 skipped[reason] = skipped.get(reason, 0) + n
         t = self.table
+        nskipped = sum(skipped.values())
         return Totals(
-            packets=frames, bytes=t.bytes, ip_packets=t.packets, nonip_frames=nonip,
-            skipped=sum(skipped.values()), skipped_reasons=tuple(sorted(skipped.items())),
+            packets=t.packets + nonip + nskipped, bytes=t.bytes, ip_packets=t.packets,
+            nonip_frames=nonip,
+            skipped=nskipped, skipped_reasons=tuple(sorted(skipped.items())),
             flows_live=len(t), flows_seen=t.flows_seen, flows_expired=t.expired,
             flows_evicted=t.evicted,
         )

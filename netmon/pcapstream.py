@@ -48,6 +48,8 @@ _ETH_VLAN = frozenset((0x8100, 0x88A8, 0x9100, 0x9200))
 _ETH_MPLS = frozenset((0x8847, 0x8848))
 _IPV6_EXT = frozenset((0, 43, 60, 135, 139, 140))  # generic TLV-style extension headers
 _PORT_PROTOS = frozenset((6, 17))
+#: Smallest total length of a pcapng block whose fixed fields are read (IDB, PB, SPB, EPB).
+_NG_MIN_BLOCK = {1: 20, 2: 32, 3: 16, 6: 32}
 
 _U16BE = struct.Struct(">H")
 _PORTS = struct.Struct(">HH")
@@ -79,6 +81,7 @@ class PcapStreamDecoder:
         self.nonip = 0
         self.partial = 0
         self.resync_bytes = 0
+        self._resyncing = False
         self.skipped: Counter[str] = Counter()
         self.linktypes: list[int] = []
         self.last_ts = 0.0
@@ -89,7 +92,7 @@ class PcapStreamDecoder:
         self._linktype = LINKTYPE_ETHERNET
         # pcapng state: per interface (linktype, ticks per second divisor, ts offset)
         self._ng_end = "<"
-        self._ifaces: list[tuple[int, float, float, int]] = []
+        self._ifaces: list[tuple[int, int, float, int]] = []
         # first-fragment ports: (proto, src, dst, ident) -> (sport, dport)
         self._frag_ports: dict[tuple, tuple[int, int]] = {}
 
@@ -172,12 +175,24 @@ class PcapStreamDecoder:
         frames = 0
         ts = self.last_ts
         while off + 16 <= n:
+            if self._resyncing:
+                found, resume = self._pcap_resync(buf, off, limit, ts)
+                if found < 0:
+                    # Hold the bytes from the first header we could not yet confirm:
+                    # the next chunk may prove it (chunk boundaries must not matter).
+                    self.resync_bytes += resume - off
+                    off = resume
+                    break
+                self.resync_bytes += found - off
+                off = found
+                self._resyncing = False
             sec, frac, caplen, wirelen = unpack(buf, off)
             if caplen > limit or (caplen > wirelen and wirelen):
-                off = self._pcap_resync(buf, off + 1, limit)
-                if off < 0:
-                    off = max(self._off, n - 15)
-                    break
+                self._resyncing = True
+                self.skipped["corrupt-record-header"] += 1
+                self.warning = "corrupt record header(s) skipped: resynchronised"
+                off += 1
+                self.resync_bytes += 1
                 continue
             end = off + 16 + caplen
             if end > n:
@@ -192,36 +207,35 @@ class PcapStreamDecoder:
         self.last_ts = ts
         self._off = off
 
-    def _pcap_resync(self, buf: bytes, start: int, limit: int) -> int:
-        """Find the next plausible record header after corrupt bytes (or -1).
+    def _pcap_resync(self, buf: bytes, start: int, limit: int,
+                     last_ts: float) -> tuple[int, int]:
+        """(offset of the next believable record header or -1, where to resume).
 
-        A header is believed when its lengths are sane and it is followed either by
-        the end of the data or by another sane header; the bytes passed over are
-        counted, so nothing is dropped silently.
+        A header is believed when its lengths are sane, its time is within a year of
+        the last good packet, and the header after it is sane too; until one is
+        believed the bytes are held, so chunk boundaries do not matter.
         """
         unpack = self._rec.unpack_from
         n = len(buf)
-        last = int(self.last_ts)
+        last = int(last_ts)
+        year = 86400 * 366
+        unconfirmed = -1
         for cand in range(start, n - 15):
             sec, frac, caplen, wirelen = unpack(buf, cand)
             if caplen > limit or caplen > wirelen or wirelen > MAX_RECORD or frac >= 10**9:
                 continue
-            if last and abs(sec - last) > 86400 * 366:
+            if last and abs(sec - last) > year:
                 continue
             nxt = cand + 16 + caplen
-            if nxt + 16 <= n:
-                s2, f2, c2, w2 = unpack(buf, nxt)
-                if c2 > limit or c2 > w2 or f2 >= 10**9 or abs(s2 - sec) > 86400 * 366:
-                    continue
-            elif nxt > n:
-                # Can't confirm yet: wait for more data rather than guess.
-                return -1
-            self.resync_bytes += cand - (start - 1)
-            self.skipped["corrupt-record-header"] += 1
-            if not self.warning:
-                self.warning = "corrupt record header: resynchronised"
-            return cand
-        return -1
+            if nxt + 16 > n:
+                if unconfirmed < 0:
+                    unconfirmed = cand  # cannot confirm it with the data at hand
+                continue
+            s2, f2, c2, w2 = unpack(buf, nxt)
+            if c2 > limit or c2 > w2 or f2 >= 10**9 or abs(s2 - sec) > year:
+                continue
+            return cand, cand
+        return -1, unconfirmed if unconfirmed >= 0 else max(start, n - 15)
 
     # ------------------------------------------------------------------ pcapng
     def _feed_pcapng(self, out: list) -> None:
@@ -250,6 +264,13 @@ class PcapStreamDecoder:
                               f"after {self.frames} packets")
                 break
             if off + blen > n:
+                break
+            # Fix (tests/test_pcapstream.py): a block too short for its own fixed fields
+            # made the reads below raise struct.error at the end of the data, or read the
+            # next block's bytes. Such a file is corrupt (Wireshark stops there too).
+            if blen < _NG_MIN_BLOCK.get(btype, 12):
+                self.error = (f"corrupt pcapng: block type {btype} too short ({blen} bytes) "
+                              f"after {self.frames} packets")
                 break
             body = off + 8
             bend = off + blen - 4
@@ -297,9 +318,9 @@ class PcapStreamDecoder:
         self._off = off
 
     @staticmethod
-    def _read_idb(buf: bytes, body: int, bend: int, e: str) -> tuple[int, float, float, int]:
+    def _read_idb(buf: bytes, body: int, bend: int, e: str) -> tuple[int, int, float, int]:
         linktype, _reserved, snaplen = struct.unpack_from(e + "HHI", buf, body)
-        div = 1e6
+        div = 1_000_000
         tsoff = 0.0
         p = body + 8
         while p + 4 <= bend:
@@ -307,9 +328,13 @@ class PcapStreamDecoder:
             if code == 0:
                 break
             v = p + 4
+            if v + length > bend:  # fix: an option running past the block would raise
+                break
             if code == 9 and length >= 1:  # if_tsresol
                 r = buf[v]
-                div = float(2 ** (r & 0x7F)) if r & 0x80 else float(10 ** r)
+                # Fix: an int divisor, so ticks / div is one correctly rounded division;
+                # float(ticks) first lost up to 128 ns on ns-resolution timestamps.
+                div = 2 ** (r & 0x7F) if r & 0x80 else 10 ** r
             elif code == 14 and length >= 8:  # if_tsoffset, seconds
                 (tsoff,) = struct.unpack_from(e + "q", buf, v)
             p = v + ((length + 3) & ~3)
