@@ -20,6 +20,7 @@ import numpy as np
 from twisted.internet import process as tprocess
 from twisted.internet import task
 
+from netmon.batch import PacketBatch
 from netmon.config import Settings
 from netmon.flows import FlowTable
 from netmon.flowsout import FlowsOutWriter
@@ -79,7 +80,10 @@ class Engine:
                                max_flows=settings.max_flows)
         self.result = EngineResult()
         self._writer = FlowsOutWriter(settings.flows_out) if settings.flows_out else None
-        self._pending: list = []
+        self._pending: list[PacketBatch] = []
+        self._pending_n = 0
+        self._expired_at = 0.0
+        self._expire_step = min(1.0, settings.idle_timeout / 10)
         self._accepted = 0  # packets taken from sources (for --count)
         self._seq = 0
         self._started_wall = 0.0
@@ -142,26 +146,36 @@ class Engine:
         if self.settings.duration:
             self.reactor.callLater(self.settings.duration, self._shutdown, "duration reached")
 
-    def _sink(self, records: list) -> None:
-        if self._stopping and self._finalised:
+    def _sink(self, batch: PacketBatch) -> None:
+        if self._finalised:
             return
         limit = self.settings.count
         if limit:
             room = limit - self._accepted
             if room <= 0:
                 return
-            if len(records) >= room:
-                records = records[:room]
+            if len(batch) >= room:
+                batch = batch.head(room)
                 self.reactor.callLater(0, self._shutdown, "packet count reached")
-        self._accepted += len(records)
-        self._pending.extend(records)
-        if len(self._pending) >= BATCH:
+        self._accepted += len(batch)
+        self._pending.append(batch)
+        self._pending_n += len(batch)
+        if self._pending_n >= BATCH:
             self._flush()
 
     def _flush(self) -> None:
         if self._pending:
-            batch, self._pending = self._pending, []
-            self.table.add_packets(batch)
+            batch = PacketBatch.concat(self._pending)
+            self._pending = []
+            self._pending_n = 0
+            self.table.add_batch(batch)
+            if not self._live:
+                # Replays run faster than the wall-clock tick: age flows by capture
+                # time as it advances, so where flows split does not depend on speed.
+                latest = self.table.latest_ts
+                if latest - self._expired_at >= self._expire_step:
+                    self.table.expire(latest)
+                    self._expired_at = latest
 
     def _clock(self) -> float:
         # Live traffic expires by the wall clock (quiet links still age flows out);
@@ -190,9 +204,10 @@ class Engine:
         self.publish(self._snapshot())
 
     def _write_finished(self) -> None:
-        done = self.table.drain_finished()
-        if done and self._writer is not None:
-            self._writer.write(done)
+        if self._writer is None:
+            self.table.discard_finished()
+        elif self.table.finished_count:
+            self._writer.write(self.table.drain_finished())
 
     def _shutdown(self, reason: str) -> None:
         if self._stopping:

@@ -26,16 +26,31 @@ arrival times keep Welford's mean and M2, merged per batch with Chan's formula.
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Sequence
 
 import numpy as np
 
-from netmon.model import FlowView, addr_text
+from netmon.batch import PacketBatch
+from netmon.model import FlowView
 
 #: How many leading packet sizes (signed by direction) a flow keeps for clustering.
 FIRST_SIZES = 8
 
-_PORT_INTS = list(range(65536))  # interned: one int object per port, not per flow
+#: A flow key: protocol, address family, then the lo endpoint and the hi endpoint
+#: (16-byte address, big-endian port), lo being the smaller. As one bytes object it
+#: hashes fast and costs ~70 bytes per flow.
+KEY_DTYPE = np.dtype([("p", "u1"), ("f", "u1"), ("a", "V16"), ("ap", ">u2"),
+                      ("b", "V16"), ("bp", ">u2")])
+
+
+def split_key(key: bytes) -> tuple[int, str, int, str, int]:
+    """(proto, lo address text, lo port, hi address text, hi port) of a flow key."""
+    fam = socket.AF_INET if key[1] == 4 else socket.AF_INET6
+    a = key[14:18] if key[1] == 4 else key[2:18]
+    b = key[32:36] if key[1] == 4 else key[20:36]
+    return (key[0], socket.inet_ntop(fam, a), int.from_bytes(key[18:20], "big"),
+            socket.inet_ntop(fam, b), int.from_bytes(key[36:38], "big"))
 
 _INT_COLS = ("pkts_ab", "bytes_ab", "pkts_ba", "bytes_ba", "flow_id")
 _SMALL_COLS = ("syn", "synack", "fin", "rst", "psh")
@@ -57,13 +72,14 @@ class FlowTable:
         self.idle_timeout = float(idle_timeout)
         self.active_timeout = float(active_timeout)
         self.max_flows = max_flows
-        self.index: dict[tuple, int] = {}  # flow key -> slot
-        self.keys: list[tuple | None] = []  # slot -> flow key (None when free)
+        self.index: dict[bytes, int] = {}  # flow key (see KEY_DTYPE) -> slot
+        self.keys: list[bytes | None] = []  # slot -> flow key (None when free)
         self._free: list[int] = []
         self.cap = 0
         self._grow(max(16, initial_capacity))
-        #: Finished flows not yet taken by :meth:`drain_finished`.
-        self.finished: list[FlowView] = []
+        # Ended flows not yet taken by drain_finished: (columns, keys, reason) chunks.
+        self._finished: list[tuple[dict, list[bytes], str]] = []
+        self._finished_n = 0
         self.next_id = 1
         self.packets = 0
         self.bytes = 0
@@ -71,7 +87,6 @@ class FlowTable:
         self.expired = 0
         self.evicted = 0
         self.latest_ts = 0.0
-        self._addrs: dict[bytes, bytes] = {}
 
     # ------------------------------------------------------------------ storage
     def _grow(self, new_cap: int) -> None:
@@ -106,75 +121,66 @@ class FlowTable:
 
     # ------------------------------------------------------------------ ingest
     def add_packets(self, records: Sequence[tuple]) -> None:
-        """Account a batch of PacketRecord tuples (the hot path).
+        """Account a batch of PacketRecord tuples (tests and slow paths)."""
+        if records:
+            self.add_batch(PacketBatch.from_records(records))
 
-        Batches of a few thousand records amortise the vectorised part; the engine
-        collects records from its sources before calling this.
+    def add_batch(self, b: PacketBatch) -> None:
+        """Account a columnar batch of packets (the hot path).
+
+        Batches of a few thousand packets amortise the vectorised work; the engine
+        collects them from its sources before calling this.
         """
-        n = len(records)
+        n = len(b)
         if not n:
             return
+        s8 = b.src.view(">u8")
+        d8 = b.dst.view(">u8")
+        sh, sl, dh, dl = s8[:, 0], s8[:, 1], d8[:, 0], d8[:, 1]
+        # Orientation: the key starts with the smaller (address, port) endpoint.
+        lo_first = (sh < dh) | ((sh == dh) & ((sl < dl) | ((sl == dl) & (b.sport <= b.dport))))
+        keys = np.empty(n, dtype=KEY_DTYPE)
+        keys["p"] = b.proto
+        keys["f"] = b.fam
+        src = b.src.view("V16")[:, 0]
+        dst = b.dst.view("V16")[:, 0]
+        keys["a"] = np.where(lo_first, src, dst)
+        keys["ap"] = np.where(lo_first, b.sport, b.dport)
+        keys["b"] = np.where(lo_first, dst, src)
+        keys["bp"] = np.where(lo_first, b.dport, b.sport)
+        klist = keys.view(f"V{KEY_DTYPE.itemsize}").tolist()
         index = self.index
-        get = index.get
-        # Columns are gathered here rather than by transposing the records later:
-        # appends to lists are the cheapest way to get them into numpy.
-        slots: list[int] = []
-        fwds: list[bool] = []
-        stamps: list[float] = []
-        sizes: list[int] = []
-        tcp_flags: list[int] = []
-        add_slot = slots.append
-        add_fwd = fwds.append
-        add_ts = stamps.append
-        add_wl = sizes.append
-        add_fl = tcp_flags.append
-        new: list[tuple] = []  # (slot, ts, fwd, proto, flags) of flows born here
-        for ts, wl, proto, src, sport, dst, dport, flags in records:
-            if src < dst or (src == dst and sport <= dport):
-                key = (proto, src, sport, dst, dport)
-                fwd = True
-            else:
-                key = (proto, dst, dport, src, sport)
-                fwd = False
-            slot = get(key)
-            if slot is None:
-                slot = self._new_slot(key)
-                new.append((slot, ts, fwd, proto, flags))
-            add_slot(slot)
-            add_fwd(fwd)
-            add_ts(ts)
-            add_wl(wl)
-            add_fl(flags if proto == 6 else 0)  # the field means other things elsewhere
-        self._apply(slots, fwds, stamps, sizes, tcp_flags, new)
+        slots = list(map(index.get, klist))
+        new: list[int] = []  # batch positions of the first packet of each new flow
+        if None in slots:
+            for i in [i for i, slot in enumerate(slots) if slot is None]:
+                slot = index.get(klist[i])  # an earlier packet of this batch made it
+                if slot is None:
+                    slot = self._new_slot(klist[i])
+                    new.append(i)
+                slots[i] = slot
+        self._apply(np.array(slots, dtype=np.int64), lo_first, b, new)
         if len(index) > self.max_flows:
             self._evict(len(index) - self.max_flows + self.max_flows // 100)
 
-    def _new_slot(self, key: tuple) -> int:
+    def _new_slot(self, key: bytes) -> int:
         if not self._free:
             self._grow(self.cap * 2)
         slot = self._free.pop()
-        addrs = self._addrs
-        lo = addrs.setdefault(key[1], key[1])
-        hi = addrs.setdefault(key[3], key[3])
-        key = (key[0], lo, _PORT_INTS[key[2]], hi, _PORT_INTS[key[4]])
         self.index[key] = slot
         self.keys[slot] = key
         return slot
 
-    def _apply(self, slots: list[int], fwds: list[bool], stamps: list[float],
-               sizes: list[int], tcp_flags: list[int], new: list[tuple]) -> None:
-        ts = np.array(stamps, dtype=np.float64)
-        wl = np.array(sizes, dtype=np.int64)
-        flags = np.array(tcp_flags, dtype=np.int64)
-        s = np.array(slots, dtype=np.int64)
-        fwd = np.array(fwds, dtype=np.bool_)
+    def _apply(self, s: np.ndarray, fwd: np.ndarray, b: PacketBatch, new: list[int]) -> None:
+        ts = b.ts
+        wl = b.wirelen
+        flags = np.where(b.proto == 6, b.flags, 0)  # the field means other things elsewhere
         npk = len(ts)
         self.packets += npk
         self.bytes += int(wl.sum())
 
         if new:
-            self._init_new(new)
-
+            self._init_new(s, fwd, b, new)
         # Group packets by flow, keeping arrival order inside each group.
         order = np.argsort(s, kind="stable")
         ss = s[order]
@@ -195,12 +201,26 @@ class FlowTable:
         self.bytes_ba[u] += np.add.reduceat(w_s, starts) - b_fwd
         self.sizesq[u] += np.add.reduceat((w_s * w_s).astype(np.float64), starts)
 
-        # Inter-arrival times: each packet against the previous one of its flow (from
-        # this batch, or the flow's last packet before it). A flow's very first packet
-        # has none. Out-of-order timestamps count as 0 s, not negative.
+        # Inter-arrival times: each packet against the latest time its flow has seen
+        # before it (in this batch, or ``last`` from earlier ones). A flow's very first
+        # packet has none. Out-of-order timestamps count as 0 s, not negative.
         prev = np.empty(npk)
         prev[1:] = t_s[:-1]
+        back = t_s[1:] < t_s[:-1]
+        back[starts[1:] - 1] = False  # a step from one flow's group to the next
+        if back.any():
+            # Fix (tests/test_flows.py): an out-of-order packet was measured against the
+            # previous packet inside a batch but against the flow's latest time across
+            # batches, so the statistics depended on where batches split. Use each
+            # flow's running maximum, computed exactly on ranks (grp * npk + rank only
+            # grows from one group to the next, so one accumulate serves all flows).
+            by_time = np.argsort(t_s, kind="stable")
+            rank = np.empty(npk, dtype=np.int64)
+            rank[by_time] = np.arange(npk)
+            base = grp * npk
+            prev[1:] = t_s[by_time[(np.maximum.accumulate(base + rank) - base)[:-1]]]
         prev[starts] = self.last[u]
+        prev = np.maximum(prev, self.last[u][grp])  # fix: later than an earlier batch
         iat = np.maximum(t_s - prev, 0.0)
         valid = np.ones(npk, dtype=np.bool_)
         valid[starts[prior == 0]] = False
@@ -240,22 +260,23 @@ class FlowTable:
         if latest > self.latest_ts:
             self.latest_ts = latest
 
-    def _init_new(self, new: list[tuple]) -> None:
-        ns = np.array([x[0] for x in new], dtype=np.int64)
+    def _init_new(self, s: np.ndarray, fwd: np.ndarray, b: PacketBatch, new: list[int]) -> None:
+        at = np.array(new, dtype=np.int64)
+        ns = s[at]
         for name in _INT_COLS + _SMALL_COLS + ("sizesq", "iat_mean", "iat_m2"):
             getattr(self, name)[ns] = 0
         self.first_sizes[ns] = 0
-        first = np.array([x[1] for x in new], dtype=np.float64)
-        self.first[ns] = first
-        self.last[ns] = first
-        self.proto[ns] = [x[3] for x in new]
-        keys = self.keys
-        self.port_lo[ns] = [keys[x[0]][2] for x in new]
-        self.port_hi[ns] = [keys[x[0]][4] for x in new]
+        self.first[ns] = b.ts[at]
+        self.last[ns] = b.ts[at]
+        proto = b.proto[at]
+        self.proto[ns] = proto
+        lo = fwd[at]
+        self.port_lo[ns] = np.where(lo, b.sport[at], b.dport[at])
+        self.port_hi[ns] = np.where(lo, b.dport[at], b.sport[at])
         # The initiator sent the first packet, unless that was a SYN-ACK: then the
         # other side opened the connection.
-        self.a_is_lo[ns] = [fwd != (proto == 6 and flags & 0x12 == 0x12)
-                            for _, _, fwd, proto, flags in new]
+        synack = (proto == 6) & ((b.flags[at] & 0x12) == 0x12)
+        self.a_is_lo[ns] = lo ^ synack
         self.flow_id[ns] = np.arange(self.next_id, self.next_id + len(new))
         self.next_id += len(new)
         self.flows_seen += len(new)
@@ -290,22 +311,37 @@ class FlowTable:
         self.evicted += count
 
     def _finish(self, slots: np.ndarray, reason: str) -> None:
-        self.finished.extend(self.views(slots, reason))
-        index = self.index
+        # Keep the ended flows as columns: FlowView objects cost ~5 us each and are
+        # only built when someone drains them (flows-out, clustering).
         keys = self.keys
+        self._finished.append((self.columns(slots), [keys[s] for s in slots.tolist()],
+                               reason))
+        self._finished_n += len(slots)
+        index = self.index
         for slot in slots.tolist():
             del index[keys[slot]]
             keys[slot] = None
         self.live[slots] = False
         self.dirty[slots] = False
         self._free.extend(slots.tolist())
-        if len(self._addrs) > 4 * self.max_flows + 1024:
-            self._addrs.clear()  # interning is only an optimisation: keep it bounded
+
+    @property
+    def finished_count(self) -> int:
+        """Flows ended and not yet drained."""
+        return self._finished_n
 
     def drain_finished(self) -> list[FlowView]:
         """Take the flows that ended since the last call."""
-        done, self.finished = self.finished, []
-        return done
+        chunks, self._finished, self._finished_n = self._finished, [], 0
+        out: list[FlowView] = []
+        for cols, keys, reason in chunks:
+            out.extend(_views(cols, keys, reason))
+        return out
+
+    def discard_finished(self) -> int:
+        """Forget ended flows nobody wants as views; return how many."""
+        n, self._finished, self._finished_n = self._finished_n, [], 0
+        return n
 
     def end_all(self, reason: str = "end-of-capture") -> list[FlowView]:
         """End every live flow (at exit); return all finished flows not yet drained."""
@@ -320,43 +356,13 @@ class FlowTable:
         sl = np.asarray(slots, dtype=np.int64)
         if not len(sl):
             return []
-        a_lo = self.a_is_lo[sl]
-        pab = np.where(a_lo, self.pkts_ab[sl], self.pkts_ba[sl]).tolist()
-        pba = np.where(a_lo, self.pkts_ba[sl], self.pkts_ab[sl]).tolist()
-        bab = np.where(a_lo, self.bytes_ab[sl], self.bytes_ba[sl]).tolist()
-        bba = np.where(a_lo, self.bytes_ba[sl], self.bytes_ab[sl]).tolist()
-        n = self.pkts_ab[sl] + self.pkts_ba[sl]
-        tot = (self.bytes_ab[sl] + self.bytes_ba[sl]).astype(np.float64)
-        nf = np.maximum(n, 1).astype(np.float64)
-        smean = tot / nf
-        svar = np.maximum(self.sizesq[sl] / nf - smean * smean, 0.0)
-        istd = np.sqrt(self.iat_m2[sl] / np.maximum(n - 1, 1))
-        fs = np.where(a_lo[:, None], self.first_sizes[sl], -self.first_sizes[sl])
-        cols = zip(sl.tolist(), a_lo.tolist(), self.flow_id[sl].tolist(), pab, bab, pba, bba,
-                   self.first[sl].tolist(), self.last[sl].tolist(), self.syn[sl].tolist(),
-                   self.synack[sl].tolist(), self.fin[sl].tolist(), self.rst[sl].tolist(),
-                   self.psh[sl].tolist(), smean.tolist(), np.sqrt(svar).tolist(),
-                   self.iat_mean[sl].tolist(), istd.tolist(), fs.tolist(), n.tolist(), strict=True)
-        keys = self.keys
-        out = []
-        for (slot, alo, fid, pab_, bab_, pba_, bba_, first, last, syn, synack, fin, rst, psh,
-             sm, ss, im, is_, sizes, npk) in cols:
-            proto, lo, lop, hi, hip = keys[slot]
-            a, pa, b, pb = (lo, lop, hi, hip) if alo else (hi, hip, lo, lop)
-            out.append(FlowView(
-                flow_id=fid, proto=proto, addr_a=addr_text(a), port_a=pa,
-                addr_b=addr_text(b), port_b=pb, pkts_a2b=pab_, bytes_a2b=bab_,
-                pkts_b2a=pba_, bytes_b2a=bba_, first_epoch=first, last_epoch=last,
-                syn=syn, synack=synack, fin=fin, rst=rst, psh=psh,
-                size_mean=sm, size_std=ss, iat_mean=im, iat_std=is_,
-                first_sizes=tuple(sizes[:min(npk, FIRST_SIZES)]), end_reason=reason))
-        return out
+        return _views(self.columns(sl), [self.keys[s] for s in sl.tolist()], reason)
 
     def columns(self, slots: np.ndarray | Sequence[int]) -> dict[str, np.ndarray]:
         """Copies of the flows' counters as numpy columns, turned to initiator (a->b)
         orientation: the input of vectorised feature extraction.
 
-        Keys: flow_id, proto, port_a, port_b, pkts_a2b, bytes_a2b, pkts_b2a,
+        Keys: flow_id, proto, a_is_lo, port_a, port_b, pkts_a2b, bytes_a2b, pkts_b2a,
         bytes_b2a, first, last, syn, synack, fin, rst, psh, size_mean, size_std,
         iat_mean, iat_std, first_sizes (n x FIRST_SIZES, + = a->b, 0 = none).
         """
@@ -369,6 +375,7 @@ class FlowTable:
         return {
             "flow_id": self.flow_id[sl],
             "proto": self.proto[sl].astype(np.int64),
+            "a_is_lo": a_lo,
             "port_a": np.where(a_lo, self.port_lo[sl], self.port_hi[sl]),
             "port_b": np.where(a_lo, self.port_hi[sl], self.port_lo[sl]),
             "pkts_a2b": np.where(a_lo, self.pkts_ab[sl], self.pkts_ba[sl]),
@@ -388,3 +395,31 @@ class FlowTable:
     def live_views(self) -> list[FlowView]:
         """Views of every live flow (for exports; O(live flows))."""
         return self.views(self.live_slots())
+
+
+def _views(cols: dict[str, np.ndarray], keys: list[bytes], reason: str) -> list[FlowView]:
+    """FlowViews from :meth:`FlowTable.columns` output and the flows' keys."""
+    if not keys:
+        return []
+    npk = (cols["pkts_a2b"] + cols["pkts_b2a"]).tolist()
+    rows = zip(keys, cols["a_is_lo"].tolist(), cols["flow_id"].tolist(),
+               cols["pkts_a2b"].tolist(), cols["bytes_a2b"].tolist(),
+               cols["pkts_b2a"].tolist(), cols["bytes_b2a"].tolist(),
+               cols["first"].tolist(), cols["last"].tolist(), cols["syn"].tolist(),
+               cols["synack"].tolist(), cols["fin"].tolist(), cols["rst"].tolist(),
+               cols["psh"].tolist(), cols["size_mean"].tolist(), cols["size_std"].tolist(),
+               cols["iat_mean"].tolist(), cols["iat_std"].tolist(),
+               cols["first_sizes"].tolist(), npk, strict=True)
+    out = []
+    for (key, alo, fid, pab, bab, pba, bba, first, last, syn, synack, fin, rst, psh,
+         sm, ss, im, is_, sizes, n) in rows:
+        proto, lo, lop, hi, hip = split_key(key)
+        a, pa, b, pb = (lo, lop, hi, hip) if alo else (hi, hip, lo, lop)
+        out.append(FlowView(
+            flow_id=fid, proto=proto, addr_a=a, port_a=pa, addr_b=b, port_b=pb,
+            pkts_a2b=pab, bytes_a2b=bab, pkts_b2a=pba, bytes_b2a=bba,
+            first_epoch=first, last_epoch=last, syn=syn, synack=synack, fin=fin, rst=rst,
+            psh=psh, size_mean=sm, size_std=ss, iat_mean=im, iat_std=is_,
+            first_sizes=tuple(sizes[:min(n, FIRST_SIZES)]), end_reason=reason))
+    return out
+

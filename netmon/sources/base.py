@@ -1,8 +1,8 @@
 """What every ingest source shares: the sink contract, status and a pcap-stream feeder.
 
 Runs on the reactor thread only. A source turns bytes (from a file, a pipe or a
-capture process) into PacketRecord tuples and hands them to the engine's ``sink``
-in batches; it reports its end once, through ``on_done``, with an error text or
+capture process) into columnar PacketBatches and hands them to the engine's
+``sink``; it reports its end once, through ``on_done``, with an error text or
 None. Sources never touch the FlowTable themselves.
 """
 
@@ -12,10 +12,11 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from typing import Any
 
+from netmon.batch import PacketBatch
 from netmon.model import SourceStatus
 from netmon.pcapstream import PcapStreamDecoder
 
-Sink = Callable[[list], None]
+Sink = Callable[[PacketBatch], None]
 DoneCallback = Callable[["Source", "SourceError | None"], None]
 
 
@@ -95,11 +96,11 @@ class PcapFeed:
 
     def data(self, chunk: bytes) -> None:
         self.bytes_in += len(chunk)
-        records = self.decoder.feed(chunk)
-        if records:
+        batch = self.decoder.feed_batch(chunk)
+        if len(batch):
             sink = self._sink_getter()
             if sink is not None:
-                sink(records)
+                sink(batch)
 
     def end(self) -> None:
         self.decoder.close()

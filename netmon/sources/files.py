@@ -18,6 +18,7 @@ from typing import Any
 
 from twisted.internet import abstract
 
+from netmon.batch import PacketBatch
 from netmon.sources.base import EXIT_BAD_INPUT, PcapFeed, Source, SourceError
 
 CHUNK = 1 << 20
@@ -154,7 +155,7 @@ class FileSource(Source):
                 # Jump the gap: re-anchor so the next packet is due now.
                 self._base = (queue[0][0], now)
         if out and self._sink is not None:
-            self._sink(out)
+            self._sink(PacketBatch.from_records(out))
         if not queue and self._eof:
             self._close()
             return

@@ -1,0 +1,196 @@
+"""Columnar packet batches and the vectorised fast path of the pcap decoder.
+
+Pure module (numpy). Runs on whichever thread owns the decoder (the reactor thread
+in netmon). :class:`PacketBatch` holds a batch of decoded packets as numpy columns;
+:func:`decode_pcap_records` decodes a run of pcap records whose offsets are known,
+all at once: the common cases (Ethernet / Linux cooked / raw IP carrying IPv4
+without fragments, or IPv6 without extension headers, then TCP, UDP, ICMP) are read
+with numpy fancy indexing; every other frame goes through the decoder's per-frame
+code, so the result is the same as decoding frame by frame, only ~5x cheaper.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+V4_PREFIX = bytes(12)  # IPv4 addresses sit in the last 4 of 16 bytes; family says which
+_AR16 = np.arange(16)
+_AR4 = np.arange(4)
+# Where the network-layer header starts and where its type is, per link type.
+_ETHER, _SLL, _SLL2, _RAW = 1, 113, 276, (101, 12, 14, 228, 229)
+
+
+@dataclass(frozen=True, slots=True)
+class PacketBatch:
+    """Decoded packets as columns (row i of each array is packet i).
+
+    ``fam`` is 4 or 6; ``src``/``dst`` are n x 16 uint8 (IPv4 in the last four
+    bytes); ``flags`` is the TCP flags byte for TCP, the ICMP type for ICMP(v6).
+    """
+
+    ts: np.ndarray
+    wirelen: np.ndarray
+    proto: np.ndarray
+    fam: np.ndarray
+    src: np.ndarray
+    sport: np.ndarray
+    dst: np.ndarray
+    dport: np.ndarray
+    flags: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.ts)
+
+    @staticmethod
+    def empty() -> PacketBatch:
+        z = np.zeros(0, dtype=np.int64)
+        a = np.zeros((0, 16), dtype=np.uint8)
+        return PacketBatch(np.zeros(0), z, z, z, a, z, a, z, z)
+
+    @staticmethod
+    def from_records(records: Sequence[tuple]) -> PacketBatch:
+        """Build a batch from PacketRecord tuples (the per-frame decoder's output)."""
+        if not records:
+            return PacketBatch.empty()
+        ts, wl, proto, src, sport, dst, dport, flags = zip(*records, strict=True)
+        fam = np.array([4 if len(a) == 4 else 6 for a in src], dtype=np.int64)
+        return PacketBatch(
+            ts=np.array(ts, dtype=np.float64), wirelen=np.array(wl, dtype=np.int64),
+            proto=np.array(proto, dtype=np.int64), fam=fam,
+            src=_addr16(src), sport=np.array(sport, dtype=np.int64),
+            dst=_addr16(dst), dport=np.array(dport, dtype=np.int64),
+            flags=np.array(flags, dtype=np.int64))
+
+    @staticmethod
+    def concat(batches: Sequence[PacketBatch]) -> PacketBatch:
+        batches = [b for b in batches if len(b)]
+        if not batches:
+            return PacketBatch.empty()
+        if len(batches) == 1:
+            return batches[0]
+        return PacketBatch(*(np.concatenate([getattr(b, f) for b in batches])
+                             for f in PacketBatch.__slots__))
+
+    def head(self, n: int) -> PacketBatch:
+        return PacketBatch(*(getattr(self, f)[:n] for f in PacketBatch.__slots__))
+
+    def records(self) -> list[tuple]:
+        """PacketRecord tuples again (addresses 4 or 16 bytes): tests, slow paths."""
+        out = []
+        for i in range(len(self)):
+            fam = int(self.fam[i])
+            src = bytes(self.src[i]) if fam == 6 else bytes(self.src[i, 12:])
+            dst = bytes(self.dst[i]) if fam == 6 else bytes(self.dst[i, 12:])
+            out.append((float(self.ts[i]), int(self.wirelen[i]), int(self.proto[i]), src,
+                        int(self.sport[i]), dst, int(self.dport[i]), int(self.flags[i])))
+        return out
+
+
+def _addr16(addrs: Sequence[bytes]) -> np.ndarray:
+    joined = b"".join(a if len(a) == 16 else V4_PREFIX + a for a in addrs)
+    return np.frombuffer(joined, dtype=np.uint8).reshape(-1, 16)
+
+
+def _take(a: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    # Frames too short for a field are masked out later; clip so reading never fails.
+    return a.take(idx, mode="clip").astype(np.int64)
+
+
+def decode_pcap_records(buf: bytes, offs: list[int], endian: str, tsmul: float,
+                        linktype: int,
+                        slow: Callable[[int, bytes, int, int, float, int], tuple | None],
+                        ) -> tuple[PacketBatch, int]:
+    """Decode the pcap records starting at ``offs`` in ``buf``.
+
+    ``slow`` is the decoder's per-frame function (linktype, buf, start, end, ts,
+    wirelen) for frames off the fast path. Returns (batch, fast-path IP frames).
+    """
+    n = len(offs)
+    A = np.frombuffer(buf, dtype=np.uint8)
+    starts = np.array(offs, dtype=np.int64)
+    hdr = A[starts[:, None] + _AR16].view(endian + "u4")
+    ts = hdr[:, 0] + hdr[:, 1] * tsmul
+    caplen = hdr[:, 2].astype(np.int64)
+    wirelen = hdr[:, 3].astype(np.int64)
+    p = starts + 16
+    if linktype == _ETHER:
+        link = 14
+        et = (_take(A, p + 12) << 8) | _take(A, p + 13)
+    elif linktype == _SLL:
+        link = 16
+        et = (_take(A, p + 14) << 8) | _take(A, p + 15)
+    elif linktype == _SLL2:
+        link = 20
+        et = (_take(A, p) << 8) | _take(A, p + 1)
+    elif linktype in _RAW:
+        link = 0
+        ver = _take(A, p) >> 4
+        et = np.where(ver == 4, 0x0800, np.where(ver == 6, 0x86DD, 0))
+    else:
+        link = -1
+        et = np.zeros(n, dtype=np.int64)
+    ip = p + link
+    avail = caplen - link
+    v4 = (et == 0x0800) & (avail >= 20)
+    v6 = (et == 0x86DD) & (avail >= 40)
+
+    # IPv4 without fragments; total length 0 means segmentation offload (trust caplen).
+    vihl = _take(A, ip)
+    hl = (vihl & 15) << 2
+    tl = (_take(A, ip + 2) << 8) | _take(A, ip + 3)
+    tl = np.where(tl == 0, avail, tl)
+    frag = ((_take(A, ip + 6) << 8) | _take(A, ip + 7)) & 0x3FFF
+    v4 &= ((vihl >> 4) == 4) & (hl >= 20) & (avail >= hl) & (tl >= hl) & (frag == 0)
+    # IPv6 whose next header is the transport (no extension headers).
+    plen = (_take(A, ip + 4) << 8) | _take(A, ip + 5)
+    nh6 = _take(A, ip + 6)
+    v6 &= ((vihl >> 4) == 6) & np.isin(nh6, (6, 17, 58))
+
+    proto = np.where(v6, nh6, _take(A, ip + 9))
+    l4 = ip + np.where(v6, 40, hl)
+    l4end = np.where(v6, np.where(plen > 0, np.minimum(40 + plen, avail), avail),
+                     np.minimum(tl, avail)) - (l4 - ip)
+    need = np.select([proto == 6, proto == 17, (proto == 1) | (proto == 58)], [14, 4, 1], 0)
+    fast = (v4 | v6) & (l4end >= need)
+
+    idx = np.flatnonzero(fast)
+    fam = np.where(v6, 6, 4)[idx]
+    src = np.zeros((len(idx), 16), dtype=np.uint8)
+    dst = np.zeros((len(idx), 16), dtype=np.uint8)
+    ipf = ip[idx]
+    is6 = fam == 6
+    if is6.any():
+        b6 = ipf[is6][:, None]
+        src[is6] = A[b6 + 8 + _AR16]
+        dst[is6] = A[b6 + 24 + _AR16]
+    if (~is6).any():
+        b4 = ipf[~is6][:, None]
+        src[~is6, 12:] = A[b4 + 12 + _AR4]
+        dst[~is6, 12:] = A[b4 + 16 + _AR4]
+    pr = proto[idx]
+    q = l4[idx]
+    ported = (pr == 6) | (pr == 17)
+    sport = np.where(ported, (_take(A, q) << 8) | _take(A, q + 1), 0)
+    dport = np.where(ported, (_take(A, q + 2) << 8) | _take(A, q + 3), 0)
+    flags = np.select([pr == 6, (pr == 1) | (pr == 58)], [_take(A, q + 13), _take(A, q)], 0)
+    fast_batch = PacketBatch(ts[idx], wirelen[idx], pr, fam, src, sport, dst, dport, flags)
+
+    slow_idx = np.flatnonzero(~fast)
+    if not len(slow_idx):
+        return fast_batch, len(idx)
+    recs = []
+    where = []
+    for i in slow_idx.tolist():
+        start = offs[i] + 16
+        rec = slow(linktype, buf, start, start + int(caplen[i]), float(ts[i]), int(wirelen[i]))
+        if rec is not None:
+            recs.append(rec)
+            where.append(i)
+    if not recs:
+        return fast_batch, len(idx)
+    merged = PacketBatch.concat([fast_batch, PacketBatch.from_records(recs)])
+    order = np.argsort(np.concatenate([idx, np.array(where, dtype=np.int64)]), kind="stable")
+    return PacketBatch(*(getattr(merged, f)[order] for f in PacketBatch.__slots__)), len(idx)
