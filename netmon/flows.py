@@ -44,6 +44,12 @@ KEY_DTYPE = np.dtype([("p", "u1"), ("f", "u1"), ("a", "V16"), ("ap", ">u2"),
                       ("b", "V16"), ("bp", ">u2")])
 
 
+def address_digest(addrs16: np.ndarray) -> np.ndarray:
+    """A 64-bit digest of each 16-byte address (rows of an n x 16 uint8 array)."""
+    halves = np.ascontiguousarray(addrs16).view(">u8").astype(np.uint64)
+    return halves[:, 0] * np.uint64(0x9E3779B97F4A7C15) ^ halves[:, 1]
+
+
 def split_key(key: bytes) -> tuple[int, str, int, str, int]:
     """(proto, lo address text, lo port, hi address text, hi port) of a flow key."""
     fam = socket.AF_INET if key[1] == 4 else socket.AF_INET6
@@ -106,6 +112,14 @@ class FlowTable:
             setattr(self, name, grown(getattr(self, name, None), np.float64))
         self.proto = grown(getattr(self, "proto", None), np.uint8)
         self.port_lo = grown(getattr(self, "port_lo", None), np.int32)
+        # 64-bit digests of the lo/hi addresses: distinct-host counts per cluster or
+        # per host without touching the keys.
+        self.host_lo = grown(getattr(self, "host_lo", None), np.uint64)
+        self.host_hi = grown(getattr(self, "host_hi", None), np.uint64)
+        #: Display cluster of each flow (-1: not clustered yet) and its outlier score;
+        #: written by the engine from the clusterer's answers.
+        self.cluster = grown(getattr(self, "cluster", None), np.int32)
+        self.outlier = grown(getattr(self, "outlier", None), np.float32)
         self.port_hi = grown(getattr(self, "port_hi", None), np.int32)
         self.a_is_lo = grown(getattr(self, "a_is_lo", None), np.bool_)
         self.live = grown(getattr(self, "live", None), np.bool_)
@@ -273,6 +287,12 @@ class FlowTable:
         lo = fwd[at]
         self.port_lo[ns] = np.where(lo, b.sport[at], b.dport[at])
         self.port_hi[ns] = np.where(lo, b.dport[at], b.sport[at])
+        src_h = address_digest(b.src[at])
+        dst_h = address_digest(b.dst[at])
+        self.host_lo[ns] = np.where(lo, src_h, dst_h)
+        self.host_hi[ns] = np.where(lo, dst_h, src_h)
+        self.cluster[ns] = -1
+        self.outlier[ns] = 0.0
         # The initiator sent the first packet, unless that was a SYN-ACK: then the
         # other side opened the connection.
         synack = (proto == 6) & ((b.flags[at] & 0x12) == 0x12)
