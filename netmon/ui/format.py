@@ -1,0 +1,171 @@
+"""Pure formatting helpers for the screen: numbers, times, sparklines, safe text.
+
+No Textual, no I/O; runs wherever it is called (the UI thread in practice). Every
+piece of text that comes from outside netmon (packet dissections, host and interface
+names, file names, error messages of tools) goes through :func:`safe_text` before it
+is drawn, so escape sequences and other control characters never reach the terminal.
+"""
+
+from __future__ import annotations
+
+import time
+import unicodedata
+from collections.abc import Sequence
+
+from netmon.model import FlowView, proto_name
+
+#: Eight levels of a unicode sparkline, lowest first.
+SPARK_BLOCKS = "▁▂▃▄▅▆▇█"
+
+_SI = ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k"))
+
+
+def safe_text(text: object, max_len: int = 0) -> str:
+    """``text`` with every character a terminal could act on made visible and inert.
+
+    Control characters (C0, DEL, C1, which include ESC and CSI), format characters
+    (bidi overrides, zero-width joiners), surrogates, private-use and unassigned code
+    points, and line/paragraph separators become ``\\xNN``/``\\uNNNN`` escapes; tabs
+    and odd spaces become one space. ``max_len`` > 0 cuts the result to that many
+    characters with an ellipsis.
+    """
+    s = text if isinstance(text, str) else str(text)
+    if not s.isprintable():
+        s = "".join(ch if ch.isprintable() else _neutral(ch) for ch in s)
+    if max_len > 0 and len(s) > max_len:
+        s = s[: max(max_len - 1, 0)] + "…"
+    return s
+
+
+def _neutral(ch: str) -> str:
+    if ch == "\t" or unicodedata.category(ch) == "Zs":
+        return " "
+    code = ord(ch)
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def si(value: float, unit: str = "") -> str:
+    """A compact decimal-prefixed number: 950 -> "950", 12345 -> "12.3k", 4.2e6 -> "4.2M".
+
+    Three significant digits at most, so rates fit a 6-column cell.
+    """
+    v = float(value)
+    sign = "-" if v < 0 else ""
+    v = abs(v)
+    for scale, prefix in _SI:
+        if v >= scale * 0.9995:
+            n = v / scale
+            digits = 0 if n >= 99.95 else 1
+            return f"{sign}{n:.{digits}f}{prefix}{unit}"
+    if v >= 99.5 or v == int(v):
+        return f"{sign}{v:.0f}{unit}"
+    return f"{sign}{v:.1f}{unit}"
+
+
+def human_bytes(n: float) -> str:
+    """Bytes with a decimal unit: 999 -> "999B", 1234567 -> "1.2MB"."""
+    return si(n, "B")
+
+
+def human_rate(n: float) -> str:
+    """Bytes per second: 1234567 -> "1.2MB/s"."""
+    return si(n, "B/s")
+
+
+def grouped(n: int) -> str:
+    """An integer with thousands separators: 1234567 -> "1,234,567"."""
+    return f"{n:,}"
+
+
+def duration(seconds: float) -> str:
+    """A short duration: 0.0123 -> "12ms", 75 -> "1m15s", 7384 -> "2h03m"."""
+    s = max(float(seconds), 0.0)
+    if s < 1:
+        return f"{s * 1000:.0f}ms"
+    if s < 60:
+        return f"{s:.1f}s"
+    if s < 3600:
+        return f"{int(s // 60)}m{int(s % 60):02d}s"
+    if s < 86400:
+        return f"{int(s // 3600)}h{int(s % 3600 // 60):02d}m"
+    return f"{int(s // 86400)}d{int(s % 86400 // 3600):02d}h"
+
+
+def clock(epoch: float) -> str:
+    """Local wall-clock time with milliseconds: "14:03:27.123"."""
+    if epoch <= 0:
+        return "-"
+    whole = int(epoch)
+    ms = round((epoch - whole) * 1000)
+    if ms == 1000:
+        whole, ms = whole + 1, 0
+    return time.strftime("%H:%M:%S", time.localtime(whole)) + f".{ms:03d}"
+
+
+def sparkline(values: Sequence[float], width: int) -> str:
+    """The last ``width`` values as unicode blocks scaled to their own maximum.
+
+    Shorter histories are padded on the left with spaces; an all-zero history is a
+    flat line of the lowest block, so an idle cluster still shows that it exists.
+    """
+    if width <= 0:
+        return ""
+    tail = list(values[-width:])
+    if not tail:
+        return " " * width
+    top = max(tail)
+    last = len(SPARK_BLOCKS) - 1
+    if top <= 0:
+        body = SPARK_BLOCKS[0] * len(tail)
+    else:
+        body = "".join(SPARK_BLOCKS[min(last, max(0, int(v / top * last + 0.5)))]
+                       for v in tail)
+    return body.rjust(width)
+
+
+def endpoint(addr: str, port: int) -> str:
+    """"10.0.0.1:443", "[2001:db8::1]:443", or the bare address when there is no port."""
+    a = safe_text(addr)
+    if not port:
+        return a
+    return f"[{a}]:{port}" if ":" in a else f"{a}:{port}"
+
+
+def middle_ellipsis(text: str, width: int) -> str:
+    """Cut ``text`` to ``width`` characters keeping both ends ("2001:db8…:1:443")."""
+    if width <= 0:
+        return ""
+    if len(text) <= width:
+        return text
+    if width == 1:
+        return "…"
+    head = (width - 1 + 1) // 2
+    tail = width - 1 - head
+    return text[:head] + "…" + (text[-tail:] if tail else "")
+
+
+def top_ports(ports: Sequence[tuple[int, int]], limit: int = 4) -> str:
+    """The busiest server ports of a cluster: ((443, 10), (80, 2)) -> "443,80"."""
+    return ",".join(str(p) for p, _ in ports[:limit]) or "-"
+
+
+def percent(share: float) -> str:
+    """A 0..1 share as a percentage that fits 4 columns: "12%", "0.4%", "100%"."""
+    p = max(share, 0.0) * 100
+    if 0 < p < 9.95:
+        return f"{p:.1f}%"
+    return f"{p:.0f}%"
+
+
+def flow_title(flow: FlowView) -> str:
+    """"TCP 10.0.0.1:51234 → 192.0.2.1:443" (initiator first)."""
+    return (f"{proto_name(flow.proto)} {endpoint(flow.addr_a, flow.port_a)} → "
+            f"{endpoint(flow.addr_b, flow.port_b)}")
+
+
+def flow_filter(flow: FlowView) -> str:
+    """The filter-language expression that selects this flow's endpoints."""
+    parts = [f"proto {proto_name(flow.proto).lower()}", f"host {flow.addr_a}",
+             f"host {flow.addr_b}"]
+    parts += [f"port {p}" for p in sorted({flow.port_a, flow.port_b}) if p]
+    return " and ".join(parts)

@@ -1,0 +1,126 @@
+"""One flow: its counters and the recent packets netmon still holds for it.
+
+UI thread only. The packet list (and the flow's latest counters, which come with it)
+is asked for again about once a second while the view is live.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import BindingType
+from textual.widgets import Footer, Static
+
+from netmon.model import FlowView
+from netmon.queries import ExportRequest, FlowQuery
+from netmon.ui.format import (
+    clock,
+    duration,
+    flow_filter,
+    flow_title,
+    grouped,
+    human_bytes,
+    safe_text,
+    si,
+)
+from netmon.ui.messages import PacketsListed
+from netmon.ui.screens._base import NetmonScreen, Refresher
+from netmon.ui.screens.packet import PacketScreen
+from netmon.ui.widgets import LiveTable, PacketsTable, ViewState
+
+
+def flow_stats(flow: FlowView) -> Text:
+    """The flow's counters as a few short lines (they fit 80 columns)."""
+    t = Text(no_wrap=True, overflow="ellipsis")
+    t.append(flow_title(flow), "bold")
+    t.append("\n")
+    if flow.cluster_id is not None:
+        t.append(f"cluster {flow.cluster_id} {safe_text(flow.cluster_label, 40)} · ")
+    t.append(f"oddness {flow.outlier:.1f}\n")
+    t.append(f"a→b {si(flow.pkts_a2b)} pkts {human_bytes(flow.bytes_a2b)} · "
+             f"b→a {si(flow.pkts_b2a)} pkts {human_bytes(flow.bytes_b2a)} · "
+             f"total {si(flow.packets)} pkts {human_bytes(flow.bytes)}\n")
+    t.append(f"first {clock(flow.first_epoch)} · last {clock(flow.last_epoch)} · "
+             f"{duration(flow.duration)}")
+    if flow.end_reason:
+        t.append(f" · ended: {safe_text(flow.end_reason)}")
+    t.append("\n")
+    if flow.proto == 6:
+        t.append(f"TCP flags: SYN {flow.syn} · SYN-ACK {flow.synack} · FIN {flow.fin} · "
+                 f"RST {flow.rst} · PSH {flow.psh}\n")
+    t.append(f"size {flow.size_mean:.0f}±{flow.size_std:.0f}B · "
+             f"gap {duration(flow.iat_mean)}±{duration(flow.iat_std)}")
+    if flow.first_sizes:
+        t.append(" · first " + " ".join(f"{s:+d}" for s in flow.first_sizes))
+    return t
+
+
+class FlowScreen(NetmonScreen):
+    """A flow's stats over its recent packets; Enter dissects the packet."""
+
+    BINDINGS: ClassVar[list[BindingType]] = []
+
+    def __init__(self, flow: FlowView) -> None:
+        super().__init__()
+        self.flow = flow
+        self.refresher = Refresher()
+        self.dropped_older = 0
+        self.error = ""
+        self.context = f"flow {flow.flow_id}"
+
+    def compose(self) -> ComposeResult:
+        yield self.compose_header()
+        yield Static(flow_stats(self.flow), id="flow-stats")
+        yield Static(id="packets-status", classes="status")
+        yield PacketsTable(id="packets")
+        yield Footer(compact=True)
+
+    def on_mount(self) -> None:
+        self._show_status(0)
+        self.ask()
+
+    def ask(self) -> None:
+        self.refresher.asked()
+        self.netmon.engine.list_packets(self.flow.flow_id, self)
+
+    def show_view(self, view: ViewState) -> None:
+        super().show_view(view)
+        if not view.paused and self.refresher.due():
+            self.ask()
+
+    def on_packets_listed(self, message: PacketsListed) -> None:
+        answer = message.packets
+        if answer.flow_id != self.flow.flow_id:
+            return
+        self.refresher.answered()
+        self.error = answer.error
+        if answer.flow is not None and answer.flow != self.flow:
+            self.flow = answer.flow
+            self.query_one("#flow-stats", Static).update(flow_stats(self.flow))
+        if not answer.error:
+            self.dropped_older = answer.dropped_older
+            table = self.query_one(PacketsTable)
+            table.empty_text = "no packets of this flow are retained"
+            table.show_packets(answer.packets, self.flow.first_epoch)
+        self._show_status(len(answer.packets))
+
+    def _show_status(self, count: int) -> None:
+        line = Text(no_wrap=True, overflow="ellipsis")
+        line.append(f"{count} recent packets", "bold")
+        if self.dropped_older:
+            line.append(f" · {grouped(self.dropped_older)} older ones no longer kept")
+        line.append(" · Enter dissects with tshark")
+        if self.error:
+            line.append(" · ")
+            line.append(safe_text(self.error), "bold reverse")
+        self.query_one("#packets-status", Static).update(line)
+
+    def on_live_table_selected(self, event: LiveTable.Selected) -> None:
+        self.app.push_screen(PacketScreen(self.flow, int(event.key)))  # type: ignore[arg-type]
+
+    def export_request(self) -> ExportRequest:
+        return ExportRequest(self.netmon.export_dir, FlowQuery(filter=flow_filter(self.flow)),
+                             cluster_id=None)
+

@@ -1,0 +1,74 @@
+"""The main screen: header, the live cluster table, the per-cluster rate chart.
+
+UI thread only. The table and the chart change only when a newer snapshot is shown
+(paused views keep theirs while the header counts what is pending).
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.widgets import Footer
+
+from netmon.queries import ExportRequest, FlowQuery
+from netmon.ui.screens._base import NetmonScreen
+from netmon.ui.screens.flows import FlowsScreen
+from netmon.ui.widgets import ClusterTable, FilterBar, LiveTable, RateChart, ViewState
+
+
+class MainScreen(NetmonScreen):
+    """Clusters and their rates; Enter opens a cluster's flows."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        # priority: runs as the key arrives, so keys typed right after it reach the bar
+        Binding("slash", "filter", "Filter", priority=True),
+        Binding("s", "sort", "Sort"),
+    ]
+    AUTO_FOCUS = "ClusterTable"
+
+    def __init__(self) -> None:
+        super().__init__(id="main")
+        self._shown_seq = -1
+
+    def compose(self) -> ComposeResult:
+        yield self.compose_header()
+        yield ClusterTable(id="clusters")
+        yield RateChart(id="chart")
+        yield FilterBar()
+        yield Footer(compact=True)
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        return action != "back"  # nothing behind the main screen
+
+    def show_view(self, view: ViewState) -> None:
+        super().show_view(view)
+        snap = view.shown
+        if snap is None or snap.seq == self._shown_seq:
+            return
+        self._shown_seq = snap.seq
+        self.query_one(ClusterTable).show_clusters(snap.clusters)
+        self.query_one(RateChart).show_clusters(snap.clusters, self.netmon.tick)
+
+    def on_live_table_selected(self, event: LiveTable.Selected) -> None:
+        table = self.query_one(ClusterTable)
+        cluster = next((c for c in table.clusters if c.cluster_id == event.key), None)
+        if cluster is not None:
+            self.app.push_screen(FlowsScreen(cluster))
+
+    def action_sort(self) -> None:
+        name = self.query_one(ClusterTable).cycle_sort()
+        self.notify(f"clusters sorted by {name}", timeout=2)
+
+    def action_filter(self) -> None:
+        self.query_one(FilterBar).open("")
+
+    def on_filter_bar_applied(self, event: FilterBar.Applied) -> None:
+        if event.value:
+            self.app.push_screen(FlowsScreen(None, event.value))
+
+    def export_request(self) -> ExportRequest:
+        selected = self.query_one(ClusterTable).cursor_key
+        return ExportRequest(self.netmon.export_dir, FlowQuery(),
+                             cluster_id=selected if isinstance(selected, int) else None)

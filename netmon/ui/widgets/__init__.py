@@ -1,0 +1,20 @@
+"""netmon's widgets (UI thread only); each lives in a private module."""
+
+from netmon.ui.widgets._cluster_table import CLUSTER_SORTS, ClusterTable
+from netmon.ui.widgets._filter_bar import FilterBar
+from netmon.ui.widgets._flow_tables import (
+    FLOW_SORTS,
+    HOST_SORTS,
+    FlowsTable,
+    HostsTable,
+    PacketsTable,
+    next_sort,
+    sort_name,
+)
+from netmon.ui.widgets._header import HeaderBar, ViewState
+from netmon.ui.widgets._live_table import Column, LiveTable, column_widths
+from netmon.ui.widgets._rate_chart import RateChart
+
+__all__ = ["CLUSTER_SORTS", "FLOW_SORTS", "HOST_SORTS", "ClusterTable", "Column", "FilterBar",
+           "FlowsTable", "HeaderBar", "HostsTable", "LiveTable", "PacketsTable", "RateChart",
+           "ViewState", "column_widths", "next_sort", "sort_name"]

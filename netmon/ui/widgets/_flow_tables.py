@@ -1,0 +1,131 @@
+"""The drill-down tables: flows of a cluster, hosts among them, packets of a flow.
+
+UI thread only. Each is a LiveTable keyed by the engine's identity for the row (flow
+id, address, packet index) so the cursor survives every refresh.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from rich.text import Text
+
+from netmon.model import FlowView, proto_name
+from netmon.queries import HostRow, PacketInfo
+from netmon.ui.format import clock, duration, endpoint, human_bytes, middle_ellipsis, safe_text, si
+from netmon.ui.widgets._live_table import Column, LiveTable
+
+#: (FlowQuery sort key, its name), in the order ``s`` cycles through.
+FLOW_SORTS: tuple[tuple[str, str], ...] = (
+    ("bytes", "bytes"), ("packets", "packets"), ("duration", "duration"),
+    ("last_epoch", "last seen"), ("first_epoch", "first seen"), ("outlier", "oddness"),
+    ("addr_a", "initiator"), ("addr_b", "responder"), ("port_b", "port"), ("proto", "proto"),
+)
+
+#: (HostRow attribute, its name) for the hosts view.
+HOST_SORTS: tuple[tuple[str, str], ...] = (
+    ("bytes", "bytes"), ("packets", "packets"), ("flows", "flows"), ("peers", "peers"),
+    ("ports", "ports"), ("address", "address"),
+)
+
+
+def next_sort(sorts: Sequence[tuple[str, str]], current: str) -> tuple[str, str]:
+    keys = [k for k, _ in sorts]
+    i = (keys.index(current) + 1) % len(keys) if current in keys else 0
+    return sorts[i]
+
+
+def sort_name(sorts: Sequence[tuple[str, str]], key: str) -> str:
+    return dict(sorts).get(key, key)
+
+
+class FlowsTable(LiveTable):
+    """One page of flows, keyed by flow id."""
+
+    COLUMNS = (
+        Column("proto", "proto", 6),
+        Column("addr_a", "initiator", 15, flex=1),
+        Column("addr_b", "responder", 15, flex=1),
+        Column("packets", "pkts", 6, "right"),
+        Column("bytes", "bytes", 7, "right"),
+        Column("duration", "dur", 6, "right"),
+        Column("outlier", "odd", 4, "right"),
+    )
+
+    def __init__(self, *, id: str | None = None) -> None:
+        super().__init__(self.COLUMNS, id=id)
+        self.flows: dict[int, FlowView] = {}
+        self.sort_key = "bytes"
+        self.empty_text = "asking the engine…"
+
+    def show_flows(self, flows: Sequence[FlowView]) -> None:
+        widths = self._column_widths(self.size.width or 80)
+        wa, wb = widths[1], widths[2]
+        self.flows = {f.flow_id: f for f in flows}
+        rows = []
+        for f in flows:
+            rows.append((f.flow_id, (
+                proto_name(f.proto),
+                middle_ellipsis(endpoint(f.addr_a, f.port_a), wa),
+                middle_ellipsis(endpoint(f.addr_b, f.port_b), wb),
+                si(f.packets), human_bytes(f.bytes), duration(f.duration),
+                f"{f.outlier:.1f}",
+            )))
+        self.set_rows(rows)
+
+    def on_resize(self, event) -> None:
+        super().on_resize(event)
+        self.show_flows(list(self.flows.values()))
+
+
+class HostsTable(LiveTable):
+    """Hosts among a flow list's flows, keyed by address."""
+
+    COLUMNS = (
+        Column("address", "host", 16, flex=1, max_width=46),
+        Column("flows", "flows", 6, "right"),
+        Column("peers", "peers", 6, "right"),
+        Column("ports", "ports", 6, "right"),
+        Column("packets", "pkts", 7, "right"),
+        Column("bytes", "bytes", 8, "right"),
+    )
+
+    def __init__(self, *, id: str | None = None) -> None:
+        super().__init__(self.COLUMNS, id=id)
+        self.hosts: tuple[HostRow, ...] = ()
+        self.sort_key = "bytes"
+        self.empty_text = "asking the engine…"
+
+    def show_hosts(self, hosts: Sequence[HostRow]) -> None:
+        self.hosts = tuple(hosts)
+        key = self.sort_key
+        ordered = sorted(self.hosts, key=lambda h: (getattr(h, key), h.address),
+                         reverse=self.sort_descending)
+        self.set_rows([(h.address, (safe_text(h.address), si(h.flows), si(h.peers),
+                                    si(h.ports), si(h.packets), human_bytes(h.bytes)))
+                       for h in ordered])
+
+
+class PacketsTable(LiveTable):
+    """The retained packets of one flow, keyed by packet index."""
+
+    COLUMNS = (
+        Column("index", "#", 7, "right"),
+        Column("time", "time", 12),
+        Column("offset", "+time", 8, "right"),
+        Column("direction", "dir", 3),
+        Column("size", "size", 6, "right"),
+        Column("flags", "flags", 10, flex=1),
+    )
+
+    def __init__(self, *, id: str | None = None) -> None:
+        super().__init__(self.COLUMNS, id=id)
+        self.empty_text = "asking the engine…"
+
+    def show_packets(self, packets: Sequence[PacketInfo], start: float) -> None:
+        rows = []
+        for p in packets:
+            arrow = Text("→" if p.direction > 0 else "←")
+            rows.append((p.index, (str(p.index), clock(p.ts), duration(p.ts - start), arrow,
+                                   str(p.size), safe_text(p.flags))))
+        self.set_rows(rows)
