@@ -23,11 +23,15 @@ lint: $(STAMP)
 bench: system-deps $(STAMP)
 	$(PY) -m netmon.bench ingest
 
-# System packages: tshark (brings dumpcap), tmux (terminal tests), python3-venv.
+# System packages: tshark (brings dumpcap), tmux (terminal tests), python3-venv,
+# curl, netcat-openbsd and openssh-client (real clients in the listener tests).
 system-deps:
 	@missing=""; \
 	command -v dumpcap >/dev/null 2>&1 || missing="$$missing tshark"; \
 	command -v tmux >/dev/null 2>&1 || missing="$$missing tmux"; \
+	command -v curl >/dev/null 2>&1 || missing="$$missing curl"; \
+	command -v nc >/dev/null 2>&1 || missing="$$missing netcat-openbsd"; \
+	command -v ssh >/dev/null 2>&1 || missing="$$missing openssh-client"; \
 	python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || missing="$$missing python3-venv"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then \

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 import numpy as np
 
 V4_PREFIX = bytes(12)  # IPv4 addresses sit in the last 4 of 16 bytes; family says which
+#: The per-packet header columns of a PacketBatch (the raw-frame columns follow them).
+_COLS = ("ts", "wirelen", "proto", "fam", "src", "sport", "dst", "dport", "flags")
 _AR16 = np.arange(16)
 _AR4 = np.arange(4)
 # Where the network-layer header starts and where its type is, per link type.
@@ -29,6 +31,15 @@ class PacketBatch:
 
     ``fam`` is 4 or 6; ``src``/``dst`` are n x 16 uint8 (IPv4 in the last four
     bytes); ``flags`` is the TCP flags byte for TCP, the ICMP type for ICMP(v6).
+
+    Raw frame bytes (for the frame ring and on-demand dissection) are referenced, never
+    copied: ``bufs`` holds the decoder buffers the frames sit in and ``linktypes`` the
+    link type of each; per row, ``raw_chunk`` indexes ``bufs`` and ``raw_off`` /
+    ``raw_len`` locate the frame's captured bytes in it (all three -1 when unknown,
+    e.g. after a resynchronisation). The raw columns are None when no row has bytes
+    (batches built from records). :meth:`concat` joins the ``bufs`` tuples and shifts
+    the chunk indexes, so batches from different buffers or link types concatenate
+    without copying a byte; :attr:`buf` / :attr:`linktype` read a one-buffer batch.
     """
 
     ts: np.ndarray
@@ -40,9 +51,43 @@ class PacketBatch:
     dst: np.ndarray
     dport: np.ndarray
     flags: np.ndarray
+    raw_chunk: np.ndarray | None = None
+    raw_off: np.ndarray | None = None
+    raw_len: np.ndarray | None = None
+    bufs: tuple[bytes, ...] = ()
+    linktypes: tuple[int, ...] = ()
 
     def __len__(self) -> int:
         return len(self.ts)
+
+    @property
+    def buf(self) -> bytes | None:
+        """The one buffer every row's bytes sit in, or None (none, or several)."""
+        return self.bufs[0] if len(self.bufs) == 1 else None
+
+    @property
+    def raw_nbytes(self) -> int:
+        """Bytes of the buffers this batch keeps alive (each counted once)."""
+        return sum(len(b) for b in {id(b): b for b in self.bufs}.values())
+
+    @property
+    def linktype(self) -> int:
+        """The link type of every row's frame, or -1 (no bytes, or mixed)."""
+        return self.linktypes[0] if len(set(self.linktypes)) == 1 else -1
+
+    def with_raw(self, bufs: tuple[bytes, ...], linktypes: tuple[int, ...],
+                 chunk: np.ndarray, off: np.ndarray, length: np.ndarray) -> PacketBatch:
+        """This batch with its rows' raw-frame locations (see the class docstring)."""
+        return PacketBatch(*(getattr(self, f) for f in _COLS), chunk, off, length, bufs,
+                           linktypes)
+
+    def rows(self, idx: np.ndarray | slice) -> PacketBatch:
+        """The packets at ``idx`` (an index array or a slice), raw locations included."""
+        cols = (getattr(self, f)[idx] for f in _COLS)
+        if self.raw_off is None:
+            return PacketBatch(*cols)
+        return PacketBatch(*cols, self.raw_chunk[idx], self.raw_off[idx], self.raw_len[idx],
+                           self.bufs, self.linktypes)
 
     @staticmethod
     def empty() -> PacketBatch:
@@ -71,11 +116,34 @@ class PacketBatch:
             return PacketBatch.empty()
         if len(batches) == 1:
             return batches[0]
-        return PacketBatch(*(np.concatenate([getattr(b, f) for b in batches])
-                             for f in PacketBatch.__slots__))
+        cols = [np.concatenate([getattr(b, f) for b in batches]) for f in _COLS]
+        if all(b.raw_off is None for b in batches):
+            return PacketBatch(*cols)
+        bufs: list[bytes] = []
+        linktypes: list[int] = []
+        chunk, off, length = [], [], []
+        for b in batches:
+            if b.raw_off is None:
+                unknown = np.full(len(b), -1, dtype=np.int64)
+                chunk.append(unknown)
+                off.append(unknown)
+                length.append(unknown)
+                continue
+            chunk.append(np.where(b.raw_chunk >= 0, b.raw_chunk + len(bufs), -1))
+            off.append(b.raw_off)
+            length.append(b.raw_len)
+            bufs.extend(b.bufs)
+            linktypes.extend(b.linktypes)
+        return PacketBatch(*cols, np.concatenate(chunk), np.concatenate(off),
+                           np.concatenate(length), tuple(bufs), tuple(linktypes))
 
     def head(self, n: int) -> PacketBatch:
-        return PacketBatch(*(getattr(self, f)[:n] for f in PacketBatch.__slots__))
+        """The first ``n`` packets."""
+        return self.rows(slice(None, n))
+
+    def tail(self, n: int) -> PacketBatch:
+        """The packets from position ``n`` on."""
+        return self.rows(slice(n, None))
 
     def records(self) -> list[tuple]:
         """PacketRecord tuples again (addresses 4 or 16 bytes): tests, slow paths."""
@@ -176,11 +244,9 @@ def decode_pcap_records(buf: bytes, offs: list[int], endian: str, tsmul: float,
     sport = np.where(ported, (_take(A, q) << 8) | _take(A, q + 1), 0)
     dport = np.where(ported, (_take(A, q + 2) << 8) | _take(A, q + 3), 0)
     flags = np.select([pr == 6, (pr == 1) | (pr == 58)], [_take(A, q + 13), _take(A, q)], 0)
-    fast_batch = PacketBatch(ts[idx], wirelen[idx], pr, fam, src, sport, dst, dport, flags)
+    batch = PacketBatch(ts[idx], wirelen[idx], pr, fam, src, sport, dst, dport, flags)
 
     slow_idx = np.flatnonzero(~fast)
-    if not len(slow_idx):
-        return fast_batch, len(idx)
     recs = []
     where = []
     for i in slow_idx.tolist():
@@ -189,8 +255,11 @@ def decode_pcap_records(buf: bytes, offs: list[int], endian: str, tsmul: float,
         if rec is not None:
             recs.append(rec)
             where.append(i)
-    if not recs:
-        return fast_batch, len(idx)
-    merged = PacketBatch.concat([fast_batch, PacketBatch.from_records(recs)])
-    order = np.argsort(np.concatenate([idx, np.array(where, dtype=np.int64)]), kind="stable")
-    return PacketBatch(*(getattr(merged, f)[order] for f in PacketBatch.__slots__)), len(idx)
+    if recs:
+        merged = PacketBatch.concat([batch, PacketBatch.from_records(recs)])
+        at = np.concatenate([idx, np.array(where, dtype=np.int64)])
+        order = np.argsort(at, kind="stable")
+        batch, idx = merged.rows(order), at[order]
+    # Every emitted row is record idx[i]: its frame starts after the 16-byte header.
+    return batch.with_raw((buf,), (linktype,), np.zeros(len(idx), dtype=np.int64),
+                          starts[idx] + 16, caplen[idx]), len(batch) - len(recs)

@@ -1,4 +1,4 @@
-"""Benchmarks that print numbers: ``python -m netmon.bench ingest|cluster``.
+"""Benchmarks that print numbers: ``python -m netmon.bench ingest|cluster|listener``.
 
 Runs on the main thread, spawning netmon and tshark as child processes so each is
 measured the way a user runs it. Every figure is paired with a baseline measured in
@@ -151,11 +151,17 @@ def main(argv: list[str] | None = None) -> int:
     ing.add_argument("--json", action="store_true", help="also print the numbers as JSON")
     sub.add_parser("cluster", help="clustering quality on labelled loopback traffic",
                    add_help=False)
+    sub.add_parser("listener", help="listener connections/s and memory per connection",
+                   add_help=False)
     args, rest = parser.parse_known_args(argv)
     if args.what == "cluster":
         from netmon.bench_cluster import main as cluster_main
 
         return cluster_main(rest)
+    if args.what == "listener":
+        from netmon.bench_listener import main as listener_main
+
+        return listener_main(rest)
     if rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
     results = bench_ingest(args)

@@ -16,7 +16,7 @@ import sys
 from typing import TextIO
 
 from netmon import __version__
-from netmon.config import Settings, default_interface
+from netmon.config import Settings, default_interface, parse_listen
 from netmon.sources.base import EXIT_BAD_INPUT, EXIT_USAGE, Source, SourceError
 from netmon.sources.capture import CaptureSpec, LiveCapture, find_capture_tool, kill_leftovers
 from netmon.sources.files import FileSource, StdinSource
@@ -28,11 +28,13 @@ examples:
   netmon --headless -r trace.pcap --flows-out flows.jsonl
   netmon --json -r trace.pcapng --speed 2 | jq .pkt_rate
   ssh host sudo tcpdump -U -w - 'not port 22' | netmon --headless -r -
+  netmon --headless --listen 8080 --listen 0.0.0.0:2222   record TCP connections
   netmon interfaces                      list capture interfaces
 
 exit codes: 0 ok, 2 usage, 3 no tshark/dumpcap, 4 no capture permission,
   5 unknown interface, 6 bad capture filter, 7 unreadable or damaged input,
-  9 capture failed; 143/129 after SIGTERM/SIGHUP (flows are still written).
+  8 cannot listen (port in use or privileged), 9 capture failed;
+  143/129 after SIGTERM/SIGHUP (flows are still written).
 """
 
 
@@ -67,6 +69,29 @@ def build_parser() -> argparse.ArgumentParser:
     stop = p.add_argument_group("stopping")
     stop.add_argument("--duration", type=float, metavar="S", help="stop after S seconds")
     stop.add_argument("-c", "--count", type=int, metavar="N", help="stop after N packets")
+    lis = p.add_argument_group("listener (a source of its own: records every TCP connection)")
+    lis.add_argument("--listen", action="append", metavar="[HOST:]PORT",
+                     help="listen on PORT (repeatable); HOST is 127.0.0.1 unless given "
+                     "(0.0.0.0 or [::] for every interface). Nothing is ever sent back")
+    lis.add_argument("--listen-max-conns", type=int, metavar="N",
+                     help="open connections at once, all ports (1000); more are refused")
+    lis.add_argument("--listen-max-per-source", type=int, metavar="N",
+                     help="open connections at once per source address (50)")
+    lis.add_argument("--listen-idle-timeout", type=float, metavar="S",
+                     help="close a connection silent this long (30)")
+    lis.add_argument("--listen-max-bytes", type=int, metavar="N",
+                     help="close a connection after N bytes received (1000000)")
+    lis.add_argument("--listen-max-lifetime", type=float, metavar="S",
+                     help="close a connection open this long (300)")
+    clu = p.add_argument_group("clustering")
+    clu.add_argument("--no-ports", action="store_true", default=None,
+                     help="cluster on behaviour alone (server ports are not a feature)")
+    clu.add_argument("--no-cluster", dest="cluster", action="store_false", default=None,
+                     help="count flows only, no clustering")
+    clu.add_argument("--seed", type=int, metavar="N", help="clusterer seed (0)")
+    clu.add_argument("--reproducible", action="store_true", default=None,
+                     help="replays: cluster every tick of capture time and wait for it, "
+                     "so a file gives the same clusters on any machine (slower)")
     tune = p.add_argument_group("flow table")
     tune.add_argument("--tick", type=float, metavar="S", help="snapshot interval (0.5)")
     tune.add_argument("--idle-timeout", type=float, metavar="S",
@@ -87,12 +112,20 @@ def settings_from_args(args: argparse.Namespace, environ: dict | None = None) ->
         capture_tool=args.capture_tool, headless=args.headless, json=args.json,
         flows_out=args.flows_out, duration=args.duration, count=args.count, tick=args.tick,
         idle_timeout=args.idle_timeout, active_timeout=args.active_timeout,
-        max_flows=args.max_flows,
+        max_flows=args.max_flows, cluster=args.cluster, no_ports=args.no_ports, seed=args.seed,
+        reproducible=args.reproducible,
+        listen=tuple(args.listen) if args.listen else None,
+        listen_max_conns=args.listen_max_conns,
+        listen_max_per_source=args.listen_max_per_source,
+        listen_idle_timeout=args.listen_idle_timeout, listen_max_bytes=args.listen_max_bytes,
+        listen_max_lifetime=args.listen_max_lifetime,
     ).validated()
 
 
 def build_sources(settings: Settings, err: TextIO = sys.stderr) -> list[Source]:
     """The sources ``settings`` ask for (raises SourceError with a one-line reason)."""
+    if settings.listen:
+        return [build_listener(settings, err)]
     if settings.read == "-":
         return [StdinSource(0)]
     if settings.read:
@@ -104,6 +137,21 @@ def build_sources(settings: Settings, err: TextIO = sys.stderr) -> list[Source]:
               "choose another with -i)", file=err)
     return [LiveCapture(CaptureSpec(iface, settings.bpf, settings.count,
                                     settings.capture_tool))]
+
+
+def build_listener(settings: Settings, err: TextIO = sys.stderr) -> Source:
+    """The listener source, its ports bound now (so a taken port fails at once)."""
+    from netmon.sources.listener import ListenerSource, ListenLimits
+
+    limits = ListenLimits(max_connections=settings.listen_max_conns,
+                          max_per_source=settings.listen_max_per_source,
+                          idle_timeout=settings.listen_idle_timeout,
+                          max_bytes=settings.listen_max_bytes,
+                          max_lifetime=settings.listen_max_lifetime)
+    source = ListenerSource([parse_listen(spec) for spec in settings.listen], limits)
+    print(f"netmon: listening on {', '.join(source.addresses)} (TCP; nothing is sent back)",
+          file=err)
+    return source
 
 
 def list_interfaces(settings: Settings) -> int:

@@ -7,10 +7,11 @@ environment can set defaults that command-line flags still override.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from dataclasses import dataclass, fields, replace
 
-from netmon.sources.base import EXIT_USAGE, SourceError
+from netmon.errors import EXIT_USAGE, SourceError
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,34 @@ class Settings:
     """Hard cap on live flows; above it the least recently seen flows are evicted."""
     top_flows: int = 10
     """How many of the largest live flows each snapshot carries."""
+    theme: str = "netmon-dark"
+    """Colour theme of the TUI: netmon-dark, netmon-light, netmon-contrast, netmon-ansi."""
+    cluster: bool = True
+    """Group flows into behaviour clusters (off: counting only)."""
+    no_ports: bool = False
+    """Cluster on behaviour alone: server ports are not a feature."""
+    seed: int = 0
+    """Seed of the clusterer's sampling: the same input gives the same clusters."""
+    reproducible: bool = False
+    """Replays: cluster at every tick of capture time and wait for it, so a file gives
+    the same clusters on any machine (slower: the clusterer sets the pace)."""
+    listen: tuple[str, ...] = ()
+    """Listen for TCP connections on these [HOST:]PORT addresses (HOST 127.0.0.1 unless
+    given; "0.0.0.0" or "[::]" for every interface) and record each connection as a
+    flow. A source of its own: not combined with -r or -i."""
+    listen_max_conns: int = 1000
+    """Open listener connections at once, all ports together; more are refused."""
+    listen_max_per_source: int = 50
+    """Open listener connections at once from one source address; more are refused."""
+    listen_idle_timeout: float = 30.0
+    """A listener connection that sends nothing for this many seconds is closed."""
+    listen_max_bytes: int = 1_000_000
+    """A listener connection that sends more than this many bytes is closed."""
+    listen_max_lifetime: float = 300.0
+    """A listener connection open longer than this many seconds is closed."""
+
+    ring_mb: int = 32
+    """MB of recent frames kept for packet lists and dissection (0: none)."""
 
     def validated(self) -> Settings:
         """Return self, or raise SourceError(EXIT_USAGE) naming the bad value."""
@@ -58,13 +87,26 @@ class Settings:
             (self.idle_timeout > 0, "idle-timeout must be > 0"),
             (self.active_timeout > 0, "active-timeout must be > 0"),
             (self.max_flows >= 1, "max-flows must be >= 1"),
+            (0 <= self.ring_mb <= 65536, "ring-mb must be between 0 and 65536"),
             (0 <= self.top_flows <= 1000, "top-flows must be between 0 and 1000"),
             (not (self.read and self.interface), "use either -r FILE or -i IFACE, not both"),
             (not (self.read and self.bpf), "-f filters live capture; for files use tshark -Y"),
+            (not (self.listen and (self.read or self.interface)),
+             "--listen is a source of its own: not with -r or -i (a capture would count the "
+             "listener's connections a second time)"),
+            (not (self.listen and (self.bpf or self.count)),
+             "-f and -c apply to captures; with --listen use --duration"),
+            (self.listen_max_conns >= 1, "listen-max-conns must be >= 1"),
+            (self.listen_max_per_source >= 1, "listen-max-per-source must be >= 1"),
+            (self.listen_idle_timeout > 0, "listen-idle-timeout must be > 0"),
+            (self.listen_max_bytes >= 1, "listen-max-bytes must be >= 1"),
+            (self.listen_max_lifetime > 0, "listen-max-lifetime must be > 0"),
         ]
         for ok, message in checks:
             if not ok:
                 raise SourceError(f"invalid setting: {message}", EXIT_USAGE)
+        for spec in self.listen:
+            parse_listen(spec)
         return self
 
     @classmethod
@@ -87,6 +129,8 @@ class Settings:
 
 def _parse(name: str, kind: type, raw: str, origin: str) -> object:
     try:
+        if kind is tuple:  # a comma-separated list
+            return tuple(part.strip() for part in raw.split(",") if part.strip())
         if kind is bool:
             low = raw.strip().lower()
             if low in ("1", "true", "yes", "on"):
@@ -118,3 +162,32 @@ def default_interface(route_file: str = "/proc/net/route") -> str:
     except OSError:
         pass
     return ""
+
+
+def parse_listen(spec: str) -> tuple[str, int]:
+    """``[HOST:]PORT`` -> (host, port). HOST is an IP address (IPv6 in brackets) or
+    "localhost"; without one, 127.0.0.1: every interface must be asked for."""
+    text = spec.strip()
+    host, sep, port_text = text.rpartition(":")
+    if not sep:
+        host = "127.0.0.1"
+    elif host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    elif ":" in host:
+        raise SourceError(f"invalid --listen {spec!r}: write an IPv6 address in brackets, "
+                          "e.g. [::1]:8080", EXIT_USAGE)
+    if host == "localhost":
+        host = "127.0.0.1"
+    try:
+        port = int(port_text)
+        if not 0 <= port <= 65535:
+            raise ValueError(port_text)
+    except ValueError:
+        raise SourceError(f"invalid --listen {spec!r}: the port must be a number from 0 to "
+                          "65535", EXIT_USAGE) from None
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        raise SourceError(f"invalid --listen {spec!r}: HOST must be an IP address such as "
+                          "127.0.0.1, 0.0.0.0 or [::]", EXIT_USAGE) from None
+    return host, port

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -21,20 +22,37 @@ from twisted.internet import process as tprocess
 from twisted.internet import task
 
 from netmon.batch import PacketBatch
+from netmon.clusterjob import ClusterJob
+from netmon.clusterstats import ClusterStats
 from netmon.config import Settings
-from netmon.flows import FlowTable
+from netmon.flows import FlowTable, views_from_columns
 from netmon.flowsout import FlowsOutWriter
-from netmon.model import ClusterView, FlowView, Snapshot, SourceStatus, Totals
+from netmon.framering import FrameRing
+from netmon.hosts import host_views
+from netmon.model import (
+    ClusterView,
+    ConnectionRecord,
+    FlowView,
+    HostView,
+    Snapshot,
+    SourceStatus,
+    Totals,
+)
 from netmon.sources.base import Source, SourceError
 from netmon.sources.capture import kill_leftovers
+from netmon.sources.listener import ListenerSource
 
 log = logging.getLogger(__name__)
 
 #: Records are handed to the FlowTable in batches at least this big (or each tick):
 #: its vectorised update costs ~0.1 ms per call however small the batch.
 BATCH = 8192
+#: ... or when they keep this many bytes of capture buffers alive (big frames).
+PENDING_RAW = 8 << 20
 #: How long sources get to stop (capture tools flush and report drops) at shutdown.
 STOP_TIMEOUT = 4.0
+#: Seconds between updates of the hosts view; stretched so it takes <= 5% of the time.
+HOSTS_EVERY = 2.0
 
 
 def make_reactor() -> Any:
@@ -69,16 +87,18 @@ class Engine:
     """Sources -> FlowTable -> snapshots, on a private reactor thread."""
 
     def __init__(self, settings: Settings, sources: list[Source],
-                 publish: Callable[[Snapshot], None], *, clusterer: object | None = None) -> None:
+                 publish: Callable[[Snapshot], None]) -> None:
         self.settings = settings
         self.sources = sources
         self.publish = publish
-        self.clusterer = clusterer
         self.reactor = make_reactor()
         self.table = FlowTable(idle_timeout=settings.idle_timeout,
                                active_timeout=settings.active_timeout,
                                max_flows=settings.max_flows)
         self.result = EngineResult()
+        #: Recent frames' bytes by flow, for the UI's packet lists and dissections.
+        self.ring = FrameRing(settings.ring_mb << 20)
+        self._pending_raw = 0
         self._writer = FlowsOutWriter(settings.flows_out) if settings.flows_out else None
         self._pending: list[PacketBatch] = []
         self._pending_n = 0
@@ -92,8 +112,27 @@ class Engine:
         self._finalised = False
         self._done_sources: set[int] = set()
         self._thread: threading.Thread | None = None
-        self._live = any(s.kind == "live" for s in sources)
+        self._live = any(s.kind in ("live", "listen") for s in sources)
+        self._pending_conns: list[ConnectionRecord] = []  # listener records, not yet counted
+        self._hosts: tuple[HostView, ...] = ()
+        self._hosts_at = 0.0
+        self._hosts_every = HOSTS_EVERY
         self._clusters: tuple[ClusterView, ...] = ()
+        self.clustering = (ClusterJob(self.reactor, self.table, self._ended_flows,
+                                      ports=not settings.no_ports, seed=settings.seed,
+                                      on_done=self._resume_sources)
+                           if settings.cluster else None)
+        # --reproducible: a full-speed replay ticks by capture time (expiry and clustering
+        # every `tick` seconds of capture) and waits for each clustering job, so clusters
+        # and --flows-out do not depend on this machine's speed -- at the cost of
+        # reading no faster than the clusterer keeps up (~20-40 ms per tick).
+        self._capture_ticks = (settings.reproducible and settings.cluster and not self._live
+                               and not settings.speed)
+        self._next_ctick = 0.0
+        self._paused = False
+        self._queue: deque[PacketBatch] = deque()  # capture-tick mode: not yet counted
+        self._cstats = ClusterStats(self.table)
+        self._cluster_wall = 0.0
 
     # ------------------------------------------------------------ any thread
     def start(self) -> None:
@@ -132,10 +171,14 @@ class Engine:
         self._started_wall = time.time()
         self._last_tick = (self._started_wall, 0, 0)
         for src in self.sources:
+            if isinstance(src, ListenerSource):
+                src.record_sink = self._conn_sink
             try:
                 src.start(self.reactor, self._sink, self._source_done)
             except SourceError as exc:
                 self._source_done(src, exc)
+        if self.clustering is not None:
+            self.clustering.start()
         self._ticker = task.LoopingCall(self._tick)
         self._ticker.clock = self.reactor
         self._ticker.start(self.settings.tick, now=False)
@@ -160,15 +203,31 @@ class Engine:
         self._accepted += len(batch)
         self._pending.append(batch)
         self._pending_n += len(batch)
-        if self._pending_n >= BATCH:
+        self._pending_raw += batch.raw_nbytes
+        if self._pending_n >= BATCH or self._pending_raw >= PENDING_RAW:
+            self._flush()
+
+    def _conn_sink(self, records: list[ConnectionRecord]) -> None:
+        if self._finalised:
+            return
+        self._pending_conns.extend(records)
+        if len(self._pending_conns) >= BATCH:
             self._flush()
 
     def _flush(self) -> None:
+        if self._pending_conns:
+            records, self._pending_conns = self._pending_conns, []
+            self.table.add_connections(records)
         if self._pending:
             batch = PacketBatch.concat(self._pending)
             self._pending = []
             self._pending_n = 0
-            self.table.add_batch(batch)
+            self._pending_raw = 0
+            if self._capture_ticks:
+                self._queue.append(batch)
+                self._drain()
+                return
+            self._count(batch)
             if not self._live:
                 # Replays run faster than the wall-clock tick: age flows by capture
                 # time as it advances, so where flows split does not depend on speed.
@@ -176,6 +235,12 @@ class Engine:
                 if latest - self._expired_at >= self._expire_step:
                     self.table.expire(latest)
                     self._expired_at = latest
+
+    def _count(self, batch: PacketBatch) -> None:
+        """Count packets in the flow table; keep their frames in the ring."""
+        slots, lo_first, seq = self.table.add_batch(batch)
+        self.ring.append(batch, self.table.flow_id[slots],
+                         lo_first == self.table.a_is_lo[slots], seq)
 
     def _clock(self) -> float:
         # Live traffic expires by the wall clock (quiet links still age flows out);
@@ -198,16 +263,80 @@ class Engine:
                 self.reactor.callLater(0, self._shutdown, "end of input")
 
     def _tick(self) -> None:
+        if self._capture_ticks:
+            # Expiry and clustering follow capture time (_capture_tick); the wall-clock
+            # tick only reports.
+            if self.clustering is not None:
+                self._update_clusters()
+            self.publish(self._snapshot())
+            return
         self._flush()
         self.table.expire(self._clock())
-        self._write_finished()
+        self._pass_ended()
+        if self.clustering is not None:
+            self.clustering.submit()
+            self._update_clusters()
         self.publish(self._snapshot())
 
-    def _write_finished(self) -> None:
-        if self._writer is None:
+    def _drain(self) -> None:
+        """Feed queued packets to the table, ticking at each `tick` of capture time; a
+        tick that starts a clustering job pauses everything until the job is done."""
+        queue = self._queue
+        while queue and not self._paused:
+            batch = queue[0]
+            over = np.flatnonzero(batch.ts >= self._next_ctick)
+            if not len(over):
+                self._count(batch)
+                queue.popleft()
+                continue
+            cut = int(over[0])
+            if cut:
+                self._count(batch.head(cut))
+                queue[0] = batch = batch.tail(cut)
+            # The tick happens at the first packet past the boundary, before it counts:
+            # flows idle for the timeout by then end first.
+            self._capture_tick(float(batch.ts[0]))
+
+    def _capture_tick(self, now: float) -> None:
+        self._next_ctick = now + self.settings.tick
+        self.table.expire(now)
+        self._pass_ended()
+        if self.clustering is not None and self.clustering.submit():
+            self._paused = True
+            for src in self.sources:
+                src.pause()
+
+    def _resume_sources(self) -> None:
+        if self._paused:
+            self._paused = False
+            self._drain()
+            if not self._paused:
+                for src in self.sources:
+                    src.resume()
+
+    def _pass_ended(self) -> None:
+        """Ended flows go to clustering (which hands them on) or straight out."""
+        if self.clustering is not None:
+            self.clustering.add_ended(self.table.take_finished())
+        elif self._writer is None:
             self.table.discard_finished()
         elif self.table.finished_count:
             self._writer.write(self.table.drain_finished())
+
+    def _ended_flows(self, cols: dict, keys: list[bytes], reason: str,
+                     labels: dict[int, str]) -> None:
+        # FlowViews cost ~5 us each: build them only when they are written out.
+        if self._writer is not None and keys:
+            self._writer.write(views_from_columns(cols, keys, reason, labels))
+
+    def _update_clusters(self) -> None:
+        now = time.time()
+        dt = now - self._cluster_wall if self._cluster_wall else self.settings.tick
+        self._cluster_wall = now
+        c = self.clustering
+        self._clusters = self._cstats.views(dt, c.labels, c.recent, c.threshold)
+        if c.error and c.error not in self.result.warnings:
+            self.result.warnings.append(c.error)
 
     def _shutdown(self, reason: str) -> None:
         if self._stopping:
@@ -231,12 +360,25 @@ class Engine:
             if loop is not None and loop.running:
                 loop.stop()
         self._flush()
+        while self._queue and self.clustering is not None:
+            # A replay stopped while waiting for the clusterer: count what was read.
+            if not self.clustering.wait_current():
+                break
+            if self._paused:
+                self._resume_sources()
+        if self._queue:
+            self._paused = False
+            self._drain()
         self.table.expire(self._clock())
-        self._write_finished()
+        self._pass_ended()
+        if self.clustering is not None:
+            self.clustering.finish()  # every flow seen gets its cluster
+            self._update_clusters()
         snap = self._snapshot(finished=True)  # before end_all: live flows still count
+        labels = self.clustering.labels if self.clustering is not None else None
         if self._writer is not None:
             try:
-                self._writer.write(self.table.end_all())
+                self._writer.write(self.table.end_all(labels=labels))
                 self.result.flows_written = self._writer.commit()
             except OSError as exc:
                 self.result.flows_out_error = f"cannot write {self._writer.path}: {exc}"
@@ -277,7 +419,8 @@ class Engine:
             pick = np.argpartition(size, -n)[-n:]
             live, size = live[pick], size[pick]
         order = np.argsort(-size, kind="stable")
-        return tuple(self.table.views(live[order]))
+        labels = self.clustering.labels if self.clustering is not None else None
+        return tuple(self.table.views(live[order], labels=labels))
 
     def _snapshot(self, finished: bool = False) -> Snapshot:
         now = time.time()
@@ -295,4 +438,13 @@ class Engine:
             elapsed=now - self._started_wall, totals=totals, pkt_rate=pkt_rate,
             byte_rate=byte_rate, sources=statuses, top_flows=self._top_flows(),
             clusters=self._clusters, warnings=warnings, finished=finished,
+            hosts=self._host_views(now, finished),
         )
+
+    def _host_views(self, now: float, force: bool) -> tuple[HostView, ...]:
+        if force or now - self._hosts_at >= self._hosts_every:
+            t0 = time.perf_counter()
+            self._hosts = host_views(self.table, self._clock())
+            self._hosts_every = max(HOSTS_EVERY, 20 * (time.perf_counter() - t0))
+            self._hosts_at = now
+        return self._hosts

@@ -32,7 +32,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from netmon.batch import PacketBatch
-from netmon.model import FlowView
+from netmon.model import ConnectionRecord, FlowView
 
 #: How many leading packet sizes (signed by direction) a flow keeps for clustering.
 FIRST_SIZES = 8
@@ -57,6 +57,26 @@ def split_key(key: bytes) -> tuple[int, str, int, str, int]:
     b = key[32:36] if key[1] == 4 else key[20:36]
     return (key[0], socket.inet_ntop(fam, a), int.from_bytes(key[18:20], "big"),
             socket.inet_ntop(fam, b), int.from_bytes(key[36:38], "big"))
+
+def flow_keys(b: PacketBatch) -> tuple[np.ndarray, list[bytes]]:
+    """(lo_first, keys) of each packet: whether its sender is the key's lo endpoint,
+    and its flow key as bytes (see KEY_DTYPE)."""
+    s8 = b.src.view(">u8")
+    d8 = b.dst.view(">u8")
+    sh, sl, dh, dl = s8[:, 0], s8[:, 1], d8[:, 0], d8[:, 1]
+    # Orientation: the key starts with the smaller (address, port) endpoint.
+    lo_first = (sh < dh) | ((sh == dh) & ((sl < dl) | ((sl == dl) & (b.sport <= b.dport))))
+    keys = np.empty(len(b), dtype=KEY_DTYPE)
+    keys["p"] = b.proto
+    keys["f"] = b.fam
+    src = b.src.view("V16")[:, 0]
+    dst = b.dst.view("V16")[:, 0]
+    keys["a"] = np.where(lo_first, src, dst)
+    keys["ap"] = np.where(lo_first, b.sport, b.dport)
+    keys["b"] = np.where(lo_first, dst, src)
+    keys["bp"] = np.where(lo_first, b.dport, b.sport)
+    return lo_first, keys.view(f"V{KEY_DTYPE.itemsize}").tolist()
+
 
 _INT_COLS = ("pkts_ab", "bytes_ab", "pkts_ba", "bytes_ba", "flow_id")
 _SMALL_COLS = ("syn", "synack", "fin", "rst", "psh")
@@ -139,30 +159,19 @@ class FlowTable:
         if records:
             self.add_batch(PacketBatch.from_records(records))
 
-    def add_batch(self, b: PacketBatch) -> None:
+    def add_batch(self, b: PacketBatch) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Account a columnar batch of packets (the hot path).
 
         Batches of a few thousand packets amortise the vectorised work; the engine
-        collects them from its sources before calling this.
+        collects them from its sources before calling this. Returns, per packet, the
+        slot of its flow, whether it went lo->hi, and its number within its flow (0 =
+        the flow's first packet): the engine's frame ring indexes packets by these.
         """
         n = len(b)
         if not n:
-            return
-        s8 = b.src.view(">u8")
-        d8 = b.dst.view(">u8")
-        sh, sl, dh, dl = s8[:, 0], s8[:, 1], d8[:, 0], d8[:, 1]
-        # Orientation: the key starts with the smaller (address, port) endpoint.
-        lo_first = (sh < dh) | ((sh == dh) & ((sl < dl) | ((sl == dl) & (b.sport <= b.dport))))
-        keys = np.empty(n, dtype=KEY_DTYPE)
-        keys["p"] = b.proto
-        keys["f"] = b.fam
-        src = b.src.view("V16")[:, 0]
-        dst = b.dst.view("V16")[:, 0]
-        keys["a"] = np.where(lo_first, src, dst)
-        keys["ap"] = np.where(lo_first, b.sport, b.dport)
-        keys["b"] = np.where(lo_first, dst, src)
-        keys["bp"] = np.where(lo_first, b.dport, b.sport)
-        klist = keys.view(f"V{KEY_DTYPE.itemsize}").tolist()
+            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.bool_), \
+                np.zeros(0, dtype=np.int64)
+        lo_first, klist = flow_keys(b)
         index = self.index
         slots = list(map(index.get, klist))
         new: list[int] = []  # batch positions of the first packet of each new flow
@@ -173,9 +182,11 @@ class FlowTable:
                     slot = self._new_slot(klist[i])
                     new.append(i)
                 slots[i] = slot
-        self._apply(np.array(slots, dtype=np.int64), lo_first, b, new)
+        at = np.array(slots, dtype=np.int64)
+        seq = self._apply(at, lo_first, b, new)
         if len(index) > self.max_flows:
             self._evict(len(index) - self.max_flows + self.max_flows // 100)
+        return at, lo_first, seq
 
     def _new_slot(self, key: bytes) -> int:
         if not self._free:
@@ -185,7 +196,8 @@ class FlowTable:
         self.keys[slot] = key
         return slot
 
-    def _apply(self, s: np.ndarray, fwd: np.ndarray, b: PacketBatch, new: list[int]) -> None:
+    def _apply(self, s: np.ndarray, fwd: np.ndarray, b: PacketBatch,
+               new: list[int]) -> np.ndarray:
         ts = b.ts
         wl = b.wirelen
         flags = np.where(b.proto == 6, b.flags, 0)  # the field means other things elsewhere
@@ -273,6 +285,9 @@ class FlowTable:
         latest = float(ts.max())
         if latest > self.latest_ts:
             self.latest_ts = latest
+        seq = np.empty(npk, dtype=np.int64)  # each packet's number within its flow
+        seq[order] = pos
+        return seq
 
     def _init_new(self, s: np.ndarray, fwd: np.ndarray, b: PacketBatch, new: list[int]) -> None:
         at = np.array(new, dtype=np.int64)
@@ -350,33 +365,41 @@ class FlowTable:
         """Flows ended and not yet drained."""
         return self._finished_n
 
-    def drain_finished(self) -> list[FlowView]:
-        """Take the flows that ended since the last call."""
+    def drain_finished(self, labels: dict[int, str] | None = None) -> list[FlowView]:
+        """Take the flows that ended since the last call (``labels``: cluster names)."""
         chunks, self._finished, self._finished_n = self._finished, [], 0
         out: list[FlowView] = []
         for cols, keys, reason in chunks:
-            out.extend(_views(cols, keys, reason))
+            out.extend(views_from_columns(cols, keys, reason, labels))
         return out
+
+    def take_finished(self) -> list[tuple[dict[str, np.ndarray], list[bytes], str]]:
+        """Take the ended flows as (columns, keys, reason) chunks, without views."""
+        chunks, self._finished, self._finished_n = self._finished, [], 0
+        return chunks
 
     def discard_finished(self) -> int:
         """Forget ended flows nobody wants as views; return how many."""
         n, self._finished, self._finished_n = self._finished_n, [], 0
         return n
 
-    def end_all(self, reason: str = "end-of-capture") -> list[FlowView]:
+    def end_all(self, reason: str = "end-of-capture",
+                labels: dict[int, str] | None = None) -> list[FlowView]:
         """End every live flow (at exit); return all finished flows not yet drained."""
         slots = self.live_slots()
         if len(slots):
             self._finish(slots, reason)
-        return self.drain_finished()
+        return self.drain_finished(labels)
 
     # ------------------------------------------------------------------ views
-    def views(self, slots: np.ndarray | Sequence[int], reason: str = "") -> list[FlowView]:
+    def views(self, slots: np.ndarray | Sequence[int], reason: str = "",
+              labels: dict[int, str] | None = None) -> list[FlowView]:
         """Immutable copies of the flows in ``slots`` (vectorised reads)."""
         sl = np.asarray(slots, dtype=np.int64)
         if not len(sl):
             return []
-        return _views(self.columns(sl), [self.keys[s] for s in sl.tolist()], reason)
+        keys = [self.keys[s] for s in sl.tolist()]
+        return views_from_columns(self.columns(sl), keys, reason, labels)
 
     def columns(self, slots: np.ndarray | Sequence[int]) -> dict[str, np.ndarray]:
         """Copies of the flows' counters as numpy columns, turned to initiator (a->b)
@@ -410,17 +433,122 @@ class FlowTable:
             "iat_mean": self.iat_mean[sl],
             "iat_std": np.sqrt(self.iat_m2[sl] / np.maximum(n - 1, 1)),
             "first_sizes": np.where(a_lo[:, None], self.first_sizes[sl], -self.first_sizes[sl]),
+            "cluster": self.cluster[sl].astype(np.int64),
+            "outlier": self.outlier[sl].astype(np.float64),
         }
 
     def live_views(self) -> list[FlowView]:
         """Views of every live flow (for exports; O(live flows))."""
         return self.views(self.live_slots())
 
+    # ------------------------------------------------------------------ listener
+    def add_connections(self, records: Sequence[ConnectionRecord]) -> None:
+        """Account the listener's connection records as TCP flows, the peer initiating.
 
-def _views(cols: dict[str, np.ndarray], keys: list[bytes], reason: str) -> list[FlowView]:
+        A record carries its connection's totals so far, so the listener can report an
+        open connection now and then and once more when it ends: a record whose flow
+        is in the table (same key and start) replaces that flow's counters. A new
+        connection on a 5-tuple an earlier connection still holds ends the earlier
+        flow ("port-reuse"), so each connection is exactly one flow, in one slot like
+        a captured flow. Payload bytes and reads stand in for frame bytes and packets;
+        the handshake counts one SYN and one SYN-ACK, a client's close one FIN, any
+        other end one RST. Ended connections stay live until the idle timeout, as
+        captured flows do after their FIN.
+        """
+        n = len(records)
+        if not n:
+            return
+        # Each connection as its opening SYN, peer -> local (columns built directly:
+        # fewer temporary objects than PacketBatch.from_records, so less heap left over).
+        def addr16(addrs: list[bytes]) -> np.ndarray:  # IPv4 in the last 4 bytes
+            return np.frombuffer(b"".join([a.rjust(16, b"\0") for a in addrs]),
+                                 dtype=np.uint8).reshape(-1, 16)
+
+        peers = [r.peer for r in records]
+        batch = PacketBatch(
+            ts=np.array([r.start for r in records], dtype=np.float64),
+            wirelen=np.zeros(n, dtype=np.int64), proto=np.full(n, 6, dtype=np.int64),
+            fam=np.array([4 if len(a) == 4 else 6 for a in peers], dtype=np.int64),
+            src=addr16(peers), sport=np.array([r.peer_port for r in records], dtype=np.int64),
+            dst=addr16([r.local for r in records]),
+            dport=np.array([r.local_port for r in records], dtype=np.int64),
+            flags=np.full(n, 0x02, dtype=np.int64))
+        del peers
+        lo_first, klist = flow_keys(batch)
+        starts = batch.ts.tolist()
+
+        def account(lo: int, hi: int, slots: list[int], new: list[int]) -> None:
+            if new:  # (``new`` holds positions in the whole batch)
+                s_all = np.zeros(n, dtype=np.int64)
+                s_all[lo:hi] = slots
+                self._init_new(s_all, lo_first, batch, new)
+            s = np.array(slots, dtype=np.int64)
+            fwd = lo_first[lo:hi]
+            # Several reports of one connection: the last one holds its totals.
+            _, at_rev = np.unique(s[::-1], return_index=True)
+            keep = len(s) - 1 - at_rev
+            recs = [records[lo + i] for i in keep.tolist()]
+            s, fwd = s[keep], fwd[keep]
+            p_in = np.array([r.pkts_in for r in recs], dtype=np.int64)
+            p_out = np.array([r.pkts_out for r in recs], dtype=np.int64)
+            b_in = np.array([r.bytes_in for r in recs], dtype=np.int64)
+            b_out = np.array([r.bytes_out for r in recs], dtype=np.int64)
+            self.packets += int((p_in + p_out).sum() - (self.pkts_ab[s] + self.pkts_ba[s]).sum())
+            self.bytes += int((b_in + b_out).sum() - (self.bytes_ab[s] + self.bytes_ba[s]).sum())
+            self.pkts_ab[s] = np.where(fwd, p_in, p_out)
+            self.pkts_ba[s] = np.where(fwd, p_out, p_in)
+            self.bytes_ab[s] = np.where(fwd, b_in, b_out)
+            self.bytes_ba[s] = np.where(fwd, b_out, b_in)
+            end = np.array([r.end for r in recs])
+            self.last[s] = np.maximum(end, self.first[s])
+            self.sizesq[s] = [r.sizesq for r in recs]
+            self.iat_mean[s] = [r.iat_mean for r in recs]
+            self.iat_m2[s] = [r.iat_m2 for r in recs]
+            reason = [r.end_reason for r in recs]
+            self.syn[s] = 1
+            self.synack[s] = 1
+            self.fin[s] = [why == "client-closed" for why in reason]
+            self.rst[s] = [why not in ("", "client-closed") for why in reason]
+            self.psh[s] = p_in + p_out
+            sizes = np.zeros((len(recs), FIRST_SIZES), dtype=np.int32)
+            for row, r in enumerate(recs):
+                first = r.first_sizes[:FIRST_SIZES]
+                sizes[row, :len(first)] = first
+            self.first_sizes[s] = np.where(fwd[:, None], sizes, -sizes)
+            self.dirty[s] = True
+            self.latest_ts = max(self.latest_ts, float(end.max()))
+
+        index = self.index
+        lo = 0
+        slots: list[int] = []
+        new: list[int] = []
+        seen: dict[int, float] = {}  # slot -> connection start, for this run's slots
+        for i, key in enumerate(klist):
+            slot = index.get(key)
+            if slot is not None and seen.get(slot, starts[i]) != starts[i]:
+                # Two connections on one 5-tuple in this run: account the earlier one
+                # before the later one ends its flow.
+                account(lo, i, slots, new)
+                lo, slots, new, seen = i, [], [], {}
+            if slot is not None and slot not in seen and float(self.first[slot]) != starts[i]:
+                self._finish(np.array([slot], dtype=np.int64), "port-reuse")
+                slot = None
+            if slot is None:
+                slot = self._new_slot(key)
+                new.append(i)
+            seen[slot] = starts[i]
+            slots.append(slot)
+        account(lo, n, slots, new)
+        if len(index) > self.max_flows:
+            self._evict(len(index) - self.max_flows + self.max_flows // 100)
+
+
+def views_from_columns(cols: dict[str, np.ndarray], keys: list[bytes], reason: str,
+           labels: dict[int, str] | None = None) -> list[FlowView]:
     """FlowViews from :meth:`FlowTable.columns` output and the flows' keys."""
     if not keys:
         return []
+    labels = labels or {}
     npk = (cols["pkts_a2b"] + cols["pkts_b2a"]).tolist()
     rows = zip(keys, cols["a_is_lo"].tolist(), cols["flow_id"].tolist(),
                cols["pkts_a2b"].tolist(), cols["bytes_a2b"].tolist(),
@@ -429,10 +557,11 @@ def _views(cols: dict[str, np.ndarray], keys: list[bytes], reason: str) -> list[
                cols["synack"].tolist(), cols["fin"].tolist(), cols["rst"].tolist(),
                cols["psh"].tolist(), cols["size_mean"].tolist(), cols["size_std"].tolist(),
                cols["iat_mean"].tolist(), cols["iat_std"].tolist(),
-               cols["first_sizes"].tolist(), npk, strict=True)
+               cols["first_sizes"].tolist(), npk, cols["cluster"].tolist(),
+               cols["outlier"].tolist(), strict=True)
     out = []
     for (key, alo, fid, pab, bab, pba, bba, first, last, syn, synack, fin, rst, psh,
-         sm, ss, im, is_, sizes, n) in rows:
+         sm, ss, im, is_, sizes, n, cid, score) in rows:
         proto, lo, lop, hi, hip = split_key(key)
         a, pa, b, pb = (lo, lop, hi, hip) if alo else (hi, hip, lo, lop)
         out.append(FlowView(
@@ -440,6 +569,8 @@ def _views(cols: dict[str, np.ndarray], keys: list[bytes], reason: str) -> list[
             pkts_a2b=pab, bytes_a2b=bab, pkts_b2a=pba, bytes_b2a=bba,
             first_epoch=first, last_epoch=last, syn=syn, synack=synack, fin=fin, rst=rst,
             psh=psh, size_mean=sm, size_std=ss, iat_mean=im, iat_std=is_,
-            first_sizes=tuple(sizes[:min(n, FIRST_SIZES)]), end_reason=reason))
+            first_sizes=tuple(sizes[:min(n, FIRST_SIZES)]), end_reason=reason,
+            cluster_id=cid if cid >= 0 else None, cluster_label=labels.get(cid, ""),
+            outlier=score))
     return out
 

@@ -51,7 +51,17 @@ class PacketRecord(NamedTuple):
 
 
 class ConnectionRecord(NamedTuple):
-    """One finished TCP connection seen by the listener source."""
+    """One TCP connection seen by the listener source, with its totals so far.
+
+    ``peer``/``local`` are packed addresses (4 or 16 bytes). Bytes are payload bytes
+    and packets are reads, not frames. ``end_reason`` is "" while the connection is
+    open (``end`` is then its last activity), else how it ended ("client-closed",
+    "reset", "idle-timeout", "byte-cap", "connection-cap", "lifetime-cap",
+    "stopped"). ``first_class`` is the class of its first bytes (see
+    ``netmon.firstbytes``) and ``preview`` their escaped text, never raw payload.
+    ``sizesq``, ``iat_mean``/``iat_m2`` (Welford) and ``first_sizes`` (+ = from the
+    peer) describe the reads as the flow table describes packets.
+    """
 
     start: float
     end: float
@@ -63,6 +73,13 @@ class ConnectionRecord(NamedTuple):
     bytes_out: int
     pkts_in: int
     pkts_out: int
+    end_reason: str = ""
+    first_class: str = ""
+    preview: str = ""
+    sizesq: float = 0.0
+    iat_mean: float = 0.0
+    iat_m2: float = 0.0
+    first_sizes: tuple[int, ...] = ()
 
 
 def addr_text(packed: bytes) -> str:
@@ -184,6 +201,71 @@ class SourceStatus:
     state: str  # "starting", "running", "finished", "failed", "restarting"
     detail: str = ""
     dropped: int = 0  # packets the capture tool reports as dropped
+    listener: ListenerStats | None = None  # set by the listener source only
+
+    def to_json(self) -> dict:
+        out = {"name": self.name, "state": self.state, "detail": self.detail,
+               "dropped": self.dropped}
+        if self.listener is not None:
+            out["listener"] = self.listener.to_json()
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class ListenerStats:
+    """The listener's state for the header and JSON: ports, open connections, refusals.
+
+    Counters are cumulative; ``samples`` holds the latest escaped preview of each
+    first-bytes class (plain text, never raw payload, never markup).
+    """
+
+    addresses: tuple[str, ...] = ()
+    open: int = 0
+    accepted: int = 0
+    refused: int = 0
+    refused_reasons: tuple[tuple[str, int], ...] = ()  # ("global-cap", n), ...
+    ended: tuple[tuple[str, int], ...] = ()  # (end reason, connections)
+    classes: tuple[tuple[str, int], ...] = ()  # (first-bytes class, connections)
+    samples: tuple[tuple[str, str], ...] = ()  # (class, escaped preview)
+
+    def to_json(self) -> dict:
+        return {"addresses": list(self.addresses), "open": self.open,
+                "accepted": self.accepted, "refused": self.refused,
+                "refused_reasons": dict(self.refused_reasons), "ended": dict(self.ended),
+                "classes": dict(self.classes), "samples": dict(self.samples)}
+
+
+@dataclass(frozen=True, slots=True)
+class HostView:
+    """One source address (the initiator of its flows) over the live flows; immutable.
+
+    ``conns_per_min`` counts flows it started within the last minute (or the idle
+    timeout, if shorter, scaled to a minute); ``ports``/``peers`` are the distinct
+    responder ports and addresses it touched; durations are of its live flows.
+    ``cluster_id``/``label`` group hosts that behave alike (scanners, chatty
+    clients, bulk clients, ...).
+    """
+
+    addr: str
+    flows: int
+    conns_per_min: float
+    ports: int
+    peers: int
+    bytes_out: int  # sent by this host
+    bytes_in: int  # received by this host
+    dur_mean: float
+    dur_std: float
+    dur_max: float
+    cluster_id: int = 0
+    label: str = ""
+
+    def to_json(self) -> dict:
+        return {"addr": self.addr, "flows": self.flows,
+                "conns_per_min": round(self.conns_per_min, 2), "ports": self.ports,
+                "peers": self.peers, "bytes_out": self.bytes_out, "bytes_in": self.bytes_in,
+                "dur_mean": round(self.dur_mean, 6), "dur_std": round(self.dur_std, 6),
+                "dur_max": round(self.dur_max, 6), "cluster_id": self.cluster_id,
+                "label": self.label}
 
 
 @dataclass(frozen=True, slots=True)
@@ -218,6 +300,8 @@ class Snapshot:
     clusters: tuple[ClusterView, ...] = ()
     warnings: tuple[str, ...] = ()
     finished: bool = False
+    hosts: tuple[HostView, ...] = ()  # busiest source addresses, see netmon.hosts
+    ssh_excluded: str = ""  # the SSH connection left out of the capture ("" = none)
 
     def to_json(self) -> dict:
         """The ``--json`` line for this tick (a dict ready for ``json.dumps``)."""
@@ -232,10 +316,10 @@ class Snapshot:
             "flows_live": t.flows_live, "flows_seen": t.flows_seen,
             "flows_expired": t.flows_expired, "flows_evicted": t.flows_evicted,
             "pkt_rate": round(self.pkt_rate, 1), "byte_rate": round(self.byte_rate, 1),
-            "sources": [{"name": s.name, "state": s.state, "detail": s.detail,
-                         "dropped": s.dropped} for s in self.sources],
+            "sources": [s.to_json() for s in self.sources],
             "top_flows": [f.to_json() for f in self.top_flows],
             "clusters": [c.to_json() for c in self.clusters],
             "warnings": list(self.warnings),
+            "hosts": [h.to_json() for h in self.hosts],
         }
 

@@ -119,11 +119,15 @@ class PcapStreamDecoder:
         """Consume ``data``; return the packets it completed as a columnar batch.
 
         Same packets and counters as :meth:`feed`; pcap streams take the vectorised
-        fast path (netmon.batch), which is what live capture and most files are.
+        fast path (netmon.batch), which is what live capture and most files are. Rows
+        locate their frame's bytes in the decoder buffer (PacketBatch ``raw_*``), except
+        those decoded while resynchronising a corrupt pcap stream.
         """
         if not self._append(data):
             return PacketBatch.empty()
-        if self.fmt != "pcap" or self._resyncing:
+        if self.fmt == "pcapng":
+            return self._feed_pcapng_batch()
+        if self._resyncing:
             return PacketBatch.from_records(self.feed(b""))
         buf = self._buf
         n = len(buf)
@@ -307,7 +311,23 @@ class PcapStreamDecoder:
         return -1, max(start, n - 15)
 
     # ------------------------------------------------------------------ pcapng
-    def _feed_pcapng(self, out: list) -> None:
+    def _feed_pcapng_batch(self) -> PacketBatch:
+        buf = self._buf
+        out: list[tuple] = []
+        raw: list[tuple[int, int, int]] = []
+        self._feed_pcapng(out, raw)
+        if not out:
+            return PacketBatch.empty()
+        at = np.array(raw, dtype=np.int64)
+        # One chunk per link type seen (the same buffer): interfaces may differ.
+        linktypes, chunk = np.unique(at[:, 2], return_inverse=True)
+        return PacketBatch.from_records(out).with_raw(
+            (buf,) * len(linktypes), tuple(linktypes.tolist()), chunk.reshape(-1),
+            at[:, 0], at[:, 1])
+
+    def _feed_pcapng(self, out: list, raw: list | None = None) -> None:
+        """Decode the complete blocks; with ``raw``, also note each emitted record's
+        (data offset, captured length, link type)."""
         buf = self._buf
         n = len(buf)
         off = self._off
@@ -355,6 +375,8 @@ class PcapStreamDecoder:
                     rec = decode(linktype, buf, body + 20, body + 20 + caplen, ts, wirelen)
                     if rec is not None:
                         out.append(rec)
+                        if raw is not None:
+                            raw.append((body + 20, caplen, linktype))
             elif btype == 3:  # Simple Packet Block: no timestamp, interface 0
                 (wirelen,) = struct.unpack_from(e + "I", buf, body)
                 self.frames += 1
@@ -367,6 +389,8 @@ class PcapStreamDecoder:
                                  wirelen)
                     if rec is not None:
                         out.append(rec)
+                        if raw is not None:
+                            raw.append((body + 4, caplen, linktype))
             elif btype == 2:  # obsolete Packet Block
                 iface, _drops, hi, lo, caplen, wirelen = struct.unpack_from(e + "HHIIII", buf,
                                                                            body)
@@ -380,6 +404,8 @@ class PcapStreamDecoder:
                     rec = decode(linktype, buf, body + 20, body + 20 + caplen, ts, wirelen)
                     if rec is not None:
                         out.append(rec)
+                        if raw is not None:
+                            raw.append((body + 20, caplen, linktype))
             elif btype == 1:  # Interface Description Block
                 self._ifaces.append(self._read_idb(buf, body, bend, e))
                 self.linktypes.append(self._ifaces[-1][0])

@@ -15,7 +15,9 @@ import netmon
 from tests.conftest import ROOT
 
 CORE = ["netmon.model", "netmon.pcapstream", "netmon.batch", "netmon.flows",
-        "netmon.features", "netmon.cluster", "netmon.pcapwrite", "netmon.synth"]
+        "netmon.features", "netmon.cluster", "netmon.pcapwrite", "netmon.synth",
+        "netmon.framering", "netmon.filterlang", "netmon.flowquery", "netmon.export",
+        "netmon.dissect"]
 
 
 def loaded_after_import(modules: list[str]) -> set[str]:

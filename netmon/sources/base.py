@@ -13,6 +13,17 @@ from collections.abc import Callable
 from typing import Any
 
 from netmon.batch import PacketBatch
+from netmon.errors import (  # noqa: F401 - re-exported for the sources
+    EXIT_BAD_FILTER,
+    EXIT_BAD_INPUT,
+    EXIT_CAPTURE_FAILED,
+    EXIT_LISTEN,
+    EXIT_NO_INTERFACE,
+    EXIT_NO_TOOL,
+    EXIT_PERMISSION,
+    EXIT_USAGE,
+    SourceError,
+)
 from netmon.model import SourceStatus
 from netmon.pcapstream import PcapStreamDecoder
 
@@ -20,23 +31,6 @@ Sink = Callable[[PacketBatch], None]
 DoneCallback = Callable[["Source", "SourceError | None"], None]
 
 
-class SourceError(Exception):
-    """A failure the user can cause or fix: shown as one line, with an exit code."""
-
-    def __init__(self, message: str, exit_code: int = 1) -> None:
-        super().__init__(message)
-        self.message = message
-        self.exit_code = exit_code
-
-
-# Exit codes, so scripts can tell failures apart (documented in the README).
-EXIT_USAGE = 2
-EXIT_NO_TOOL = 3
-EXIT_PERMISSION = 4
-EXIT_NO_INTERFACE = 5
-EXIT_BAD_FILTER = 6
-EXIT_BAD_INPUT = 7
-EXIT_CAPTURE_FAILED = 9
 
 
 class Source(ABC):
@@ -64,6 +58,12 @@ class Source(ABC):
     @abstractmethod
     def _begin(self, reactor: Any) -> None:
         """Start producing (each concrete source knows how)."""
+
+    def pause(self) -> None:  # noqa: B027 - optional: live captures cannot wait
+        """Stop delivering for a while (replays wait for the clusterer)."""
+
+    def resume(self) -> None:  # noqa: B027 - optional, as pause()
+        """Deliver again after :meth:`pause`."""
 
     @abstractmethod
     def stop(self) -> None:

@@ -16,6 +16,7 @@ import zlib
 from collections import deque
 from typing import Any
 
+import numpy as np
 from twisted.internet import abstract
 
 from netmon.batch import PacketBatch
@@ -85,9 +86,11 @@ class FileSource(Source):
         self._reactor = None
         self._stopping = False
         self._eof = False
-        self._queue: deque = deque()
+        self._queue: deque[PacketBatch] = deque()  # paced replay: decoded, not yet due
+        self._queued = 0  # packets in _queue
         self._base: tuple[float, float] | None = None  # (capture ts, monotonic) anchor
         self._call = None
+        self._paused = False
         if self.speed:
             self.name += f" {self.speed:g}x"
 
@@ -101,6 +104,15 @@ class FileSource(Source):
         if self._call is not None and self._call.active():
             self._call.cancel()
         self._close(interrupted=True)
+
+    def pause(self) -> None:
+        self._paused = True
+
+    def resume(self) -> None:
+        if self._paused:
+            self._paused = False
+            if self._call is None and not self._done and not self._stopping:
+                self._call = self._reactor.callLater(0, self._pace if self.speed else self._pump)
 
     # ------------------------------------------------------------ full speed
     def _read(self) -> bytes:
@@ -126,6 +138,8 @@ class FileSource(Source):
         if self._eof:
             self._close()
             return
+        if self._paused:
+            return  # resume() schedules the next chunk
         # Yield to the reactor between chunks: ticks, commands and stop requests run.
         self._call = self._reactor.callLater(0, self._pump)
 
@@ -134,34 +148,46 @@ class FileSource(Source):
         self._call = None
         if self._stopping:
             return
+        # Queued batches (not records): they keep the frames' bytes for the frame ring.
         queue = self._queue
-        while len(queue) < 20000 and not self._eof:
+        while self._queued < 20000 and not self._eof:
             data = self._read()
             if data:
-                queue.extend(self.feed.decoder.feed(data))
+                batch = self.feed.decoder.feed_batch(data)
+                if len(batch):
+                    queue.append(batch)
+                    self._queued += len(batch)
                 self.feed.bytes_in += len(data)
             if self._check_stream():
                 return
         now = time.monotonic()
         if queue and self._base is None:
-            self._base = (queue[0][0], now)
+            self._base = (float(queue[0].ts[0]), now)
         out = []
         if queue:
             base_ts, base_wall = self._base
             horizon = base_ts + (now - base_wall) * self.speed
-            while queue and queue[0][0] <= horizon:
-                out.append(queue.popleft())
-            if queue and queue[0][0] - horizon > MAX_GAP_WALL * self.speed:
+            while queue:  # take every packet before the first one not yet due
+                late = np.flatnonzero(queue[0].ts > horizon)
+                if not len(late):
+                    out.append(queue.popleft())
+                    continue
+                if late[0]:
+                    out.append(queue[0].head(int(late[0])))
+                    queue[0] = queue[0].tail(int(late[0]))
+                break
+            self._queued -= sum(len(b) for b in out)
+            if queue and queue[0].ts[0] - horizon > MAX_GAP_WALL * self.speed:
                 # Jump the gap: re-anchor so the next packet is due now.
-                self._base = (queue[0][0], now)
+                self._base = (float(queue[0].ts[0]), now)
         if out and self._sink is not None:
-            self._sink(PacketBatch.from_records(out))
+            self._sink(PacketBatch.concat(out))
         if not queue and self._eof:
             self._close()
             return
         delay = 0.01
         if queue and self._base is not None:
-            due = self._base[1] + (queue[0][0] - self._base[0]) / self.speed - now
+            due = self._base[1] + (float(queue[0].ts[0]) - self._base[0]) / self.speed - now
             delay = min(max(due, 0.0), 0.05)
         self._call = self._reactor.callLater(delay, self._pace)
 
@@ -307,6 +333,18 @@ class StdinSource(Source):
             except OSError:
                 pass
             self._reader = None
+
+    def pause(self) -> None:
+        if self._file is not None:
+            self._file.pause()
+        elif self._reader is not None:
+            self._reader.stopReading()
+
+    def resume(self) -> None:
+        if self._file is not None:
+            self._file.resume()
+        elif self._reader is not None:
+            self._reader.startReading()
 
     def stop(self) -> None:
         if self._file is not None:
