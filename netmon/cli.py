@@ -54,6 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("-i", "--interface", metavar="IFACE", help="capture live on IFACE")
     src.add_argument("-f", "--filter", dest="bpf", metavar="BPF",
                      help="capture filter for live capture (libpcap syntax)")
+    src.add_argument("--include-ssh", action="store_true", default=None,
+                     help="over SSH, also capture this session's own packets (excluded by "
+                     "default: the screen updates would feed back into the data)")
     src.add_argument("--speed", type=float, metavar="X",
                      help="pace a replay at X times capture speed (default: as fast as "
                      "possible)")
@@ -62,6 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
     out = p.add_argument_group("output")
     out.add_argument("--headless", action="store_true", default=None,
                      help="no screen: a one-line summary each second on stderr")
+    out.add_argument("--theme", metavar="NAME", help="netmon-dark (default), netmon-light, "
+                     "netmon-contrast, netmon-ansi (16 colours)")
     out.add_argument("--json", action="store_true", default=None,
                      help="one JSON snapshot per tick on stdout (implies --headless)")
     out.add_argument("--flows-out", metavar="PATH",
@@ -113,7 +118,7 @@ def settings_from_args(args: argparse.Namespace, environ: dict | None = None) ->
         flows_out=args.flows_out, duration=args.duration, count=args.count, tick=args.tick,
         idle_timeout=args.idle_timeout, active_timeout=args.active_timeout,
         max_flows=args.max_flows, cluster=args.cluster, no_ports=args.no_ports, seed=args.seed,
-        reproducible=args.reproducible,
+        reproducible=args.reproducible, theme=args.theme, include_ssh=args.include_ssh,
         listen=tuple(args.listen) if args.listen else None,
         listen_max_conns=args.listen_max_conns,
         listen_max_per_source=args.listen_max_per_source,
@@ -135,8 +140,25 @@ def build_sources(settings: Settings, err: TextIO = sys.stderr) -> list[Source]:
         iface = default_interface() or "lo"
         print(f"netmon: capturing on {iface} (the default-route interface; "
               "choose another with -i)", file=err)
-    return [LiveCapture(CaptureSpec(iface, settings.bpf, settings.count,
-                                    settings.capture_tool))]
+    bpf, note = ssh_exclusion(settings.bpf, os.environ, settings.include_ssh)
+    source = LiveCapture(CaptureSpec(iface, bpf, settings.count, settings.capture_tool))
+    source.note = note
+    return [source]
+
+
+def ssh_exclusion(bpf: str, environ: dict | os._Environ, include: bool) -> tuple[str, str]:
+    """The capture filter without this SSH session's own packets, and a note saying so.
+
+    Over SSH, every screen update netmon draws is itself traffic on the wire: left in,
+    it would feed back into what is shown. SSH_CONNECTION is "client port server port".
+    """
+    parts = environ.get("SSH_CONNECTION", "").split()
+    if include or len(parts) != 4 or not (parts[1].isdigit() and parts[3].isdigit()):
+        return bpf, ""
+    client, cport, server, sport = parts
+    mine = f"host {client} and port {cport} and host {server} and port {sport}"
+    combined = f"({bpf}) and not ({mine})" if bpf else f"not ({mine})"
+    return combined, f"{client}:{cport} -> {server}:{sport}"
 
 
 def build_listener(settings: Settings, err: TextIO = sys.stderr) -> Source:
@@ -173,6 +195,10 @@ def run(argv: list[str]) -> int:
     if args.command == "interfaces":
         return list_interfaces(settings)
     sources = build_sources(settings)
+    if not (settings.headless or settings.json):
+        from netmon.tui import run_tui
+
+        return run_tui(settings, sources)
     from netmon.engine import Engine
     from netmon.headless import HeadlessRunner
 

@@ -48,6 +48,8 @@ class Settings:
     """Hard cap on live flows; above it the least recently seen flows are evicted."""
     top_flows: int = 10
     """How many of the largest live flows each snapshot carries."""
+    include_ssh: bool = False
+    """Live capture over SSH: also capture this SSH session's own packets."""
     theme: str = "netmon-dark"
     """Colour theme of the TUI: netmon-dark, netmon-light, netmon-contrast, netmon-ansi."""
     cluster: bool = True

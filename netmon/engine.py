@@ -439,6 +439,7 @@ class Engine:
             byte_rate=byte_rate, sources=statuses, top_flows=self._top_flows(),
             clusters=self._clusters, warnings=warnings, finished=finished,
             hosts=self._host_views(now, finished),
+            ssh_excluded="; ".join(s.note for s in self.sources if s.note),
         )
 
     def _host_views(self, now: float, force: bool) -> tuple[HostView, ...]:

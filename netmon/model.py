@@ -321,5 +321,6 @@ class Snapshot:
             "clusters": [c.to_json() for c in self.clusters],
             "warnings": list(self.warnings),
             "hosts": [h.to_json() for h in self.hosts],
+            "ssh_excluded": self.ssh_excluded,
         }
 

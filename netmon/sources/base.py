@@ -39,6 +39,8 @@ class Source(ABC):
     kind = "source"
     #: The pcap feeder of sources that decode a pcap stream (for decoder counters).
     feed: PcapFeed | None = None
+    #: Something the header should say about this source (e.g. an SSH exclusion).
+    note: str = ""
 
     def __init__(self, name: str) -> None:
         self.name = name

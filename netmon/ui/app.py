@@ -47,6 +47,8 @@ class NetmonApp(App[None]):
     ENABLE_COMMAND_PALETTE = False
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("q", "quit", "Quit"),
+        # A monitor quits on Ctrl-C like top or iftop (Textual would only hint at ctrl+q).
+        Binding("ctrl+c", "quit", "Quit", show=False, priority=True),
         Binding("p,space", "toggle_pause", "Pause"),
         Binding("t", "next_theme", "Theme"),
         Binding("question_mark", "help", "Help"),
@@ -151,6 +153,12 @@ class NetmonApp(App[None]):
                 self._warned.add(warning)
                 self.notify(safe_text(warning, 200), severity="warning", timeout=8,
                             markup=False)
+        if snap.finished and self._failed and not snap.totals.packets:
+            # Nothing was ever counted and the source failed (bad interface, no
+            # permission): there is nothing to look at; leave so the error is printed.
+            self.stop_engine()
+            self.exit()
+            return
         if snap.finished and not self._finished_seen:
             self._finished_seen = True
             self.notify("input finished: the last view stays up; q quits", timeout=8,
