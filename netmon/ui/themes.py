@@ -1,14 +1,22 @@
 """netmon's colour themes and the cluster palette every theme defines.
 
-Pure data plus two small look-ups; used on the UI thread. Widgets never name a colour:
-they use Textual's theme variables (``$primary``, ``$panel``, ...) in CSS, and the
-cluster colours come from each theme's ``cluster-0`` .. ``cluster-7`` variables, so the
-table's ID column and the chart's lines agree in every theme. ``netmon-ansi`` uses the
-terminal's own 16 colours and default background (right for 16-colour terminals and
-for users whose palettes are tuned); ``NO_COLOR`` is honoured by Textual itself.
+The themes themselves are data: ``themes/*.toml`` at the top of the source tree
+(installed to ``<prefix>/share/netmon/themes``), plus any the user drops into
+``$XDG_CONFIG_HOME/netmon/themes``; this module loads them. Used on the UI thread.
+Widgets never name a colour: they use Textual's theme variables (``$primary``,
+``$panel``, ...) in CSS, and the cluster colours come from each theme's ``cluster-0``
+.. ``cluster-7`` variables, so the table's ID column and the chart's lines agree in
+every theme. ``netmon-ansi`` uses the terminal's own 16 colours and default
+background (right for 16-colour terminals and for tuned palettes); ``NO_COLOR`` is
+honoured by Textual itself.
 """
 
 from __future__ import annotations
+
+import os
+import sys
+import tomllib
+from pathlib import Path
 
 from rich.color import Color as RichColor
 from textual.color import Color
@@ -20,77 +28,64 @@ PALETTE_SIZE = 8
 DEFAULT_THEME = "netmon-dark"
 
 
-def _palette(*colours: str) -> dict[str, str]:
-    assert len(colours) == PALETTE_SIZE
-    return {f"cluster-{i}": c for i, c in enumerate(colours)}
+def theme_dirs() -> list[Path]:
+    """Folders searched for ``*.toml`` theme files, later ones winning by name: the
+    ``themes/`` folder of this source tree, the installed copy
+    (``<prefix>/share/netmon/themes``), then the user's own
+    (``$XDG_CONFIG_HOME/netmon/themes``)."""
+    config = os.environ.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"),
+                                                               ".config")
+    return [Path(__file__).resolve().parents[2] / "themes",
+            Path(sys.prefix) / "share" / "netmon" / "themes",
+            Path(config) / "netmon" / "themes"]
 
 
-NETMON_THEMES: tuple[Theme, ...] = (
-    Theme(
-        name="netmon-dark",
-        primary="#4ea1ff", secondary="#87afd7", accent="#ffaf5f",
-        warning="#ffd75f", error="#ff5f5f", success="#87d787",
-        foreground="#d0d4da", background="#16181d", surface="#1b1e24", panel="#262a33",
-        dark=True,
-        variables={
-            **_palette("#4ea1ff", "#ff9e3d", "#6fd16f", "#ff6b8b",
-                       "#b48cff", "#3fd0d0", "#e6d35a", "#c8a27c"),
-            "footer-key-foreground": "#ffaf5f",
-        },
-    ),
-    Theme(
-        name="netmon-light",
-        primary="#0969da", secondary="#57606a", accent="#bc4c00",
-        warning="#9a6700", error="#cf222e", success="#1a7f37",
-        foreground="#1f2328", background="#f6f8fa", surface="#ffffff", panel="#e4e8ee",
-        dark=False,
-        variables={
-            **_palette("#0a60c9", "#c75a00", "#1a7f37", "#cf2257",
-                       "#7a3fd1", "#0a7f86", "#8a7300", "#6e4a2a"),
-            "footer-key-foreground": "#0969da",
-        },
-    ),
-    Theme(
-        name="netmon-contrast",
-        primary="#00d7ff", secondary="#ffffff", accent="#ffff00",
-        warning="#ffff00", error="#ff3030", success="#00ff5f",
-        foreground="#ffffff", background="#000000", surface="#000000", panel="#303030",
-        dark=True, luminosity_spread=0.0, text_alpha=1.0,
-        variables={
-            **_palette("#00d7ff", "#ffaf00", "#00ff5f", "#ff5fff",
-                       "#ffff00", "#ff3030", "#afafff", "#ffffff"),
-            "block-cursor-background": "#ffff00",
-            "block-cursor-foreground": "#000000",
-            "block-cursor-blurred-background": "#606060",
-            "block-cursor-blurred-foreground": "#ffffff",
-            "text-muted": "#d0d0d0",
-            "footer-key-foreground": "#ffff00",
-        },
-    ),
-    Theme(
-        name="netmon-ansi",
-        ansi=True,
-        primary="ansi_blue", secondary="ansi_cyan", accent="ansi_yellow",
-        warning="ansi_yellow", error="ansi_red", success="ansi_green",
-        foreground="ansi_default", background="ansi_default", surface="ansi_default",
-        panel="ansi_default", boost="ansi_default",
-        dark=True,
-        variables={
-            **_palette("ansi_bright_blue", "ansi_bright_yellow", "ansi_bright_green",
-                       "ansi_bright_magenta", "ansi_bright_cyan", "ansi_bright_red",
-                       "ansi_yellow", "ansi_white"),
-            "block-cursor-background": "ansi_blue",
-            "block-cursor-foreground": "ansi_bright_white",
-            "block-cursor-blurred-background": "ansi_bright_black",
-            "block-cursor-blurred-foreground": "ansi_bright_white",
-            "text-muted": "ansi_white",
-            "footer-key-foreground": "ansi_bright_yellow",
-            "border-blurred": "ansi_bright_black",
-            "ansi-background": "ansi_black",
-            "ansi-foreground": "ansi_white",
-        },
-    ),
-)
+def load_theme(path: Path) -> tuple[int, Theme]:
+    """One theme file -> (its place in the ``t`` cycle, the Textual Theme).
+
+    A theme file holds Textual's Theme fields (``name``, ``primary``, ``background``,
+    ``dark``, ...), an ``order``, and a ``[variables]`` table that must define the
+    cluster palette ``cluster-0`` .. ``cluster-7``. Raises ValueError saying what is
+    wrong."""
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ValueError(f"{path}: {exc}") from None
+    order = data.pop("order", 1000)
+    variables = data.get("variables", {})
+    missing = [f"cluster-{i}" for i in range(PALETTE_SIZE) if f"cluster-{i}" not in variables]
+    if missing or "name" not in data or "primary" not in data:
+        what = ", ".join(missing) or "name and primary"
+        raise ValueError(f"{path}: missing {what}")
+    try:
+        return int(order), Theme(**data)
+    except TypeError as exc:
+        raise ValueError(f"{path}: {exc}") from None
+
+
+def load_themes(dirs: list[Path] | None = None) -> tuple[tuple[Theme, ...], list[str]]:
+    """Every theme found, in cycle order, and one line per file that could not load."""
+    found: dict[str, tuple[int, Theme]] = {}
+    problems: list[str] = []
+    for directory in theme_dirs() if dirs is None else dirs:
+        for path in sorted(directory.glob("*.toml")) if directory.is_dir() else []:
+            try:
+                order, theme = load_theme(path)
+            except ValueError as exc:
+                problems.append(str(exc))
+                continue
+            found[theme.name] = (order, theme)
+    themes = tuple(t for _, t in sorted(found.values(), key=lambda ot: (ot[0], ot[1].name)))
+    return themes, problems
+
+
+NETMON_THEMES, THEME_PROBLEMS = load_themes()
+if DEFAULT_THEME not in {t.name for t in NETMON_THEMES}:  # a broken install
+    NETMON_THEMES = (Theme(name=DEFAULT_THEME, primary="#4ea1ff", dark=True,
+                           variables={f"cluster-{i}": c for i, c in enumerate(
+                               ("#4ea1ff", "#ff9e3d", "#6fd16f", "#ff6b8b",
+                                "#b48cff", "#3fd0d0", "#e6d35a", "#c8a27c"))}),
+                     *NETMON_THEMES)
 
 #: The order ``t`` cycles through.
 THEME_ORDER: tuple[str, ...] = tuple(t.name for t in NETMON_THEMES)
