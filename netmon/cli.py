@@ -16,7 +16,7 @@ import sys
 from typing import TextIO
 
 from netmon import __version__
-from netmon.config import Settings, default_interface, parse_listen
+from netmon.config import Settings, default_interface, load_settings, parse_listen
 from netmon.sources.base import EXIT_BAD_INPUT, EXIT_USAGE, Source, SourceError
 from netmon.sources.capture import CaptureSpec, LiveCapture, find_capture_tool, kill_leftovers
 from netmon.sources.files import FileSource, StdinSource
@@ -48,6 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
                 "traffic into clusters of similar behaviour.", epilog=EXAMPLES,
                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--version", action="version", version=f"netmon {__version__}")
+    p.add_argument("--config", metavar="FILE", help="settings file (default: "
+                   "$XDG_CONFIG_HOME/netmon/config.toml; keys as in the README)")
     src = p.add_argument_group("source (default: live capture on the default-route interface)")
     src.add_argument("-r", "--read", metavar="FILE", help="replay a pcap/pcapng file "
                      "(.gz too); '-' reads a pcap stream from standard input")
@@ -111,7 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def settings_from_args(args: argparse.Namespace, environ: dict | None = None) -> Settings:
-    base = Settings.from_env(environ)
+    base = load_settings(environ, args.config)
     return base.with_overrides(
         read=args.read, interface=args.interface, bpf=args.bpf, speed=args.speed,
         capture_tool=args.capture_tool, headless=args.headless, json=args.json,

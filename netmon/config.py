@@ -1,4 +1,5 @@
-"""Settings: every knob netmon has, layered defaults < NETMON_* environment < flags.
+"""Settings: every knob netmon has, layered defaults < config file < NETMON_* environment
+< flags.
 
 Pure module, used on the main thread before anything starts. Each field documents
 itself; ``Settings.from_env`` reads ``NETMON_<FIELD>`` (upper case) so a server's
@@ -9,7 +10,10 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
+from pathlib import Path
 
 from netmon.errors import EXIT_USAGE, SourceError
 
@@ -124,9 +128,73 @@ class Settings:
                                     "NETMON_" + f.name.upper())
         return cls(**values)
 
+    def with_file(self, path: str | Path) -> Settings:
+        """These settings overridden by a TOML config file (keys = field names, with
+        dashes or underscores). A missing file is fine; a bad key or value is a
+        SourceError naming it."""
+        path = Path(path)
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return self
+        except (OSError, UnicodeDecodeError) as exc:
+            raise SourceError(f"cannot read config file {path}: {exc}", EXIT_USAGE) from None
+        except tomllib.TOMLDecodeError as exc:
+            raise SourceError(f"config file {path}: {exc}", EXIT_USAGE) from None
+        known = {f.name for f in fields(self)}
+        values: dict[str, object] = {}
+        for key, value in data.items():
+            name = key.replace("-", "_")
+            if name not in known:
+                raise SourceError(f"config file {path}: unknown key {key!r} (the README "
+                                  "lists the keys)", EXIT_USAGE)
+            values[name] = _from_toml(type(getattr(self, name)), value, f"{key} in {path}")
+        return replace(self, **values)
+
     def with_overrides(self, **changes: object) -> Settings:
         """A copy with the given (flag) values replacing these."""
         return replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+
+def _from_toml(kind: type, value: object, origin: str) -> object:
+    """A TOML value checked against the field's type (whole numbers do for floats)."""
+    if kind is bool:
+        ok = isinstance(value, bool)
+    elif kind is float:
+        ok = isinstance(value, int | float) and not isinstance(value, bool)
+    elif kind is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif kind is tuple:
+        ok = isinstance(value, list) and all(isinstance(v, str) for v in value)
+    else:
+        ok = isinstance(value, str)
+    if not ok:
+        want = {bool: "true or false", float: "a number", int: "a whole number",
+                tuple: "a list of strings"}.get(kind, "a string")
+        raise SourceError(f"invalid value {value!r} for {origin} ({want})", EXIT_USAGE)
+    return tuple(value) if kind is tuple else kind(value)
+
+
+def config_path(environ: Mapping[str, str] | None = None) -> Path:
+    """$NETMON_CONFIG, else $XDG_CONFIG_HOME/netmon/config.toml."""
+    env = os.environ if environ is None else environ
+    if env.get("NETMON_CONFIG"):
+        return Path(env["NETMON_CONFIG"])
+    base = env.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"), ".config")
+    return Path(base) / "netmon" / "config.toml"
+
+
+def load_settings(environ: Mapping[str, str] | None = None,
+                  config: str | Path | None = None) -> Settings:
+    """Defaults < config file < NETMON_* environment (the CLI puts flags on top)."""
+    env = os.environ if environ is None else environ
+    if config is not None and not Path(config).is_file():
+        raise SourceError(f"config file {config}: no such file", EXIT_USAGE)
+    from_file = Settings().with_file(config or config_path(env))
+    from_env = Settings.from_env(dict(env))
+    changed = {f.name: getattr(from_env, f.name) for f in fields(Settings)
+               if f"NETMON_{f.name.upper()}" in env}
+    return replace(from_file, **changed)
 
 
 def _parse(name: str, kind: type, raw: str, origin: str) -> object:

@@ -1,0 +1,89 @@
+"""Settings layering (defaults < config file < NETMON_* < flags), config-file errors
+that name the key, the default-route interface, and the SSH self-exclusion filter."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from netmon.cli import build_parser, settings_from_args, ssh_exclusion
+from netmon.config import Settings, config_path, default_interface, load_settings
+from netmon.errors import SourceError
+from tests.conftest import run_netmon
+
+
+def test_layers_file_then_environment_then_flags(tmp_path: Path) -> None:
+    cfg = tmp_path / "config.toml"
+    cfg.write_text('theme = "netmon-light"\nidle-timeout = 30\nmax_flows = 1000\n'
+                   'no-ports = true\n')
+    env = {"NETMON_MAX_FLOWS": "2000"}
+    s = load_settings(env, cfg)
+    assert (s.theme, s.idle_timeout, s.max_flows, s.no_ports) == ("netmon-light", 30.0, 2000,
+                                                                  True)
+    args = build_parser().parse_args(["--config", str(cfg), "--idle-timeout", "5",
+                                      "--headless", "-r", "x.pcap"])
+    s = settings_from_args(args, env)
+    assert (s.idle_timeout, s.max_flows, s.theme) == (5.0, 2000, "netmon-light")
+
+
+def test_default_config_path_follows_xdg(tmp_path: Path) -> None:
+    assert config_path({"XDG_CONFIG_HOME": str(tmp_path)}) == tmp_path / "netmon" / "config.toml"
+    assert config_path({"NETMON_CONFIG": "/etc/netmon.toml"}) == Path("/etc/netmon.toml")
+    (tmp_path / "netmon").mkdir()
+    (tmp_path / "netmon" / "config.toml").write_text("tick = 1\n")
+    assert load_settings({"XDG_CONFIG_HOME": str(tmp_path)}).tick == 1.0
+    assert load_settings({"XDG_CONFIG_HOME": str(tmp_path / "none")}) == Settings()
+
+
+@pytest.mark.parametrize("text,needle", [
+    ("colour = 1\n", "unknown key 'colour'"),
+    ('max-flows = "many"\n', "max-flows"),
+    ("headless = 1\n", "true or false"),
+    ("tick = [\n", "config file"),
+    ('listen = [8080]\n', "a list of strings"),
+])
+def test_bad_config_files_name_the_problem(tmp_path: Path, text: str, needle: str) -> None:
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(text)
+    with pytest.raises(SourceError) as err:
+        load_settings({}, cfg)
+    assert needle in err.value.message and err.value.exit_code == 2
+
+
+def test_bad_config_is_one_line_from_the_command(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("max_flows = -3\ncolour = 2\n")
+    proc = run_netmon("--headless", "--config", str(cfg), "-r", "x.pcap")
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1].startswith("netmon: config file")
+    assert "colour" in proc.stderr and "Traceback" not in proc.stderr
+    proc = run_netmon("--headless", "--config", str(tmp_path / "missing.toml"), "-r", "x")
+    assert proc.returncode == 2 and "no such file" in proc.stderr
+
+
+def test_default_interface_reads_the_route_table(tmp_path: Path) -> None:
+    table = tmp_path / "route"
+    table.write_text("Iface\tDestination\tGateway\tFlags\n"
+                     "lo\t0000007F\t00000000\t0001\n"
+                     "ens3\t00000000\t0102A8C0\t0003\n")
+    assert default_interface(str(table)) == "ens3"
+    assert default_interface(str(tmp_path / "none")) == ""
+
+
+def test_ssh_exclusion_filter() -> None:
+    env = {"SSH_CONNECTION": "10.1.2.3 51000 10.9.9.9 22"}
+    bpf, note = ssh_exclusion("tcp", env, include=False)
+    assert bpf == ("(tcp) and not (host 10.1.2.3 and port 51000 and host 10.9.9.9 and "
+                   "port 22)")
+    assert note == "10.1.2.3:51000 -> 10.9.9.9:22"
+    assert ssh_exclusion("", env, include=True) == ("", "")
+    assert ssh_exclusion("udp", {}, include=False) == ("udp", "")
+    assert ssh_exclusion("", {"SSH_CONNECTION": "garbage"}, include=False) == ("", "")
+    if shutil.which("dumpcap"):
+        bpf, _ = ssh_exclusion("", env, include=False)
+        proc = subprocess.run(["dumpcap", "-i", "lo", "-d", "-f", bpf], capture_output=True,
+                              text=True, timeout=30)
+        assert proc.returncode == 0, proc.stderr
