@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import importlib
 import json
 import os
 import resource
@@ -137,6 +138,17 @@ def bench_ingest(args: argparse.Namespace) -> dict:
     return results
 
 
+#: Benchmarks with modules of their own: name -> (module, what it measures).
+DELEGATED = {
+    "cluster": ("netmon.bench_cluster", "clustering quality on labelled loopback traffic"),
+    "listener": ("netmon.bench_listener", "listener connections/s, memory per connection"),
+    "fuzz": ("netmon.bench_fuzz", "long mutation fuzzing of every untrusted-input parser"),
+    "soak": ("netmon.bench_soak", "minutes of looped replay: memory growth, exact counts"),
+    "ui": ("netmon.ui.bench", "UI-thread cost per tick and per key at 100 k flows"),
+    "tui": ("netmon.bench_tui", "replay packets/s with the TUI running vs headless"),
+}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m netmon.bench")
     sub = parser.add_subparsers(dest="what", required=True)
@@ -149,19 +161,12 @@ def main(argv: list[str] | None = None) -> int:
     ing.add_argument("--repeat", type=int, default=1, help="runs per measurement (best kept)")
     ing.add_argument("--seed", type=int, default=1)
     ing.add_argument("--json", action="store_true", help="also print the numbers as JSON")
-    sub.add_parser("cluster", help="clustering quality on labelled loopback traffic",
-                   add_help=False)
-    sub.add_parser("listener", help="listener connections/s and memory per connection",
-                   add_help=False)
+    for name, (_, text) in DELEGATED.items():
+        sub.add_parser(name, help=text, add_help=False)
     args, rest = parser.parse_known_args(argv)
-    if args.what == "cluster":
-        from netmon.bench_cluster import main as cluster_main
-
-        return cluster_main(rest)
-    if args.what == "listener":
-        from netmon.bench_listener import main as listener_main
-
-        return listener_main(rest)
+    if args.what in DELEGATED:
+        module = importlib.import_module(DELEGATED[args.what][0])
+        return module.main(rest)
     if rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
     results = bench_ingest(args)
