@@ -1,6 +1,6 @@
 """Hosts view: per source address, how it talks, and groups of hosts that talk alike.
 
-Pure module (numpy; scikit-learn imported lazily), run by the engine on the reactor
+Pure module (numpy; scipy imported lazily), run by the engine on the reactor
 thread every few ticks. A host is the initiator of flows, whatever the source
 (captured flows and listener connections alike). Over the live flows of a
 :class:`~netmon.flows.FlowTable` it computes, per host and vectorised: flows,
@@ -47,7 +47,8 @@ class HostStats:
     """Per-host columns (row i = host i), from :func:`host_stats`."""
 
     digest: np.ndarray  # uint64 digest of the address (as the flow table keeps it)
-    addr: list[str]
+    rep_key: list[bytes]  # one flow key per host, for its address text
+    rep_lo: list[bool]  # whether the host is that key's lo endpoint
     flows: np.ndarray
     conns_per_min: np.ndarray
     ports: np.ndarray
@@ -60,6 +61,17 @@ class HostStats:
 
     def __len__(self) -> int:
         return len(self.digest)
+
+    def address(self, i: int) -> str:
+        """Host ``i``'s address as text (made on demand: a busy table has tens of
+        thousands of hosts and only the shown ones need it)."""
+        _, lo_addr, _, hi_addr, _ = split_key(self.rep_key[i])
+        return lo_addr if self.rep_lo[i] else hi_addr
+
+    @property
+    def addr(self) -> list[str]:
+        """Every host's address as text (tests; O(hosts))."""
+        return [self.address(i) for i in range(len(self))]
 
 
 def _distinct_per_group(group: np.ndarray, value: np.ndarray, groups: int) -> np.ndarray:
@@ -100,12 +112,10 @@ def host_stats(table: FlowTable, now: float, window: float = 60.0) -> HostStats:
     b_ba = table.bytes_ba[slots]
     out = np.where(a_lo, b_ab, b_ba).astype(np.float64)
     back = np.where(a_lo, b_ba, b_ab).astype(np.float64)
-    addr = []
-    for slot, lo in zip(slots[rep].tolist(), a_lo[rep].tolist(), strict=True):
-        _, lo_addr, _, hi_addr, _ = split_key(table.keys[slot])
-        addr.append(lo_addr if lo else hi_addr)
+    keys = table.keys
     return HostStats(
-        digest=digest, addr=addr, flows=flows,
+        digest=digest, rep_key=[keys[s] for s in slots[rep].tolist()],
+        rep_lo=a_lo[rep].tolist(), flows=flows,
         conns_per_min=np.bincount(inv, weights=recent, minlength=h) * (60.0 / window),
         ports=_distinct_per_group(inv, port_b, h),
         peers=_distinct_per_group(inv, resp_id.reshape(-1).astype(np.int64), h),
@@ -139,11 +149,13 @@ def label_of(f: np.ndarray) -> str:
 def _agglomerate(x: np.ndarray) -> np.ndarray:
     if len(x) == 1:
         return np.zeros(1, dtype=np.int64)
-    from sklearn.cluster import AgglomerativeClustering
+    # scipy's average linkage: the same groups as sklearn's AgglomerativeClustering
+    # with a distance threshold, for a third of the import time (this can run with
+    # clustering off, on the reactor thread).
+    from scipy.cluster.hierarchy import fcluster, linkage
 
-    model = AgglomerativeClustering(n_clusters=None, distance_threshold=DISTANCE,
-                                    linkage="average")
-    return model.fit_predict(x).astype(np.int64)
+    return (fcluster(linkage(x, method="average"), t=DISTANCE, criterion="distance")
+            - 1).astype(np.int64)
 
 
 def _nearest(x: np.ndarray, centres: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -209,7 +221,7 @@ def host_views(table: FlowTable, now: float, top: int = 50) -> tuple[HostView, .
             shown.add(ids[i])
             pick.append(i)
     return tuple(HostView(
-        addr=stats.addr[i], flows=int(stats.flows[i]),
+        addr=stats.address(i), flows=int(stats.flows[i]),
         conns_per_min=float(stats.conns_per_min[i]), ports=int(stats.ports[i]),
         peers=int(stats.peers[i]), bytes_out=int(stats.bytes_out[i]),
         bytes_in=int(stats.bytes_in[i]), dur_mean=float(stats.dur_mean[i]),
