@@ -114,6 +114,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def settings_from_args(args: argparse.Namespace, environ: dict | None = None) -> Settings:
     base = load_settings(environ, args.config)
+    # A source named on the command line replaces the configured one.
+    if args.read or args.listen:
+        base = base.with_overrides(interface="", bpf="" if not args.bpf else None)
+    if args.interface or args.listen:
+        base = base.with_overrides(read="")
+    if args.read or args.interface:
+        base = base.with_overrides(listen=())
     return base.with_overrides(
         read=args.read, interface=args.interface, bpf=args.bpf, speed=args.speed,
         capture_tool=args.capture_tool, headless=args.headless, json=args.json,
@@ -206,7 +213,10 @@ def run(argv: list[str]) -> int:
 
     runner = HeadlessRunner(json_out=settings.json)
     try:
-        engine = Engine(settings, sources, runner.publish)
+        # Headless, nothing can ask for a packet's dissection: keep no frame ring; and
+        # only JSON shows hosts.
+        engine = Engine(settings.with_overrides(ring_mb=0), sources, runner.publish,
+                        hosts=settings.json)
     except OSError as exc:  # --flows-out in a missing or read-only directory
         raise SourceError(f"cannot write {settings.flows_out}: {exc.strerror}",
                           EXIT_BAD_INPUT) from None

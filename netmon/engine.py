@@ -87,8 +87,9 @@ class Engine:
     """Sources -> FlowTable -> snapshots, on a private reactor thread."""
 
     def __init__(self, settings: Settings, sources: list[Source],
-                 publish: Callable[[Snapshot], None]) -> None:
+                 publish: Callable[[Snapshot], None], *, hosts: bool = True) -> None:
         self.settings = settings
+        self.want_hosts = hosts  # nobody shows the hosts view: don't compute it
         self.sources = sources
         self.publish = publish
         self.reactor = make_reactor()
@@ -443,6 +444,8 @@ class Engine:
         )
 
     def _host_views(self, now: float, force: bool) -> tuple[HostView, ...]:
+        if not self.want_hosts:
+            return ()
         if force or now - self._hosts_at >= self._hosts_every:
             t0 = time.perf_counter()
             self._hosts = host_views(self.table, self._clock())

@@ -87,3 +87,16 @@ def test_ssh_exclusion_filter() -> None:
         proc = subprocess.run(["dumpcap", "-i", "lo", "-d", "-f", bpf], capture_output=True,
                               text=True, timeout=30)
         assert proc.returncode == 0, proc.stderr
+
+
+def test_readme_config_example_loads(tmp_path: Path) -> None:
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    block = readme.split("```toml\n", 1)[1].split("```", 1)[0]
+    cfg = tmp_path / "config.toml"
+    cfg.write_text(block)
+    s = load_settings({}, cfg)
+    assert s.theme == "netmon-light" and s.interface == "eth0" and s.ring_mb == 32
+    # a file naming an interface does not stop a replay given on the command line
+    args = build_parser().parse_args(["--config", str(cfg), "--headless", "-r", "x.pcap"])
+    s = settings_from_args(args, {})
+    assert s.read == "x.pcap" and s.interface == "" and s.bpf == ""
