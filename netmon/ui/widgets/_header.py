@@ -141,6 +141,10 @@ class HeaderBar(Widget):
             failed = [s for s in snap.sources if s.state == "failed" and s.detail]
             if failed:
                 line.append(safe_text(failed[0].detail, 60) + "  ", self._style("bad"))
+            listening = [s for s in snap.sources if s.listener is not None and s.detail
+                         and s.state == "running"]
+            if listening:  # open / accepted / refused connections of the listener
+                line.append(safe_text(listening[0].detail, 60) + "  ", self._style("neutral"))
             if snap.ssh_excluded:
                 line.append(f"excluding ssh {safe_text(snap.ssh_excluded, 48)}  ",
                             self._style("muted"))
