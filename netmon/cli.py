@@ -221,23 +221,12 @@ def run(argv: list[str]) -> int:
         raise SourceError(f"cannot write {settings.flows_out}: {exc.strerror}",
                           EXIT_BAD_INPUT) from None
     final = runner.run(engine)
-    result = engine.result
-    for warning in result.warnings:
-        print(f"netmon: warning: {warning}", file=sys.stderr)
-    if result.flows_out_error:
-        print(f"netmon: {result.flows_out_error}", file=sys.stderr)
-    elif settings.flows_out:
-        print(f"netmon: wrote {result.flows_written} flows to {settings.flows_out}",
-              file=sys.stderr)
-    if result.errors:
-        for error in result.errors:
-            print(f"netmon: {error.message}", file=sys.stderr)
-        return result.exit_code
+    code = engine.result.report(settings.flows_out, sys.stderr)
+    if code is not None:
+        return code
     if final is None:
         print("netmon: engine did not finish cleanly", file=sys.stderr)
         return 1
-    if result.flows_out_error:
-        return EXIT_BAD_INPUT
     return runner.signal_code or 0
 
 

@@ -25,6 +25,7 @@ from netmon.batch import PacketBatch
 from netmon.clusterjob import ClusterJob
 from netmon.clusterstats import ClusterStats
 from netmon.config import Settings
+from netmon.errors import EXIT_BAD_INPUT
 from netmon.flows import FlowTable, views_from_columns
 from netmon.flowsout import FlowsOutWriter
 from netmon.framering import FrameRing
@@ -81,6 +82,22 @@ class EngineResult:
     @property
     def exit_code(self) -> int:
         return self.errors[0].exit_code if self.errors else 0
+
+    def report(self, flows_out: str, err: Any) -> int | None:
+        """Print warnings, the flows-out outcome and errors, one line each, to ``err``
+        (after the screen is gone, or at the end of a headless run); return the exit
+        code they call for, or None when nothing went wrong."""
+        for warning in self.warnings:
+            print(f"netmon: warning: {warning}", file=err)
+        if self.flows_out_error:
+            print(f"netmon: {self.flows_out_error}", file=err)
+        elif flows_out:
+            print(f"netmon: wrote {self.flows_written} flows to {flows_out}", file=err)
+        for error in self.errors:
+            print(f"netmon: {error.message}", file=err)
+        if self.errors:
+            return self.exit_code
+        return EXIT_BAD_INPUT if self.flows_out_error else None
 
 
 class Engine:

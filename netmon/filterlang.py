@@ -25,6 +25,7 @@ from __future__ import annotations
 import ipaddress
 import re
 import socket
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -49,12 +50,14 @@ class FilterError(ValueError):
 
 
 # --------------------------------------------------------------------------- syntax tree
-class _Node:
+class _Node(ABC):
+    @abstractmethod
     def mask(self, cols: Mapping[str, np.ndarray]) -> np.ndarray:
-        raise NotImplementedError
+        """Which rows of ``cols`` match."""
 
+    @abstractmethod
     def bpf(self, cluster_bpf: Callable[[int], str] | None) -> str:
-        raise NotImplementedError
+        """The same condition as a libpcap filter."""
 
 
 @dataclass(frozen=True)

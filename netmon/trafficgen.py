@@ -166,7 +166,8 @@ class _Behaviour:
         self._closed = False
 
     def start(self) -> None:
-        raise NotImplementedError
+        """Bind the servers and schedule the clients (each behaviour defines it)."""
+        raise TypeError(f"{type(self).__name__} does not define start()")
 
     def n(self, base: float) -> int:
         """A client count scaled by the plan, at least 1."""

@@ -109,19 +109,8 @@ def run_tui(settings: Settings, sources: list[Source]) -> int:
     finally:
         engine.stop("quit")
         engine.join(15.0)
-    result = engine.result
-    for warning in result.warnings:
-        print(f"netmon: warning: {warning}", file=sys.stderr)
-    if result.flows_out_error:
-        print(f"netmon: {result.flows_out_error}", file=sys.stderr)
-    elif settings.flows_out:
-        print(f"netmon: wrote {result.flows_written} flows to {settings.flows_out}",
-              file=sys.stderr)
-    for error in result.errors:
-        print(f"netmon: {error.message}", file=sys.stderr)
-    if result.errors:
-        return result.exit_code
-    if result.flows_out_error:
-        print(f"netmon: details in {log_path}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+    code = engine.result.report(settings.flows_out, sys.stderr)
+    if code is not None:
+        print(f"netmon: log: {log_path}", file=sys.stderr)
+        return code
     return app.return_code or 0
