@@ -9,10 +9,13 @@ STAMP  := $(VENV)/.installed
 APT    := DEBIAN_FRONTEND=noninteractive apt-get install -y -q
 ARGS   ?=
 
-.PHONY: run test lint bench system-deps clean
+.PHONY: run demo test lint bench system-deps clean
 
 run: system-deps $(STAMP)
 	$(VENV)/bin/netmon $(ARGS)
+
+demo: system-deps $(STAMP)
+	$(VENV)/bin/netmon demo $(ARGS)
 
 test: system-deps $(STAMP)
 	$(PY) -m pytest -q -ra

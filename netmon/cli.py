@@ -11,14 +11,13 @@ import argparse
 import atexit
 import logging
 import os
-import subprocess
 import sys
 from typing import TextIO
 
 from netmon import __version__
 from netmon.config import Settings, default_interface, load_settings, parse_listen
 from netmon.sources.base import EXIT_BAD_INPUT, EXIT_USAGE, Source, SourceError
-from netmon.sources.capture import CaptureSpec, LiveCapture, find_capture_tool, kill_leftovers
+from netmon.sources.capture import CaptureSpec, LiveCapture, kill_leftovers
 from netmon.sources.files import FileSource, StdinSource
 
 EXAMPLES = """\
@@ -30,6 +29,7 @@ examples:
   ssh host sudo tcpdump -U -w - 'not port 22' | netmon --headless -r -
   netmon --headless --listen 8080 --listen 0.0.0.0:2222   record TCP connections
   netmon interfaces                      list capture interfaces
+  netmon demo                            loopback traffic of several kinds, monitored
 
 exit codes: 0 ok, 2 usage, 3 no tshark/dumpcap, 4 no capture permission,
   5 unknown interface, 6 bad capture filter, 7 unreadable or damaged input,
@@ -107,8 +107,10 @@ def build_parser() -> argparse.ArgumentParser:
                       help="end and restart flows older than this (1800)")
     tune.add_argument("--max-flows", type=int, metavar="N",
                       help="cap on live flows; least recently seen are evicted (500000)")
-    p.add_argument("command", nargs="?", choices=["interfaces"],
-                   help="'interfaces': list capture interfaces and exit")
+    p.add_argument("command", nargs="?", choices=["interfaces", "demo"],
+                   help="'interfaces': list capture interfaces and whether you can capture "
+                   "on them; 'demo': generate several kinds of loopback traffic and "
+                   "monitor it")
     return p
 
 
@@ -185,25 +187,19 @@ def build_listener(settings: Settings, err: TextIO = sys.stderr) -> Source:
     return source
 
 
-def list_interfaces(settings: Settings) -> int:
-    _, tool = find_capture_tool(settings.capture_tool)
-    proc = subprocess.run([tool, "-D"], capture_output=True, text=True, timeout=30)
-    if proc.returncode != 0:
-        raise SourceError(f"cannot list interfaces: {proc.stderr.strip().splitlines()[-1:]}",
-                          EXIT_BAD_INPUT)
-    default = default_interface()
-    for line in proc.stdout.splitlines():
-        name = line.split(". ", 1)[-1].split(" ")[0]  # "3. lo (Loopback)" -> "lo"
-        print(line + ("  [default route]" if name == default else ""))
-    return 0
-
-
 def run(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
     settings = settings_from_args(args)
     if args.command == "interfaces":
-        return list_interfaces(settings)
-    sources = build_sources(settings)
+        from netmon.interfaces import print_interfaces
+
+        return print_interfaces()
+    if args.command == "demo":
+        from netmon.demo import demo_sources
+
+        sources = demo_sources(settings)
+    else:
+        sources = build_sources(settings)
     if not (settings.headless or settings.json):
         from netmon.tui import run_tui
 
