@@ -137,16 +137,67 @@ def test_no_capture_process_survives_sigkill() -> None:
     assert_gone(children)
 
 
-def test_capture_process_killed_midstream_is_reported(tmp_path: Path) -> None:
+def read_until(proc: subprocess.Popen, predicate, timeout: float = 20.0) -> dict:
+    """Read --json snapshots until one satisfies ``predicate``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        snap = json.loads(line)
+        if predicate(snap):
+            return snap
+    proc.kill()
+    raise AssertionError(f"no such snapshot: {proc.stderr.read()[-2000:]}")
+
+
+def send_udp(port: int, count: int) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        for _ in range(count):
+            s.sendto(b"m" * 50, ("127.0.0.1", port))
+            time.sleep(0.002)
+
+
+def test_capture_process_killed_midstream_restarts_and_keeps_counts(tmp_path: Path) -> None:
     need_capture()
+    port = free_port(socket.SOCK_DGRAM)
     flows_out = tmp_path / "flows.jsonl"
-    proc = start_netmon("--json", "-i", "lo", "-f", f"udp port {free_port()}",
-                        "--flows-out", str(flows_out))
+    proc = start_netmon("--json", "-i", "lo", "-f", f"udp port {port}",
+                        "--flows-out", str(flows_out), "--duration", "60")
+    try:
+        wait_running(proc)
+        send_udp(port, 10)
+        read_until(proc, lambda s: s["ip_packets"] >= 10)
+        first = [c.pid for c in capture_children(proc)]
+        for pid in first:
+            os.kill(pid, signal.SIGKILL)
+        snap = read_until(proc, lambda s: s["sources"][0]["state"] == "restarting")
+        assert "killed by signal 9" in snap["sources"][0]["detail"]
+        assert snap["ip_packets"] >= 10  # nothing counted is lost
+        snap = read_until(proc, lambda s: s["sources"][0]["state"] == "running")
+        assert "restarted 1x" in snap["sources"][0]["detail"]
+        second = [c.pid for c in capture_children(proc)]
+        assert second and not set(second) & set(first)
+        send_udp(port, 10)
+        read_until(proc, lambda s: s["ip_packets"] >= 20)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=20)
+    assert proc.returncode == 0, err
+    flows = [json.loads(line) for line in flows_out.read_text().splitlines()]
+    assert sum(f["pkts_a2b"] + f["pkts_b2a"] for f in flows) == 20
+    assert "Traceback" not in err
+
+
+def test_stop_while_waiting_to_restart_ends_cleanly(tmp_path: Path) -> None:
+    need_capture()
+    port = free_port(socket.SOCK_DGRAM)
+    proc = start_netmon("--json", "-i", "lo", "-f", f"udp port {port}")
     wait_running(proc)
     for child in capture_children(proc):
         os.kill(child.pid, signal.SIGKILL)
+    read_until(proc, lambda s: s["sources"][0]["state"] == "restarting")
+    proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=20)
-    assert proc.returncode == 9, err
-    assert "capture process ended unexpectedly (killed by signal 9)" in err
-    assert flows_out.exists()
+    assert proc.returncode == 128 + signal.SIGTERM, err
     assert "Traceback" not in err

@@ -107,6 +107,15 @@ class PcapFeed:
     def end(self) -> None:
         self.decoder.close()
 
+    def restart(self) -> None:
+        """A new stream (a restarted capture writes a new file header): fresh decoder,
+        counters carried over so nothing counted so far is lost."""
+        old, new = self.decoder, PcapStreamDecoder()
+        for name in ("frames", "ip_frames", "nonip", "partial", "resync_bytes"):
+            setattr(new, name, getattr(old, name))
+        new.skipped = old.skipped
+        self.decoder = new
+
     @property
     def error(self) -> str:
         return self.decoder.error

@@ -38,6 +38,11 @@ from netmon.sources.base import (
 LIVE_CHILDREN: set[int] = set()
 
 STOP_GRACE = 2.0
+#: Restart delays after a capture process dies: doubling from the first to the last;
+#: back to the first after RESTART_HEALTHY seconds of running.
+RESTART_FIRST = 1.0
+RESTART_MAX = 30.0
+RESTART_HEALTHY = 60.0
 _DROPS = re.compile(r"Packets received/dropped on interface '[^']*': (\d+)/(\d+)")
 _PERMISSION_FIX = (
     "run netmon as root, or let your user capture: "
@@ -153,10 +158,20 @@ class LiveCapture(Source):
         self._stream_done = False
         self._exit: object | None = None
         self._kill_call = None
+        self._respawn_call = None
         self.pid: int | None = None
+        self.restarts = 0
+        self._backoff = RESTART_FIRST
+        self._ran = False  # the capture really started (a later death is restarted)
+        self._started_at = 0.0
 
     def _begin(self, reactor: Any) -> None:
         self._reactor = reactor
+        self._spawn()
+
+    def _spawn(self) -> None:
+        reactor = self._reactor
+        self._started_at = reactor.seconds()
         env = dict(os.environ)
         env.pop("DISPLAY", None)
         try:
@@ -174,9 +189,8 @@ class LiveCapture(Source):
 
     # ------------------------------------------------------------ data
     def got(self, data: bytes) -> None:
-        if self.state == "starting":
-            self.state = "running"
-            self.detail = ""
+        if self.state in ("starting", "restarting"):
+            self._now_running()
         self.feed.data(data)
         if self.feed.error:
             self._finish(SourceError(f"capture stream unreadable: {self.feed.error}",
@@ -188,9 +202,14 @@ class LiveCapture(Source):
         reports = _DROPS.findall(self._stderr)
         if reports:
             self.dropped = int(reports[-1][1])
-        if "Capturing on" in self._stderr and self.state == "starting":
-            self.state = "running"
-            self.detail = ""
+        if "Capturing on" in self._stderr and self.state in ("starting", "restarting"):
+            self._now_running()
+
+    def _now_running(self) -> None:
+        self.state = "running"
+        self._ran = True
+        self.detail = (f"restarted {self.restarts}x after the capture process died"
+                       if self.restarts else "")
 
     def stream_ended(self) -> None:
         self._stream_done = True
@@ -209,6 +228,8 @@ class LiveCapture(Source):
     def _maybe_done(self) -> None:
         if self._done or not (self._stream_done and self._exit is not None):
             return
+        if self._respawn_call is not None:
+            return  # already restarting (processExited and processEnded both report)
         value = getattr(self._exit, "value", None)
         code = getattr(value, "exitCode", 0)
         sig = getattr(value, "signal", None)
@@ -220,13 +241,42 @@ class LiveCapture(Source):
             how = f"killed by signal {sig}" if sig else f"exit status {code}"
             err = SourceError(f"capture process ended unexpectedly ({how})",
                               EXIT_CAPTURE_FAILED)
+            if self._ran:
+                # It had been capturing, so the setup is good: a crash or a stray kill.
+                # Keep what was counted and start it again, backing off.
+                self._schedule_restart(err.message)
+                return
         self._finish(err)
+
+    def _schedule_restart(self, why: str) -> None:
+        if self._reactor.seconds() - self._started_at >= RESTART_HEALTHY:
+            self._backoff = RESTART_FIRST
+        delay = self._backoff
+        self._backoff = min(self._backoff * 2, RESTART_MAX)
+        self.restarts += 1
+        self.state = "restarting"
+        self.detail = f"{why}; restarting in {delay:.0f} s"
+        self._respawn_call = self._reactor.callLater(delay, self._respawn)
+
+    def _respawn(self) -> None:
+        self._respawn_call = None
+        if self._stopping:
+            return
+        self._stderr = ""
+        self._stream_done = False
+        self._exit = None
+        self.feed.restart()
+        self._spawn()
 
     # ------------------------------------------------------------ stopping
     def stop(self) -> None:
         if self._stopping:
             return
         self._stopping = True
+        if self._respawn_call is not None:
+            if self._respawn_call.active():
+                self._respawn_call.cancel()  # waiting to restart: nothing is running
+            self._respawn_call = None
         if self._exit is not None or self._transport is None:
             self._stream_done = True
             self._maybe_done()

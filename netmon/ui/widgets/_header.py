@@ -138,7 +138,8 @@ class HeaderBar(Widget):
                 line.append(f"{label} ")
                 line.append(si(value), self._style("bad" if value else "value"))
                 line.append("  ")
-            failed = [s for s in snap.sources if s.state == "failed" and s.detail]
+            failed = [s for s in snap.sources if s.state in ("failed", "restarting")
+                      and s.detail]
             if failed:
                 line.append(safe_text(failed[0].detail, 60) + "  ", self._style("bad"))
             listening = [s for s in snap.sources if s.listener is not None and s.detail
