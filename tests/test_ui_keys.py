@@ -521,3 +521,21 @@ def test_an_empty_theme_setting_picks_by_colour_depth(monkeypatch) -> None:
     monkeypatch.setenv("TERM", "xterm-256color")
     app, _link, _feed = build_app(theme="")
     assert app.theme == "netmon-dark"
+
+
+@ui_test
+async def test_shrinking_to_40x10_and_back_keeps_the_drilldown() -> None:
+    app, _link, _feed = build_app()
+    async with app.run_test(size=(100, 30)) as pilot:
+        await pilot.pause()
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: "› flows" in screen_text(app))
+        under = type(app.screen_stack[-1])
+        await pilot.resize_terminal(40, 10)
+        await wait_until(pilot, lambda: isinstance(app.screen, TooSmallScreen))
+        assert "40x10" in screen_text(app)
+        await pilot.resize_terminal(100, 30)
+        await wait_until(pilot, lambda: isinstance(app.screen, under))
+        assert "› flows" in screen_text(app)
+        await pilot.press("q")
+    assert app.return_code == 0
