@@ -48,6 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
                 "traffic into clusters of similar behaviour.", epilog=EXAMPLES,
                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--version", action="version", version=f"netmon {__version__}")
+    p.add_argument("--log-level", metavar="LEVEL",
+                   help="debug, info, warning (default) or error")
     p.add_argument("--config", metavar="FILE", help="settings file (default: "
                    "$XDG_CONFIG_HOME/netmon/config.toml; keys as in the README)")
     src = p.add_argument_group("source (default: live capture on the default-route interface)")
@@ -130,6 +132,7 @@ def settings_from_args(args: argparse.Namespace, environ: dict | None = None) ->
         idle_timeout=args.idle_timeout, active_timeout=args.active_timeout,
         max_flows=args.max_flows, cluster=args.cluster, no_ports=args.no_ports, seed=args.seed,
         reproducible=args.reproducible, theme=args.theme, include_ssh=args.include_ssh,
+        log_level=args.log_level,
         listen=tuple(args.listen) if args.listen else None,
         listen_max_conns=args.listen_max_conns,
         listen_max_per_source=args.listen_max_per_source,
@@ -190,6 +193,7 @@ def build_listener(settings: Settings, err: TextIO = sys.stderr) -> Source:
 def run(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
     settings = settings_from_args(args)
+    logging.getLogger().setLevel(settings.log_level.upper())
     if args.command == "interfaces":
         from netmon.interfaces import print_interfaces
 
@@ -228,7 +232,7 @@ def run(argv: list[str]) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``netmon`` command."""
-    logging.basicConfig(level=os.environ.get("NETMON_LOG_LEVEL", "WARNING").upper(),
+    logging.basicConfig(level=logging.WARNING,
                         format="netmon: %(levelname)s %(name)s: %(message)s")
     atexit.register(kill_leftovers)
     try:

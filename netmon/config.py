@@ -52,6 +52,9 @@ class Settings:
     """Hard cap on live flows; above it the least recently seen flows are evicted."""
     top_flows: int = 10
     """How many of the largest live flows each snapshot carries."""
+    log_level: str = "warning"
+    """debug, info, warning or error. Logs go to stderr when headless, and to
+    $XDG_STATE_HOME/netmon/netmon.log while the screen is up (never onto it)."""
     include_ssh: bool = False
     """Live capture over SSH: also capture this SSH session's own packets."""
     theme: str = "netmon-dark"
@@ -90,6 +93,8 @@ class Settings:
             (self.duration >= 0, "duration must be >= 0"),
             (self.count >= 0, "count must be >= 0"),
             (0.05 <= self.tick <= 60, "tick must be between 0.05 and 60 seconds"),
+            (self.log_level.lower() in ("debug", "info", "warning", "error"),
+             "log-level must be debug, info, warning or error"),
             (self.idle_timeout > 0, "idle-timeout must be > 0"),
             (self.active_timeout > 0, "active-timeout must be > 0"),
             (self.max_flows >= 1, "max-flows must be >= 1"),

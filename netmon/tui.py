@@ -103,6 +103,7 @@ def run_tui(settings: Settings, sources: list[Source]) -> int:
                           EXIT_BAD_INPUT) from None
     feed.engine = engine
     log_path = log_to_file()
+    logging.getLogger().setLevel(settings.log_level.upper())
     app = make_app(settings, feed, EngineUILink(engine))
     try:
         app.run()

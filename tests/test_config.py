@@ -100,3 +100,12 @@ def test_readme_config_example_loads(tmp_path: Path) -> None:
     args = build_parser().parse_args(["--config", str(cfg), "--headless", "-r", "x.pcap"])
     s = settings_from_args(args, {})
     assert s.read == "x.pcap" and s.interface == "" and s.bpf == ""
+
+
+def test_every_setting_is_documented_in_the_readme() -> None:
+    from dataclasses import fields
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    missing = [f.name for f in fields(Settings)
+               if f"| `{f.name.replace('_', '-')}` |" not in readme]
+    assert not missing, f"settings missing from the README's table: {missing}"
