@@ -24,6 +24,15 @@ def descendants(pid: int) -> list[psutil.Process]:
         return []
 
 
+def quit_and_check(term: Tmux, procs: list[psutil.Process]) -> None:
+    """Press q; netmon must exit 0 and take every process it started with it."""
+    term.keys("q")
+    term.wait_for(lambda s: "netmon-exit-0" in s, timeout=20)
+    time.sleep(0.5)
+    alive = [p.pid for p in procs if p.is_running() and p.status() != "zombie"]
+    assert not alive, f"processes left behind: {alive}"
+
+
 def test_replay_drill_to_dissection_and_quit() -> None:
     if shutil.which("tmux") is None or shutil.which("tshark") is None:
         pytest.skip("tmux and tshark are needed")
@@ -48,11 +57,7 @@ def test_replay_drill_to_dissection_and_quit() -> None:
         term.keys("Escape")
         term.wait_for(lambda s: "behaviour" in s and "UDP/53" in s)
         procs = descendants(shell)
-        term.keys("q")
-        term.wait_for(lambda s: "netmon-exit-0" in s, timeout=20)
-        time.sleep(0.5)
-        alive = [p.pid for p in procs if p.is_running() and p.status() != "zombie"]
-        assert not alive, f"processes left behind: {alive}"
+        quit_and_check(term, procs)
     finally:
         term.kill()
 
@@ -67,10 +72,6 @@ def test_live_capture_in_the_tui_quits_cleanly() -> None:
         term.wait_for(lambda s: "live lo" in s and "running" in s, timeout=30)
         procs = descendants(shell)
         assert any(p.name() == "dumpcap" for p in procs), "no dumpcap under netmon"
-        term.keys("q")
-        term.wait_for(lambda s: "netmon-exit-0" in s, timeout=20)
-        time.sleep(0.5)
-        alive = [p.pid for p in procs if p.is_running() and p.status() != "zombie"]
-        assert not alive, f"processes left behind: {alive}"
+        quit_and_check(term, procs)
     finally:
         term.kill()
