@@ -31,7 +31,8 @@ from netmon.flows import FlowTable
 log = logging.getLogger(__name__)
 
 Chunk = tuple[dict[str, np.ndarray], list[bytes], str]  # ended flows: columns, keys, reason
-HOLD_MAX = 200_000  # ended flows held back during the warm-up, at most
+HOLD_MAX = 200_000  # ended flows waiting for the clusterer, at most
+JOB_ROWS = 50_000  # rows (changed + ended flows) one job takes at most
 
 
 @dataclass(frozen=True)
@@ -110,7 +111,15 @@ class ClusterJob:
         t = self.table
         slots = np.flatnonzero(t.dirty & t.live)
         t.dirty[:] = False
-        ended, self._ended = self._ended, []
+        # Bound one job's rows (memory and time): ended flows beyond the budget wait
+        # for the next job; the warm-up hold bound applies to what waits.
+        room = max(JOB_ROWS - len(slots), 0)
+        ended = []
+        while self._ended and (room >= len(self._ended[0][1]) or not ended):
+            chunk = self._ended.pop(0)
+            ended.append(chunk)
+            room -= len(chunk[1])
+        self._bound_held()
         self._inflight = ended
         parts = [t.columns(slots)] + [cols for cols, _, _ in ended]
         cols = _concat(parts)
@@ -139,7 +148,7 @@ class ClusterJob:
         if not self._started:
             return
         self._finishing = True
-        for _ in range(3):
+        for _ in range(2 + HOLD_MAX // JOB_ROWS):  # enough jobs for the whole backlog
             if not self.wait_current(timeout):
                 break
             if not self.warm:  # a short run: cluster every flow in one last go
