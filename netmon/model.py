@@ -11,7 +11,6 @@ packets/s); ``PacketRecord`` names the layout and can wrap one for readability
 
 from __future__ import annotations
 
-import socket
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -80,13 +79,6 @@ class ConnectionRecord(NamedTuple):
     iat_mean: float = 0.0
     iat_m2: float = 0.0
     first_sizes: tuple[int, ...] = ()
-
-
-def addr_text(packed: bytes) -> str:
-    """Packed IPv4/IPv6 address -> its usual text form."""
-    if len(packed) == 4:
-        return socket.inet_ntop(socket.AF_INET, packed)
-    return socket.inet_ntop(socket.AF_INET6, packed)
 
 
 def proto_name(proto: int) -> str:
