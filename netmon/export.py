@@ -16,7 +16,7 @@ import json
 import os
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 from netmon.model import ClusterView, FlowView
 
@@ -33,29 +33,34 @@ class ExportError(Exception):
     """An export that failed for a reason the user can fix; one line."""
 
 
-def flows_csv(flows: Sequence[FlowView]) -> str:
-    """Flows as CSV: one header row, then one row per flow (first sizes space-separated)."""
+def _csv(fields: Sequence[str], rows: Iterable[dict]) -> str:
     out = io.StringIO()
     w = csv.writer(out, lineterminator="\n")
-    w.writerow(FLOW_FIELDS)
-    for f in flows:
+    w.writerow(fields)
+    for d in rows:
+        w.writerow([d[k] if d[k] is not None else "" for k in fields])
+    return out.getvalue()
+
+
+def flows_csv(flows: Sequence[FlowView]) -> str:
+    """Flows as CSV: one header row, then one row per flow (first sizes space-separated)."""
+    def row(f: FlowView) -> dict:
         d = f.to_json()
         d["first_sizes"] = " ".join(map(str, d["first_sizes"]))
-        w.writerow([d[k] if d[k] is not None else "" for k in FLOW_FIELDS])
-    return out.getvalue()
+        return d
+
+    return _csv(FLOW_FIELDS, map(row, flows))
 
 
 def clusters_csv(clusters: Sequence[ClusterView]) -> str:
     """Clusters as CSV; top ports and hosts as "key:flows" pairs, space-separated."""
-    out = io.StringIO()
-    w = csv.writer(out, lineterminator="\n")
-    w.writerow(CLUSTER_FIELDS)
-    for c in clusters:
+    def row(c: ClusterView) -> dict:
         d = c.to_json()
         d["top_ports"] = " ".join(f"{p}:{n}" for p, n in c.top_ports)
         d["top_hosts"] = " ".join(f"{h}:{n}" for h, n in c.top_hosts)
-        w.writerow([d[k] for k in CLUSTER_FIELDS])
-    return out.getvalue()
+        return d
+
+    return _csv(CLUSTER_FIELDS, map(row, clusters))
 
 
 def export_files(directory: str, flows: Sequence[FlowView], clusters: Sequence[ClusterView],

@@ -38,16 +38,8 @@ def start_netmon(*args: str) -> subprocess.Popen:
 
 def wait_running(proc: subprocess.Popen, timeout: float = 15.0) -> dict:
     """Read --json snapshots until the capture source reports it is running."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        if not line:
-            break
-        snap = json.loads(line)
-        if snap["sources"] and snap["sources"][0]["state"] == "running":
-            return snap
-    proc.kill()
-    raise AssertionError(f"capture never started: {proc.stderr.read()}")
+    return read_until(proc, lambda s: bool(s["sources"]) and s["sources"][0]["state"] == "running",
+                      timeout)
 
 
 def capture_children(proc: subprocess.Popen) -> list[psutil.Process]:
