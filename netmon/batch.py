@@ -12,7 +12,7 @@ code, so the result is the same as decoding frame by frame, only ~5x cheaper.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -56,6 +56,8 @@ class PacketBatch:
     raw_len: np.ndarray | None = None
     bufs: tuple[bytes, ...] = ()
     linktypes: tuple[int, ...] = ()
+    #: Observation point of each row (uint16; see FlowTable.observers), or None: all 0.
+    obs: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.ts)
@@ -79,15 +81,20 @@ class PacketBatch:
                  chunk: np.ndarray, off: np.ndarray, length: np.ndarray) -> PacketBatch:
         """This batch with its rows' raw-frame locations (see the class docstring)."""
         return PacketBatch(*(getattr(self, f) for f in _COLS), chunk, off, length, bufs,
-                           linktypes)
+                           linktypes, self.obs)
+
+    def observed_at(self, obs: int) -> PacketBatch:
+        """This batch with every row tagged as seen at observation point ``obs``."""
+        return replace(self, obs=np.full(len(self), obs, dtype=np.uint16))
 
     def rows(self, idx: np.ndarray | slice) -> PacketBatch:
         """The packets at ``idx`` (an index array or a slice), raw locations included."""
         cols = (getattr(self, f)[idx] for f in _COLS)
+        obs = None if self.obs is None else self.obs[idx]
         if self.raw_off is None:
-            return PacketBatch(*cols)
+            return PacketBatch(*cols, obs=obs)
         return PacketBatch(*cols, self.raw_chunk[idx], self.raw_off[idx], self.raw_len[idx],
-                           self.bufs, self.linktypes)
+                           self.bufs, self.linktypes, obs)
 
     @staticmethod
     def empty() -> PacketBatch:
@@ -117,8 +124,12 @@ class PacketBatch:
         if len(batches) == 1:
             return batches[0]
         cols = [np.concatenate([getattr(b, f) for b in batches]) for f in _COLS]
+        obs = None
+        if any(b.obs is not None for b in batches):
+            obs = np.concatenate([np.zeros(len(b), dtype=np.uint16) if b.obs is None
+                                  else b.obs for b in batches])
         if all(b.raw_off is None for b in batches):
-            return PacketBatch(*cols)
+            return PacketBatch(*cols, obs=obs)
         bufs: list[bytes] = []
         linktypes: list[int] = []
         chunk, off, length = [], [], []
@@ -135,7 +146,7 @@ class PacketBatch:
             bufs.extend(b.bufs)
             linktypes.extend(b.linktypes)
         return PacketBatch(*cols, np.concatenate(chunk), np.concatenate(off),
-                           np.concatenate(length), tuple(bufs), tuple(linktypes))
+                           np.concatenate(length), tuple(bufs), tuple(linktypes), obs)
 
     def head(self, n: int) -> PacketBatch:
         """The first ``n`` packets."""

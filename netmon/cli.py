@@ -28,12 +28,15 @@ examples:
   netmon --json -r trace.pcapng --speed 2 | jq .pkt_rate
   ssh host sudo tcpdump -U -w - 'not port 22' | netmon --headless -r -
   netmon --headless --listen 8080 --listen 0.0.0.0:2222   record TCP connections
+  netmon --ssh root@web1:eth0 --ssh web2    capture on two servers over SSH
+  netmon --collect 0.0.0.0:2055              collect NetFlow/IPFIX from routers
   netmon interfaces                      list capture interfaces
   netmon demo                            loopback traffic of several kinds, monitored
 
 exit codes: 0 ok, 2 usage, 3 no tshark/dumpcap, 4 no capture permission,
   5 unknown interface, 6 bad capture filter, 7 unreadable or damaged input,
-  8 cannot listen (port in use or privileged), 9 capture failed;
+  8 cannot listen (port in use or privileged), 9 capture failed,
+  10 ssh login refused or host key unknown;
   143/129 after SIGTERM/SIGHUP (flows are still written).
 """
 
@@ -92,6 +95,18 @@ def build_parser() -> argparse.ArgumentParser:
                      help="close a connection after N bytes received (1000000)")
     lis.add_argument("--listen-max-lifetime", type=float, metavar="S",
                      help="close a connection open this long (300)")
+    far = p.add_argument_group("other machines (sources of their own; combine freely)")
+    far.add_argument("--ssh", action="append", metavar="[USER@]HOST[:IFACE]",
+                     help="capture on HOST over SSH with its own dumpcap or tcpdump "
+                     "(repeatable; IFACE 'any' unless given; key-based login, never a "
+                     "password prompt; -f applies there)")
+    far.add_argument("--ssh-option", action="append", metavar="OPT",
+                     help="extra ssh -o option for every --ssh host, e.g. Port=2222 "
+                     "(repeatable)")
+    far.add_argument("--collect", action="append", nargs="?", const="127.0.0.1:2055",
+                     metavar="[HOST:]PORT",
+                     help="receive NetFlow v5/v9 and IPFIX on UDP (repeatable; "
+                     "127.0.0.1:2055 when no value; 0.0.0.0:2055 to hear routers)")
     clu = p.add_argument_group("clustering")
     clu.add_argument("--no-ports", action="store_true", default=None,
                      help="cluster on behaviour alone (server ports are not a feature)")
@@ -118,13 +133,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def settings_from_args(args: argparse.Namespace, environ: dict | None = None) -> Settings:
     base = load_settings(environ, args.config)
-    # A source named on the command line replaces the configured one.
-    if args.read or args.listen:
-        base = base.with_overrides(interface="", bpf="" if not args.bpf else None)
-    if args.interface or args.listen:
-        base = base.with_overrides(read="")
-    if args.read or args.interface:
-        base = base.with_overrides(listen=())
+    # A source named on the command line replaces the configured ones.
+    named = args.read or args.interface or args.listen or args.ssh or args.collect
+    if named:
+        base = base.with_overrides(
+            read=args.read or "", interface=args.interface or "", listen=(), ssh=(),
+            collect=(), bpf="" if (args.read or args.listen) and not args.bpf else None)
     return base.with_overrides(
         read=args.read, interface=args.interface, bpf=args.bpf, speed=args.speed,
         capture_tool=args.capture_tool, headless=args.headless, json=args.json,
@@ -138,11 +152,16 @@ def settings_from_args(args: argparse.Namespace, environ: dict | None = None) ->
         listen_max_per_source=args.listen_max_per_source,
         listen_idle_timeout=args.listen_idle_timeout, listen_max_bytes=args.listen_max_bytes,
         listen_max_lifetime=args.listen_max_lifetime,
+        ssh=tuple(args.ssh) if args.ssh else None,
+        ssh_options=tuple(args.ssh_option) if args.ssh_option else None,
+        collect=tuple(args.collect) if args.collect else None,
     ).validated()
 
 
 def build_sources(settings: Settings, err: TextIO = sys.stderr) -> list[Source]:
     """The sources ``settings`` ask for (raises SourceError with a one-line reason)."""
+    if settings.ssh or settings.collect:
+        return build_remote_sources(settings, err)
     if settings.listen:
         return [build_listener(settings, err)]
     if settings.read == "-":
@@ -158,6 +177,33 @@ def build_sources(settings: Settings, err: TextIO = sys.stderr) -> list[Source]:
     source = LiveCapture(CaptureSpec(iface, bpf, settings.count, settings.capture_tool))
     source.note = note
     return [source]
+
+
+def build_remote_sources(settings: Settings, err: TextIO = sys.stderr) -> list[Source]:
+    """SSH hosts and flow collectors, with the listener and a local capture when asked
+    for too: many observation points in one view, each flow tagged with its own."""
+    from netmon.sources.collector import CollectorSource
+    from netmon.sources.ssh import SshCapture, parse_ssh_target
+
+    sources: list[Source] = []
+    targets = [parse_ssh_target(spec) for spec in settings.ssh]  # all checked first
+    collect = [parse_listen(spec, "--collect") for spec in settings.collect]
+    for target in targets:
+        sources.append(SshCapture(target, bpf=settings.bpf, options=settings.ssh_options,
+                                  exclude_ssh=not settings.include_ssh))
+    for host, port in collect:
+        source = CollectorSource(host, port)
+        print(f"netmon: collecting NetFlow v5/v9 and IPFIX on "
+              f"{source.name.removeprefix('collect ')}", file=err)
+        sources.append(source)
+    if settings.listen:
+        sources.append(build_listener(settings, err))
+    if settings.interface:
+        bpf, note = ssh_exclusion(settings.bpf, os.environ, settings.include_ssh)
+        local = LiveCapture(CaptureSpec(settings.interface, bpf, 0, settings.capture_tool))
+        local.note = note
+        sources.append(local)
+    return sources
 
 
 def ssh_exclusion(bpf: str, environ: dict | os._Environ, include: bool) -> tuple[str, str]:

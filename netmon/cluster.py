@@ -213,7 +213,8 @@ class OnlineClusterer:
         n = len(x)
         if not self.warm:
             if n:
-                self._scaler.partial_fit(x[:, ~self._binary])
+                with np.errstate(invalid="ignore", divide="ignore"):  # NaN: unknown
+                    self._scaler.partial_fit(x[:, ~self._binary])
                 self._warm_seen += n
                 keep = self.tuning.max_learn  # the first fit learns at most this many
                 self._warm_rows.append(x if n <= keep else
@@ -270,8 +271,11 @@ class OnlineClusterer:
         return self.ticks - self._minted.get(cluster_id, -(10**9)) < ticks
 
     def transform(self, x: np.ndarray) -> np.ndarray:
-        """Raw feature rows -> the weighted, scaled space the model works in."""
-        return (x - self._mean) / self._scale * self._weights
+        """Raw feature rows -> the weighted, scaled space the model works in. Unknown
+        features (NaN: see features.EXPORT_UNKNOWN) sit at the mean, so they pull
+        nowhere."""
+        z = (x - self._mean) / self._scale * self._weights
+        return np.nan_to_num(z, copy=False, nan=0.0)
 
     @property
     def micro_clusters(self) -> int:
@@ -281,8 +285,10 @@ class OnlineClusterer:
     # ------------------------------------------------------------------ scaling
     def _freeze_scaler(self) -> None:
         cont = ~self._binary
-        self._mean[cont] = self._scaler.mean_
-        self._scale[cont] = np.maximum(self._scaler.scale_, self.tuning.min_scale)
+        # A feature no warm-up flow had (all exported flows: NaN) gets mean 0, scale 1.
+        self._mean[cont] = np.nan_to_num(self._scaler.mean_, nan=0.0)
+        self._scale[cont] = np.maximum(np.nan_to_num(self._scaler.scale_, nan=1.0),
+                                       self.tuning.min_scale)
 
     # ------------------------------------------------------------------ model
     def _learn(self, z: np.ndarray, novel: np.ndarray) -> None:

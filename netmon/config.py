@@ -71,7 +71,8 @@ class Settings:
     listen: tuple[str, ...] = ()
     """Listen for TCP connections on these [HOST:]PORT addresses (HOST 127.0.0.1 unless
     given; "0.0.0.0" or "[::]" for every interface) and record each connection as a
-    flow. A source of its own: not combined with -r or -i."""
+    flow. Not combined with -r or -i (a capture would count the same connections
+    twice); fine with --ssh and --collect."""
     listen_max_conns: int = 1000
     """Open listener connections at once, all ports together; more are refused."""
     listen_max_per_source: int = 50
@@ -82,6 +83,16 @@ class Settings:
     """A listener connection that sends more than this many bytes is closed."""
     listen_max_lifetime: float = 300.0
     """A listener connection open longer than this many seconds is closed."""
+    ssh: tuple[str, ...] = ()
+    """Capture on remote hosts over SSH, each [USER@]HOST[:IFACE] (IFACE "any" unless
+    given): the host's own dumpcap, else tcpdump, streams pcap back. Its SSH session's
+    own packets are left out unless include_ssh. -f applies there too."""
+    ssh_options: tuple[str, ...] = ()
+    """Extra ssh -o options for every SSH host, e.g. "Port=2222" or
+    "IdentityFile=~/.ssh/netmon" (ssh also reads ~/.ssh/config as usual)."""
+    collect: tuple[str, ...] = ()
+    """Receive NetFlow v5, v9 and IPFIX export on these UDP [HOST:]PORT addresses (HOST
+    127.0.0.1 unless given; 0.0.0.0 to hear routers; 2055 is the usual port)."""
 
     ring_mb: int = 32
     """MB of recent frames kept for packet lists and dissection (0: none)."""
@@ -105,8 +116,10 @@ class Settings:
             (not (self.listen and (self.read or self.interface)),
              "--listen is a source of its own: not with -r or -i (a capture would count the "
              "listener's connections a second time)"),
-            (not (self.listen and (self.bpf or self.count)),
+            (not (self.listen and ((self.bpf and not self.ssh) or self.count)),
              "-f and -c apply to captures; with --listen use --duration"),
+            (not (self.read and (self.ssh or self.collect)),
+             "-r replays a file: not with --ssh or --collect, which watch the present"),
             (self.listen_max_conns >= 1, "listen-max-conns must be >= 1"),
             (self.listen_max_per_source >= 1, "listen-max-per-source must be >= 1"),
             (self.listen_idle_timeout > 0, "listen-idle-timeout must be > 0"),
@@ -118,6 +131,8 @@ class Settings:
                 raise SourceError(f"invalid setting: {message}", EXIT_USAGE)
         for spec in self.listen:
             parse_listen(spec)
+        for spec in self.collect:
+            parse_listen(spec, "--collect")
         return self
 
     @classmethod
@@ -239,7 +254,7 @@ def default_interface(route_file: str = "/proc/net/route") -> str:
     return ""
 
 
-def parse_listen(spec: str) -> tuple[str, int]:
+def parse_listen(spec: str, option: str = "--listen") -> tuple[str, int]:
     """``[HOST:]PORT`` -> (host, port). HOST is an IP address (IPv6 in brackets) or
     "localhost"; without one, 127.0.0.1: every interface must be asked for."""
     text = spec.strip()
@@ -249,7 +264,7 @@ def parse_listen(spec: str) -> tuple[str, int]:
     elif host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
     elif ":" in host:
-        raise SourceError(f"invalid --listen {spec!r}: write an IPv6 address in brackets, "
+        raise SourceError(f"invalid {option} {spec!r}: write an IPv6 address in brackets, "
                           "e.g. [::1]:8080", EXIT_USAGE)
     if host == "localhost":
         host = "127.0.0.1"
@@ -258,11 +273,11 @@ def parse_listen(spec: str) -> tuple[str, int]:
         if not 0 <= port <= 65535:
             raise ValueError(port_text)
     except ValueError:
-        raise SourceError(f"invalid --listen {spec!r}: the port must be a number from 0 to "
+        raise SourceError(f"invalid {option} {spec!r}: the port must be a number from 0 to "
                           "65535", EXIT_USAGE) from None
     try:
         ipaddress.ip_address(host)
     except ValueError:
-        raise SourceError(f"invalid --listen {spec!r}: HOST must be an IP address such as "
+        raise SourceError(f"invalid {option} {spec!r}: HOST must be an IP address such as "
                           "127.0.0.1, 0.0.0.0 or [::]", EXIT_USAGE) from None
     return host, port

@@ -39,8 +39,10 @@ from netmon.model import (
     SourceStatus,
     Totals,
 )
+from netmon.netflow import FlowRecords
 from netmon.sources.base import Source, SourceError
 from netmon.sources.capture import kill_leftovers
+from netmon.sources.collector import CollectorSource
 from netmon.sources.listener import ListenerSource
 
 log = logging.getLogger(__name__)
@@ -54,6 +56,10 @@ PENDING_RAW = 8 << 20
 STOP_TIMEOUT = 4.0
 #: Seconds between updates of the hosts view; stretched so it takes <= 5% of the time.
 HOSTS_EVERY = 2.0
+
+
+#: Sources that watch the present (flows age by the wall clock), not a recording.
+LIVE_KINDS = ("live", "listen", "ssh", "collect")
 
 
 def make_reactor() -> Any:
@@ -130,8 +136,19 @@ class Engine:
         self._finalised = False
         self._done_sources: set[int] = set()
         self._thread: threading.Thread | None = None
-        self._live = any(s.kind in ("live", "listen") for s in sources)
+        self._live = any(s.kind in LIVE_KINDS for s in sources)
         self._pending_conns: list[ConnectionRecord] = []  # listener records, not yet counted
+        # Collected flow records not yet counted: (records, observation point per row).
+        self._pending_recs: list[tuple[FlowRecords, np.ndarray]] = []
+        self._pending_recs_n = 0
+        # Each source is an observation point; flows remember where they were seen.
+        seen: dict[str, int] = {}
+        for src in sources:
+            if src.name in seen:  # two sources of one name: tell them apart
+                seen[src.name] += 1
+                src.name = f"{src.name} #{seen[src.name]}"
+            seen.setdefault(src.name, 1)
+            src.obs = self.table.observer_id(src.name)
         self._hosts: tuple[HostView, ...] = ()
         self._hosts_at = 0.0
         self._hosts_every = HOSTS_EVERY
@@ -191,8 +208,15 @@ class Engine:
         for src in self.sources:
             if isinstance(src, ListenerSource):
                 src.record_sink = self._conn_sink
+            if isinstance(src, CollectorSource):
+                src.record_sink = self._rec_sink
+                src.observer_id = self.table.observer_id
+            sink = self._sink
+            if src.obs:
+                def sink(batch: PacketBatch, obs: int = src.obs) -> None:
+                    self._sink(batch.observed_at(obs))
             try:
-                src.start(self.reactor, self._sink, self._source_done)
+                src.start(self.reactor, sink, self._source_done)
             except SourceError as exc:
                 self._source_done(src, exc)
         if self.clustering is not None:
@@ -232,7 +256,19 @@ class Engine:
         if len(self._pending_conns) >= BATCH:
             self._flush()
 
+    def _rec_sink(self, records: FlowRecords, obs: np.ndarray) -> None:
+        if self._finalised:
+            return
+        self._pending_recs.append((records, obs))
+        self._pending_recs_n += len(records)
+        if self._pending_recs_n >= BATCH:
+            self._flush()
+
     def _flush(self) -> None:
+        if self._pending_recs:
+            parts, self._pending_recs, self._pending_recs_n = self._pending_recs, [], 0
+            self.table.add_records(FlowRecords.concat([r for r, _ in parts]),
+                                   np.concatenate([o for _, o in parts]), time.time())
         if self._pending_conns:
             records, self._pending_conns = self._pending_conns, []
             self.table.add_connections(records)
@@ -345,7 +381,8 @@ class Engine:
                      labels: dict[int, str]) -> None:
         # FlowViews cost ~5 us each: build them only when they are written out.
         if self._writer is not None and keys:
-            self._writer.write(views_from_columns(cols, keys, reason, labels))
+            self._writer.write(views_from_columns(cols, keys, reason, labels,
+                                                  self.table.observers))
 
     def _update_clusters(self) -> None:
         now = time.time()

@@ -25,3 +25,4 @@ EXIT_BAD_FILTER = 6
 EXIT_BAD_INPUT = 7
 EXIT_LISTEN = 8  # cannot listen: port in use, privileged port, no such address
 EXIT_CAPTURE_FAILED = 9
+EXIT_SSH = 10  # ssh cannot log in, or does not trust the host key

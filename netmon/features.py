@@ -52,6 +52,17 @@ _BASE_NAMES = (
 #: Column names of :func:`features` with ``ports=True`` (the default).
 FEATURE_NAMES: tuple[str, ...] = (*_BASE_NAMES, *(f"port_{b}" for b in PORT_BUCKET_NAMES))
 
+#: Features a flow built from exported records (NetFlow/IPFIX) cannot have: they need
+#: each packet's size or time. :func:`features` gives NaN there; the clusterer puts
+#: NaN at the scaler's mean, so only what is known pulls an exported flow anywhere.
+#: Exported flows keep: protocol, packets, bytes and mean size each way, duration,
+#: the mean gap (span / packets), byte balance, TCP flags seen, the service port.
+EXPORT_UNKNOWN: tuple[str, ...] = (
+    "log_size_std", "log_iat_std_ms", "iat_cv", "psh_share",
+    *(f"first_size_{i}" for i in range(1, FIRST_SIZES + 1)),
+)
+_UNKNOWN_IDX = np.array([_BASE_NAMES.index(n) for n in EXPORT_UNKNOWN])
+
 #: Features that are 0/1 indicators: scaling leaves them alone (see netmon.cluster).
 BINARY_FEATURES = frozenset(n for n in FEATURE_NAMES if n.startswith(("is_", "port_")))
 
@@ -138,6 +149,9 @@ def features(cols: dict[str, np.ndarray], *, ports: bool = True) -> np.ndarray:
         bucket = port_buckets(server_ports(cols))
         has = bucket >= 0
         out[np.flatnonzero(has), len(_BASE_NAMES) + bucket[has]] = 1.0
+    exported = cols.get("exported")
+    if exported is not None and np.any(exported):
+        out[np.ix_(np.flatnonzero(exported), _UNKNOWN_IDX)] = np.nan
     return out
 
 

@@ -28,26 +28,37 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from netmon.batch import PacketBatch
 from netmon.model import ConnectionRecord, FlowView
 
+if TYPE_CHECKING:
+    from netmon.netflow import FlowRecords
+
 #: How many leading packet sizes (signed by direction) a flow keeps for clustering.
 FIRST_SIZES = 8
 
 #: A flow key: protocol, address family, then the lo endpoint and the hi endpoint
-#: (16-byte address, big-endian port), lo being the smaller. As one bytes object it
+#: (16-byte address, big-endian port), lo being the smaller, then the observation
+#: point (which capture, SSH host or flow exporter saw it: the same 5-tuple seen at
+#: two places is two flows, so nothing is counted twice). As one bytes object it
 #: hashes fast and costs ~70 bytes per flow.
 KEY_DTYPE = np.dtype([("p", "u1"), ("f", "u1"), ("a", "V16"), ("ap", ">u2"),
-                      ("b", "V16"), ("bp", ">u2")])
+                      ("b", "V16"), ("bp", ">u2"), ("o", ">u2")])
 
 
 def address_digest(addrs16: np.ndarray) -> np.ndarray:
     """A 64-bit digest of each 16-byte address (rows of an n x 16 uint8 array)."""
     halves = np.ascontiguousarray(addrs16).view(">u8").astype(np.uint64)
     return halves[:, 0] * np.uint64(0x9E3779B97F4A7C15) ^ halves[:, 1]
+
+
+def key_observer(key: bytes) -> int:
+    """The observation point (index into FlowTable.observers) of a flow key."""
+    return int.from_bytes(key[38:40], "big")
 
 
 def split_key(key: bytes) -> tuple[int, str, int, str, int]:
@@ -75,6 +86,7 @@ def flow_keys(b: PacketBatch) -> tuple[np.ndarray, list[bytes]]:
     keys["ap"] = np.where(lo_first, b.sport, b.dport)
     keys["b"] = np.where(lo_first, dst, src)
     keys["bp"] = np.where(lo_first, b.dport, b.sport)
+    keys["o"] = 0 if b.obs is None else b.obs
     return lo_first, keys.view(f"V{KEY_DTYPE.itemsize}").tolist()
 
 
@@ -113,6 +125,20 @@ class FlowTable:
         self.expired = 0
         self.evicted = 0
         self.latest_ts = 0.0
+        self.exported_live = False  # any exported flow may be live (expiry looks at touch)
+        #: Names of the observation points, indexed by a key's last two bytes; the
+        #: engine registers its sources and the exporters its collectors hear from.
+        self.observers: list[str] = []
+
+    def observer_id(self, name: str) -> int:
+        """The index of observation point ``name``, registering it when new."""
+        try:
+            return self.observers.index(name)
+        except ValueError:
+            if len(self.observers) >= 65535:
+                return 65535  # more than a uint16 tells apart: they share the last one
+            self.observers.append(name)
+            return len(self.observers) - 1
 
     # ------------------------------------------------------------------ storage
     def _grow(self, new_cap: int) -> None:
@@ -142,6 +168,10 @@ class FlowTable:
         self.outlier = grown(getattr(self, "outlier", None), np.float32)
         self.port_hi = grown(getattr(self, "port_hi", None), np.int32)
         self.a_is_lo = grown(getattr(self, "a_is_lo", None), np.bool_)
+        #: Flows built from exported flow records (NetFlow/IPFIX): no per-packet detail;
+        #: they age out by ``touch``, the clock time their last record arrived.
+        self.exported = grown(getattr(self, "exported", None), np.bool_)
+        self.touch = grown(getattr(self, "touch", None), np.float64)
         self.live = grown(getattr(self, "live", None), np.bool_)
         #: Set for every slot that received packets; the engine clears it per tick.
         self.dirty = grown(getattr(self, "dirty", None), np.bool_)
@@ -308,6 +338,7 @@ class FlowTable:
         self.host_hi[ns] = np.where(lo, dst_h, src_h)
         self.cluster[ns] = -1
         self.outlier[ns] = 0.0
+        self.exported[ns] = False
         # The initiator sent the first packet, unless that was a SYN-ACK: then the
         # other side opened the connection.
         synack = (proto == 6) & ((b.flags[at] & 0x12) == 0x12)
@@ -325,8 +356,18 @@ class FlowTable:
     def expire(self, now: float) -> int:
         """End flows idle since ``now - idle_timeout`` or older than the active timeout."""
         live = self.live
-        idle = live & (self.last < now - self.idle_timeout)
-        old = live & ~idle & (self.first <= now - self.active_timeout)
+        seen = self.last
+        old_ok = live
+        if self.exported_live:
+            # Exported flows carry the exporter's times, which may be long past (an
+            # export delay, a replayed file): they age by when their records arrived,
+            # and the exporter's own active timeout already cut long flows.
+            ex = self.exported & live
+            seen = np.where(ex, self.touch, seen)
+            old_ok = live & ~ex
+            self.exported_live = bool(ex.any())
+        idle = live & (seen < now - self.idle_timeout)
+        old = old_ok & ~idle & (self.first <= now - self.active_timeout)
         n = 0
         for mask, reason in ((idle, "idle-timeout"), (old, "active-timeout")):
             slots = np.flatnonzero(mask)
@@ -370,7 +411,7 @@ class FlowTable:
         chunks, self._finished, self._finished_n = self._finished, [], 0
         out: list[FlowView] = []
         for cols, keys, reason in chunks:
-            out.extend(views_from_columns(cols, keys, reason, labels))
+            out.extend(views_from_columns(cols, keys, reason, labels, self.observers))
         return out
 
     def take_finished(self) -> list[tuple[dict[str, np.ndarray], list[bytes], str]]:
@@ -399,7 +440,7 @@ class FlowTable:
         if not len(sl):
             return []
         keys = [self.keys[s] for s in sl.tolist()]
-        return views_from_columns(self.columns(sl), keys, reason, labels)
+        return views_from_columns(self.columns(sl), keys, reason, labels, self.observers)
 
     def columns(self, slots: np.ndarray | Sequence[int]) -> dict[str, np.ndarray]:
         """Copies of the flows' counters as numpy columns, turned to initiator (a->b)
@@ -435,11 +476,90 @@ class FlowTable:
             "first_sizes": np.where(a_lo[:, None], self.first_sizes[sl], -self.first_sizes[sl]),
             "cluster": self.cluster[sl].astype(np.int64),
             "outlier": self.outlier[sl].astype(np.float64),
+            "exported": self.exported[sl],
         }
 
     def live_views(self) -> list[FlowView]:
         """Views of every live flow (for exports; O(live flows))."""
         return self.views(self.live_slots())
+
+    # ------------------------------------------------------------------ flow export
+    def add_records(self, r: FlowRecords, obs: np.ndarray, now: float) -> None:
+        """Account exported flow records (NetFlow v5/v9, IPFIX) seen at ``obs``.
+
+        Each record is one direction of a flow (or both, for RFC 5103 biflows) with
+        delta counts: records add up, and the two directions of a 5-tuple meet in one
+        bidirectional flow as packets do. The initiator is the sender of the record
+        that started earliest. What records do not say stays unknown rather than
+        guessed: packet sizes beyond each direction's mean, gaps beyond their mean,
+        first packet sizes; TCP flags are known only as "seen at least once". ``now``
+        (the clock) is when they arrived: exported flows age out from there.
+        """
+        n = len(r)
+        if not n:
+            return
+        order = np.argsort(r.start, kind="stable")  # the earliest record creates a flow
+        batch = PacketBatch(
+            ts=r.start[order], wirelen=r.octets[order], proto=r.proto[order],
+            fam=r.fam[order], src=r.src[order], sport=r.sport[order], dst=r.dst[order],
+            dport=r.dport[order], flags=np.zeros(n, dtype=np.int64),
+            obs=np.asarray(obs, dtype=np.uint16)[order])
+        start, end = batch.ts, r.end[order]
+        pk, by = r.packets[order], r.octets[order]
+        rpk, rby = r.rpackets[order], r.roctets[order]
+        tflags = np.where(batch.proto == 6, r.tcp_flags[order], 0)
+        fwd, klist = flow_keys(batch)
+        index = self.index
+        slots = list(map(index.get, klist))
+        new: list[int] = []
+        if None in slots:
+            for i in [i for i, slot in enumerate(slots) if slot is None]:
+                slot = index.get(klist[i])
+                if slot is None:
+                    slot = self._new_slot(klist[i])
+                    new.append(i)
+                slots[i] = slot
+        s = np.array(slots, dtype=np.int64)
+        if new:
+            self._init_new(s, fwd, batch, new)
+            self.exported[s[new]] = True
+        old_first = self.first[s].copy()
+        np.minimum.at(self.first, s, start)
+        np.maximum.at(self.last, s, np.maximum(end, start))
+        earlier = start < old_first  # a record older than its flow's first: it opened it
+        if earlier.any():
+            self.a_is_lo[s[earlier]] = fwd[earlier]
+        np.add.at(self.pkts_ab, s, np.where(fwd, pk, rpk))
+        np.add.at(self.pkts_ba, s, np.where(fwd, rpk, pk))
+        np.add.at(self.bytes_ab, s, np.where(fwd, by, rby))
+        np.add.at(self.bytes_ba, s, np.where(fwd, rby, by))
+        # Sizes as if each record's packets were all of its mean size: the variance
+        # between directions is known, the one within a record is not.
+        sq = np.where(pk > 0, by.astype(np.float64) ** 2 / np.maximum(pk, 1), 0.0)
+        sq += np.where(rpk > 0, rby.astype(np.float64) ** 2 / np.maximum(rpk, 1), 0.0)
+        np.add.at(self.sizesq, s, sq)
+        # Flags OR-ed over a record: SYN from the initiator's side counts as the SYN,
+        # from the other side as the SYN-ACK; each flag at most once per record.
+        from_a = fwd == self.a_is_lo[s]
+        syn = (tflags & 0x02) != 0
+        np.add.at(self.syn, s, (syn & from_a).astype(np.int32))
+        np.add.at(self.synack, s, (syn & ~from_a).astype(np.int32))
+        np.add.at(self.fin, s, ((tflags & 0x01) != 0).astype(np.int32))
+        np.add.at(self.rst, s, ((tflags & 0x04) != 0).astype(np.int32))
+        np.add.at(self.psh, s, ((tflags & 0x08) != 0).astype(np.int32))
+        u = np.unique(s)
+        # The mean gap is exact from the span and the count; its spread is unknown.
+        npk = self.pkts_ab[u] + self.pkts_ba[u]
+        self.iat_mean[u] = (self.last[u] - self.first[u]) / np.maximum(npk - 1, 1)
+        self.touch[u] = now
+        self.dirty[u] = True
+        self.exported_live = True
+        total_p = pk.sum() + rpk.sum()
+        self.packets += int(total_p)
+        self.bytes += int(by.sum() + rby.sum())
+        self.latest_ts = max(self.latest_ts, float(end.max()))
+        if len(index) > self.max_flows:
+            self._evict(len(index) - self.max_flows + self.max_flows // 100)
 
     # ------------------------------------------------------------------ listener
     def add_connections(self, records: Sequence[ConnectionRecord]) -> None:
@@ -544,11 +664,15 @@ class FlowTable:
 
 
 def views_from_columns(cols: dict[str, np.ndarray], keys: list[bytes], reason: str,
-           labels: dict[int, str] | None = None) -> list[FlowView]:
-    """FlowViews from :meth:`FlowTable.columns` output and the flows' keys."""
+                       labels: dict[int, str] | None = None,
+                       observers: Sequence[str] = ()) -> list[FlowView]:
+    """FlowViews from :meth:`FlowTable.columns` output and the flows' keys
+    (``observers``: the table's observation point names, or a copy of them)."""
     if not keys:
         return []
     labels = labels or {}
+    nobs = len(observers)
+    exported = cols["exported"].tolist() if "exported" in cols else [False] * len(keys)
     npk = (cols["pkts_a2b"] + cols["pkts_b2a"]).tolist()
     rows = zip(keys, cols["a_is_lo"].tolist(), cols["flow_id"].tolist(),
                cols["pkts_a2b"].tolist(), cols["bytes_a2b"].tolist(),
@@ -558,10 +682,10 @@ def views_from_columns(cols: dict[str, np.ndarray], keys: list[bytes], reason: s
                cols["psh"].tolist(), cols["size_mean"].tolist(), cols["size_std"].tolist(),
                cols["iat_mean"].tolist(), cols["iat_std"].tolist(),
                cols["first_sizes"].tolist(), npk, cols["cluster"].tolist(),
-               cols["outlier"].tolist(), strict=True)
+               cols["outlier"].tolist(), exported, strict=True)
     out = []
     for (key, alo, fid, pab, bab, pba, bba, first, last, syn, synack, fin, rst, psh,
-         sm, ss, im, is_, sizes, n, cid, score) in rows:
+         sm, ss, im, is_, sizes, n, cid, score, exp) in rows:
         proto, lo, lop, hi, hip = split_key(key)
         a, pa, b, pb = (lo, lop, hi, hip) if alo else (hi, hip, lo, lop)
         out.append(FlowView(
@@ -569,8 +693,9 @@ def views_from_columns(cols: dict[str, np.ndarray], keys: list[bytes], reason: s
             pkts_a2b=pab, bytes_a2b=bab, pkts_b2a=pba, bytes_b2a=bba,
             first_epoch=first, last_epoch=last, syn=syn, synack=synack, fin=fin, rst=rst,
             psh=psh, size_mean=sm, size_std=ss, iat_mean=im, iat_std=is_,
-            first_sizes=tuple(sizes[:min(n, FIRST_SIZES)]), end_reason=reason,
+            first_sizes=() if exp else tuple(sizes[:min(n, FIRST_SIZES)]), end_reason=reason,
             cluster_id=cid if cid >= 0 else None, cluster_label=labels.get(cid, ""),
-            outlier=score))
+            outlier=score, observer=observers[obs] if (obs := key_observer(key)) < nobs else "",
+            exported=exp))
     return out
 

@@ -120,6 +120,11 @@ class FlowView:
     cluster_id: int | None = None
     cluster_label: str = ""
     outlier: float = 0.0
+    #: Where it was seen: the source's name, or "exporter ADDR" for collected records.
+    observer: str = ""
+    #: Built from exported flow records (NetFlow/IPFIX): counts and times come from the
+    #: exporter; packet sizes, gaps and first packets are unknown (see netmon.features).
+    exported: bool = False
 
     @property
     def packets(self) -> int:
@@ -148,7 +153,8 @@ class FlowView:
             "iat_mean": round(self.iat_mean, 6), "iat_std": round(self.iat_std, 6),
             "first_sizes": list(self.first_sizes), "end_reason": self.end_reason,
             "cluster_id": self.cluster_id, "cluster_label": self.cluster_label,
-            "outlier": round(self.outlier, 3),
+            "outlier": round(self.outlier, 3), "observer": self.observer,
+            "exported": self.exported,
         }
 
 
@@ -194,13 +200,58 @@ class SourceStatus:
     detail: str = ""
     dropped: int = 0  # packets the capture tool reports as dropped
     listener: ListenerStats | None = None  # set by the listener source only
+    collector: CollectorStats | None = None  # set by flow-export collectors only
 
     def to_json(self) -> dict:
         out = {"name": self.name, "state": self.state, "detail": self.detail,
                "dropped": self.dropped}
         if self.listener is not None:
             out["listener"] = self.listener.to_json()
+        if self.collector is not None:
+            out["collector"] = self.collector.to_json()
         return out
+
+
+@dataclass(frozen=True, slots=True)
+class CollectorStats:
+    """A NetFlow/IPFIX collector's counters (cumulative) for the header and JSON.
+
+    ``lost`` is records the exporters' sequence numbers say never arrived;
+    ``malformed`` datagrams were dropped whole; ``unknown_dropped`` data sets waited
+    for a template that never came.
+    """
+
+    address: str
+    exporters: int = 0
+    datagrams: int = 0
+    records: int = 0
+    malformed: int = 0
+    lost: int = 0
+    templates: int = 0
+    unknown_dropped: int = 0
+    unknown_buffered: int = 0
+    versions: tuple[tuple[int, int], ...] = ()  # (version, datagrams)
+
+    def summary(self) -> str:
+        """One line: "2 exporters, 1,234 records, 0 lost, 1 malformed"."""
+        parts = [f"{self.exporters} exporter{'s' if self.exporters != 1 else ''}",
+                 f"{self.records:,} records"]
+        if self.lost:
+            parts.append(f"{self.lost:,} lost")
+        if self.malformed:
+            parts.append(f"{self.malformed:,} malformed")
+        if self.unknown_dropped or self.unknown_buffered:
+            parts.append(f"{self.unknown_dropped + self.unknown_buffered:,} sets "
+                         "without template")
+        return ", ".join(parts)
+
+    def to_json(self) -> dict:
+        return {"address": self.address, "exporters": self.exporters,
+                "datagrams": self.datagrams, "records": self.records,
+                "malformed": self.malformed, "lost": self.lost,
+                "templates": self.templates, "unknown_dropped": self.unknown_dropped,
+                "unknown_buffered": self.unknown_buffered,
+                "versions": {str(v): n for v, n in self.versions}}
 
 
 @dataclass(frozen=True, slots=True)

@@ -145,6 +145,7 @@ class EngineUILink:
                 return
             t = self.engine.table
             flows = (t.columns(slots), [t.keys[s] for s in slots.tolist()])
+            observers = tuple(t.observers)  # a copy: the worker must not read the table
             members = None
             if request.cluster_id is not None:
                 cs = t.live_slots()
@@ -157,7 +158,7 @@ class EngineUILink:
             labels = dict(self._labels())
             clusters = self._clusters()
             background(lambda: self._export_in_worker(request, flows, members, labels,
-                                                      clusters, meta, reply))
+                                                      clusters, meta, observers, reply))
 
         self._submit("export", work, fail)
 
@@ -334,12 +335,13 @@ class EngineUILink:
     # ------------------------------------------------------------------ export
     def _export_in_worker(self, request: ExportRequest, flows: tuple, members: tuple | None,
                           labels: dict[int, str], clusters: tuple[ClusterView, ...],
-                          meta: dict, reply: Callable[[ExportResult], None]) -> None:
+                          meta: dict, observers: tuple[str, ...],
+                          reply: Callable[[ExportResult], None]) -> None:
         def run() -> None:
-            views = views_from_columns(*flows, "", labels)
+            views = views_from_columns(*flows, "", labels, observers)
             bpf = ""
             if members is not None and members[1]:
-                bpf = bpf_for_flows(views_from_columns(*members, "", labels))
+                bpf = bpf_for_flows(views_from_columns(*members, "", labels, observers))
             try:
                 paths = export_files(request.directory, views, clusters, meta=meta, bpf=bpf,
                                      bpf_name=f"cluster{request.cluster_id}")

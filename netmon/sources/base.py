@@ -41,6 +41,8 @@ class Source(ABC):
     feed: PcapFeed | None = None
     #: Something the header should say about this source (e.g. an SSH exclusion).
     note: str = ""
+    #: Its observation point in the flow table (set by the engine; 0 = the first).
+    obs: int = 0
 
     def __init__(self, name: str) -> None:
         self.name = name

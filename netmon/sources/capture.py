@@ -43,6 +43,8 @@ STOP_GRACE = 2.0
 RESTART_FIRST = 1.0
 RESTART_MAX = 30.0
 RESTART_HEALTHY = 60.0
+#: What capture tools print on stderr once they capture (dumpcap/tshark, tcpdump).
+RUNNING_MARKS = ("Capturing on", "listening on")
 _DROPS = re.compile(r"Packets received/dropped on interface '[^']*': (\d+)/(\d+)")
 _PERMISSION_FIX = (
     "run netmon as root, or let your user capture: "
@@ -121,7 +123,8 @@ class _CaptureProtocol(protocol.ProcessProtocol):
         self.source = source
 
     def connectionMade(self) -> None:
-        self.transport.closeStdin()
+        if self.source.close_stdin:
+            self.transport.closeStdin()
 
     def outReceived(self, data: bytes) -> None:
         self.source.got(data)
@@ -145,11 +148,17 @@ class LiveCapture(Source):
     """Capture from a network interface through dumpcap/tshark."""
 
     kind = "live"
+    #: The state shown while waiting to start the capture again.
+    restart_state = "restarting"
+    #: Close the child's stdin at once (a local capture tool reads nothing).
+    close_stdin = True
 
-    def __init__(self, spec: CaptureSpec) -> None:
-        super().__init__(f"live {spec.interface}")
+    def __init__(self, spec: CaptureSpec, *, name: str = "",
+                 args: list[str] | None = None) -> None:
+        super().__init__(name or f"live {spec.interface}")
         self.spec = spec
-        self.args = capture_command(spec)  # fails early when no tool exists
+        # (capture_command fails early when no tool exists)
+        self.args = args if args is not None else capture_command(spec)
         self.feed = PcapFeed(lambda: self._sink)
         self._stderr = ""
         self._transport = None
@@ -189,7 +198,7 @@ class LiveCapture(Source):
 
     # ------------------------------------------------------------ data
     def got(self, data: bytes) -> None:
-        if self.state in ("starting", "restarting"):
+        if self.state in ("starting", self.restart_state):
             self._now_running()
         self.feed.data(data)
         if self.feed.error:
@@ -202,7 +211,8 @@ class LiveCapture(Source):
         reports = _DROPS.findall(self._stderr)
         if reports:
             self.dropped = int(reports[-1][1])
-        if "Capturing on" in self._stderr and self.state in ("starting", "restarting"):
+        if self.state in ("starting", self.restart_state) and any(
+                mark in self._stderr for mark in RUNNING_MARKS):
             self._now_running()
 
     def _now_running(self) -> None:
@@ -236,17 +246,22 @@ class LiveCapture(Source):
         if self._stopping:
             self._finish(None)
             return
-        err = classify_stderr(self._stderr, self.spec)
+        err, transient = self._classify(self._stderr)
         if err is None and (code or sig) and not isinstance(value, terror.ProcessDone):
             how = f"killed by signal {sig}" if sig else f"exit status {code}"
             err = SourceError(f"capture process ended unexpectedly ({how})",
                               EXIT_CAPTURE_FAILED)
-            if self._ran:
-                # It had been capturing, so the setup is good: a crash or a stray kill.
-                # Keep what was counted and start it again, backing off.
-                self._schedule_restart(err.message)
-                return
+            # It had been capturing, so the setup is good: a crash or a stray kill.
+            transient = self._ran
+        if err is not None and transient:
+            # Keep what was counted and start it again, backing off.
+            self._schedule_restart(err.message)
+            return
         self._finish(err)
+
+    def _classify(self, stderr: str) -> tuple[SourceError | None, bool]:
+        """(the error the tool's messages show, or None; whether trying again may help)."""
+        return classify_stderr(stderr, self.spec), False
 
     def _schedule_restart(self, why: str) -> None:
         if self._reactor.seconds() - self._started_at >= RESTART_HEALTHY:
@@ -254,8 +269,8 @@ class LiveCapture(Source):
         delay = self._backoff
         self._backoff = min(self._backoff * 2, RESTART_MAX)
         self.restarts += 1
-        self.state = "restarting"
-        self.detail = f"{why}; restarting in {delay:.0f} s"
+        self.state = self.restart_state
+        self.detail = f"{why}; {self.restart_state} in {delay:.0f} s"
         self._respawn_call = self._reactor.callLater(delay, self._respawn)
 
     def _respawn(self) -> None:

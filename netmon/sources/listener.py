@@ -88,17 +88,23 @@ def _unprivileged_start() -> int:
         return 1024
 
 
-def bind_listening_socket(host: str, port: int, backlog: int = BACKLOG) -> socket.socket:
-    """A non-blocking listening socket on (host, port), or a one-line SourceError."""
+def bind_listening_socket(host: str, port: int, backlog: int = BACKLOG, *,
+                          udp: bool = False) -> socket.socket:
+    """A non-blocking listening socket on (host, port) -- TCP, or UDP with ``udp`` --
+    or a one-line SourceError."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     where = f"[{host}]:{port}" if family == socket.AF_INET6 else f"{host}:{port}"
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    if udp:
+        where = f"udp {where}"
+    sock = socket.socket(family, socket.SOCK_DGRAM if udp else socket.SOCK_STREAM)
     try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if not udp:  # (a UDP port must not be shared with another collector)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         if family == socket.AF_INET6 and ipaddress.ip_address(host).is_unspecified:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)  # IPv4 too
         sock.bind((host, port))
-        sock.listen(backlog)
+        if not udp:
+            sock.listen(backlog)
         sock.setblocking(False)
     except OSError as exc:
         sock.close()

@@ -38,7 +38,10 @@ def flow_stats(flow: FlowView) -> Text:
     t.append("\n")
     if flow.cluster_id is not None:
         t.append(f"cluster {flow.cluster_id} {safe_text(flow.cluster_label, 40)} · ")
-    t.append(f"oddness {flow.outlier:.1f}\n")
+    t.append(f"oddness {flow.outlier:.1f}")
+    if flow.observer:
+        t.append(f" · seen at {safe_text(flow.observer, 40)}")
+    t.append("\n")
     t.append(f"a→b {si(flow.pkts_a2b)} pkts {human_bytes(flow.bytes_a2b)} · "
              f"b→a {si(flow.pkts_b2a)} pkts {human_bytes(flow.bytes_b2a)} · "
              f"total {si(flow.packets)} pkts {human_bytes(flow.bytes)}\n")
@@ -50,6 +53,11 @@ def flow_stats(flow: FlowView) -> Text:
     if flow.proto == 6:
         t.append(f"TCP flags: SYN {flow.syn} · SYN-ACK {flow.synack} · FIN {flow.fin} · "
                  f"RST {flow.rst} · PSH {flow.psh}\n")
+    if flow.exported:
+        # Flow records give totals only: no per-packet sizes, gaps or packets to list.
+        t.append(f"size {flow.size_mean:.0f}B mean · gap {duration(flow.iat_mean)} mean · "
+                 "from exported flow records: no per-packet detail")
+        return t
     t.append(f"size {flow.size_mean:.0f}±{flow.size_std:.0f}B · "
              f"gap {duration(flow.iat_mean)}±{duration(flow.iat_std)}")
     if flow.first_sizes:
@@ -102,7 +110,9 @@ class FlowScreen(NetmonScreen):
         if not answer.error:
             self.dropped_older = answer.dropped_older
             table = self.query_one(PacketsTable)
-            table.empty_text = "no packets of this flow are retained"
+            table.empty_text = ("a flow from exported records: its packets were never here"
+                                if self.flow.exported
+                                else "no packets of this flow are retained")
             table.show_packets(answer.packets, self.flow.first_epoch)
         self._show_status(len(answer.packets))
 

@@ -45,10 +45,13 @@ def source_state(snap: Snapshot) -> str:
     if snap.finished:
         return "finished"
     states = [s.state for s in snap.sources]
-    for worst in ("failed", "restarting", "starting"):
+    for worst in ("failed", "restarting", "reconnecting", "starting"):
         if worst in states:
             return worst
     return states[0] if states else "running"
+
+
+_TONES = {"running": "good", "failed": "bad"}
 
 
 class HeaderBar(Widget):
@@ -106,11 +109,16 @@ class HeaderBar(Widget):
         if snap is None:
             line.append("waiting for the first snapshot…", self._style("muted"))
             return line
-        names = ", ".join(safe_text(s.name, 40) for s in snap.sources) or "no source"
-        line.append(names + " ")
-        state = source_state(snap)
-        tone = {"running": "good", "failed": "bad"}.get(state, "neutral")
-        line.append(state, self._style(tone))
+        if len(snap.sources) > 1 and not snap.finished:
+            # Several sources (SSH hosts, collectors): each with its own state.
+            for i, src in enumerate(snap.sources):
+                line.append((", " if i else "") + safe_text(src.name, 32) + " ")
+                line.append(src.state, self._style(_TONES.get(src.state, "neutral")))
+        else:
+            names = ", ".join(safe_text(s.name, 40) for s in snap.sources) or "no source"
+            line.append(names + " ")
+            state = source_state(snap)
+            line.append(state, self._style(_TONES.get(state, "neutral")))
         line.append("  ")
         line.append(si(snap.pkt_rate), self._style("value"))
         line.append(" pkt/s  ")
@@ -138,14 +146,14 @@ class HeaderBar(Widget):
                 line.append(f"{label} ")
                 line.append(si(value), self._style("bad" if value else "value"))
                 line.append("  ")
-            failed = [s for s in snap.sources if s.state in ("failed", "restarting")
-                      and s.detail]
+            failed = [s for s in snap.sources
+                      if s.state in ("failed", "restarting", "reconnecting") and s.detail]
             if failed:
                 line.append(safe_text(failed[0].detail, 60) + "  ", self._style("bad"))
-            listening = [s for s in snap.sources if s.listener is not None and s.detail
-                         and s.state == "running"]
-            if listening:  # open / accepted / refused connections of the listener
-                line.append(safe_text(listening[0].detail, 60) + "  ", self._style("neutral"))
+            listening = [s for s in snap.sources if s.state == "running" and s.detail
+                         and (s.listener is not None or s.collector is not None)]
+            for src in listening[:2]:  # listener connections, collector records and loss
+                line.append(safe_text(src.detail, 60) + "  ", self._style("neutral"))
             if snap.ssh_excluded:
                 line.append(f"excluding ssh {safe_text(snap.ssh_excluded, 48)}  ",
                             self._style("muted"))
