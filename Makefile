@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed
 APT    := DEBIAN_FRONTEND=noninteractive apt-get install -y -q
 ARGS   ?=
 
-.PHONY: run demo test lint bench system-deps clean
+.PHONY: run demo test lint bench system-deps test-deps clean
 
 run: system-deps $(STAMP)
 	$(VENV)/bin/netmon $(ARGS)
@@ -17,7 +17,7 @@ run: system-deps $(STAMP)
 demo: system-deps $(STAMP)
 	$(VENV)/bin/netmon demo $(ARGS)
 
-test: system-deps $(STAMP)
+test: system-deps test-deps $(STAMP)
 	$(PY) -m pytest -q -ra
 
 lint: $(STAMP)
@@ -43,6 +43,31 @@ system-deps:
 	  else \
 	    echo "missing:$$missing -- run: sudo apt-get update && sudo apt-get install -y$$missing"; \
 	    exit 1; \
+	  fi; \
+	fi
+
+# For the tests only: a throwaway sshd (--ssh tests), softflowd and nfdump (a real
+# NetFlow/IPFIX exporter and a second collector as the oracle), tcpdump. Installed
+# with a policy-rc.d that keeps apt from starting their system services (no sshd on
+# port 22, no nfcapd): the tests start their own on 127.0.0.1.
+test-deps:
+	@missing=""; \
+	test -x /usr/sbin/sshd || missing="$$missing openssh-server"; \
+	command -v softflowd >/dev/null 2>&1 || test -x /usr/sbin/softflowd || missing="$$missing softflowd"; \
+	command -v nfcapd >/dev/null 2>&1 || missing="$$missing nfdump"; \
+	command -v tcpdump >/dev/null 2>&1 || test -x /usr/sbin/tcpdump || missing="$$missing tcpdump"; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "installing for the tests:$$missing"; \
+	    policy=""; \
+	    if [ ! -e /usr/sbin/policy-rc.d ]; then \
+	      printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod 755 /usr/sbin/policy-rc.d && policy=1; \
+	    fi; \
+	    apt-get update -q >/dev/null && $(APT)$$missing >/dev/null; rc=$$?; \
+	    if [ -n "$$policy" ]; then rm -f /usr/sbin/policy-rc.d; fi; \
+	    test $$rc = 0 || exit 1; \
+	  else \
+	    echo "tests that need$$missing will be skipped (sudo apt-get install -y$$missing)"; \
 	  fi; \
 	fi
 

@@ -168,6 +168,8 @@ DELEGATED = {
     "soak": ("netmon.bench_soak", "minutes of looped replay: memory growth, exact counts"),
     "ui": ("netmon.ui.bench", "UI-thread cost per tick and per key at 100 k flows"),
     "tui": ("netmon.bench_tui", "replay packets/s with the TUI running vs headless"),
+    "collect": ("netmon.bench_collect", "NetFlow/IPFIX records/s collected without loss"),
+    "ssh": ("netmon.bench_ssh", "CPU per packet: four --ssh sources vs one local capture"),
 }
 
 

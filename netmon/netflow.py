@@ -450,7 +450,8 @@ class NetflowDecoder:
         self.lost = 0  #: records (v9: datagrams) missing by sequence numbers
         self.by_version: dict[int, int] = {}  #: datagrams per version (5, 9, 10)
         self._templates: dict[tuple[str, int, int, int], _Template] = {}
-        self._seq: dict[tuple[str, int, int], int] = {}
+        self._seq: dict[tuple[str, int, int], tuple[int, int]] = {}  # (last seq, its count)
+        self._inclusive: set[tuple[str, int, int]] = set()  # see _sequence
         self._pending: dict[tuple[str, int, int, int], list[_Pending]] = {}
         self._order: deque[_Pending] = deque()
         self._npending = 0
@@ -681,16 +682,29 @@ class NetflowDecoder:
 
     def _sequence(self, key: tuple[str, int, int], seq: int, count: int | None) -> None:
         """Count the gap between the sequence number expected and ``seq`` as lost;
-        ``count`` advances it (None: unknown, resync on the next datagram)."""
-        expected = self._seq.get(key)
-        if expected is not None:
+        ``count`` advances it (None: unknown, resync on the next datagram).
+
+        Some exporters (softflowd's IPFIX) number a message by the records sent
+        *including* its own, where RFC 7011 says "before" it: a stream whose numbers
+        step by the new message's count instead of the previous one's is taken to
+        count that way from then on, so its messages are not reported lost."""
+        last = self._seq.get(key)
+        if last is not None:
+            prev_seq, prev_n = last
+            if key in self._inclusive:
+                expected = (prev_seq + (count or 0)) & _U32
+            else:
+                expected = (prev_seq + prev_n) & _U32
+                if (count and count != prev_n and seq == (prev_seq + count) & _U32):
+                    self._inclusive.add(key)
+                    expected = seq
             gap = (seq - expected) & _U32
             if gap < _HALF:  # a larger "gap" is a step back: a restart or reordering
                 self.lost += gap
         if count is None:
             self._seq.pop(key, None)
         else:
-            self._seq[key] = (seq + count) & _U32
+            self._seq[key] = (seq, count)
 
     def _count_malformed(self, reason: str) -> None:
         self.malformed += 1

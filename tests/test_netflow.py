@@ -394,6 +394,30 @@ def test_sequence_is_per_exporter_and_domain() -> None:
     assert dec.lost == 0
 
 
+def test_sequence_counting_the_message_itself_is_not_loss() -> None:
+    """softflowd numbers an IPFIX message by the records sent including its own (RFC
+    7011: before it). Told apart once the message sizes differ; real gaps still count."""
+    import struct
+
+    flows = V4_FLOWS * 10  # 40 flows
+    sizes = [10, 6, 10, 4, 10]  # records per message: a stream of uneven messages
+    grams, at, total = [], 0, 0
+    for n in sizes:
+        total += n
+        g = bytearray(ipfix_datagrams(flows[at:at + n], now=NOW, per_datagram=n)[0])
+        struct.pack_into("!I", g, 8, total)  # the inclusive count
+        grams.append(bytes(g))
+        at += n
+    dec = NetflowDecoder()
+    decode(dec, grams)
+    assert dec.lost == 0 and dec.records == sum(sizes)
+    # then a real gap: one message of 10 missing, the next numbered inclusively
+    g = bytearray(ipfix_datagrams(flows[:7], now=NOW, per_datagram=7)[0])
+    struct.pack_into("!I", g, 8, total + 10 + 7)
+    decode(dec, [bytes(g)])
+    assert dec.lost == 10
+
+
 def test_sequence_wraps_modulo_2_32() -> None:
     dec = NetflowDecoder()
     decode(dec, ipfix_datagrams(V4_FLOWS * 2, now=NOW, seq_start=2**32 - 4, per_datagram=4))

@@ -13,6 +13,7 @@ on a timer because the reactor runs without signal handlers off the main thread.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import re
 import shutil
@@ -38,6 +39,15 @@ from netmon.sources.base import (
 LIVE_CHILDREN: set[int] = set()
 
 STOP_GRACE = 2.0
+#: A drained capture pipe is left alone this long, so reads come in runs (see
+#: LiveCapture.got); decoded at the latest once this many bytes are held.
+HOLD_S = 0.05
+HOLD_BYTES = 256 << 10
+#: Twisted's pipe reads are this big: a shorter read means the pipe is empty.
+PIPE_READ = 8192
+#: Asked-for pipe size (Linux; capped by /proc/sys/fs/pipe-max-size, 1 MB by default):
+#: HOLD_S of a busy capture must fit.
+PIPE_SIZE = 1 << 20
 #: Restart delays after a capture process dies: doubling from the first to the last;
 #: back to the first after RESTART_HEALTHY seconds of running.
 RESTART_FIRST = 1.0
@@ -152,6 +162,8 @@ class LiveCapture(Source):
     restart_state = "restarting"
     #: Close the child's stdin at once (a local capture tool reads nothing).
     close_stdin = True
+    #: How long a drained pipe is left alone (see got).
+    hold_s = HOLD_S
 
     def __init__(self, spec: CaptureSpec, *, name: str = "",
                  args: list[str] | None = None) -> None:
@@ -173,6 +185,9 @@ class LiveCapture(Source):
         self._backoff = RESTART_FIRST
         self._ran = False  # the capture really started (a later death is restarted)
         self._started_at = 0.0
+        self._held: list[bytes] = []  # reads not decoded yet (see got)
+        self._held_n = 0
+        self._resume_call = None
 
     def _begin(self, reactor: Any) -> None:
         self._reactor = reactor
@@ -194,12 +209,37 @@ class LiveCapture(Source):
         self.pid = self._transport.pid
         if self.pid:
             LIVE_CHILDREN.add(self.pid)
+        _grow_pipe(self._transport)
         self.detail = "starting capture"
 
     # ------------------------------------------------------------ data
     def got(self, data: bytes) -> None:
         if self.state in ("starting", self.restart_state):
             self._now_running()
+        # A pipe read hands over at most 8 KB, and at modest rates a reactor that
+        # wakes for every write reads a packet or two at a time: per-call overhead
+        # then costs more than the packets. So once a read drains the pipe, decode
+        # what was held as one run and leave the pipe alone for hold_s (it is made
+        # big enough to hold that long); a busy pipe (full reads) is never paused.
+        self._held.append(data)
+        self._held_n += len(data)
+        if len(data) < PIPE_READ or self._held_n >= HOLD_BYTES:
+            self._decode_held()
+            if len(data) < PIPE_READ and self._resume_call is None and not self._stopping:
+                self._transport.pauseProducing()
+                self._resume_call = self._reactor.callLater(self.hold_s, self._resume_reading)
+
+    def _resume_reading(self) -> None:
+        self._resume_call = None
+        if self._transport is not None:
+            self._transport.resumeProducing()
+
+    def _decode_held(self) -> None:
+        if not self._held or self._done:
+            self._held, self._held_n = [], 0
+            return
+        data = self._held[0] if len(self._held) == 1 else b"".join(self._held)
+        self._held, self._held_n = [], 0
         self.feed.data(data)
         if self.feed.error:
             self._finish(SourceError(f"capture stream unreadable: {self.feed.error}",
@@ -223,6 +263,7 @@ class LiveCapture(Source):
 
     def stream_ended(self) -> None:
         self._stream_done = True
+        self._decode_held()
         self.feed.end()
         self._maybe_done()
 
@@ -304,6 +345,19 @@ class LiveCapture(Source):
             self._transport.signalProcess(name)
         except (terror.ProcessExitedAlready, OSError):
             pass
+
+
+def _grow_pipe(transport: Any) -> None:
+    """Enlarge the child's stdout pipe (Linux F_SETPIPE_SZ), best effort."""
+    reader = getattr(transport, "pipes", {}).get(1)
+    if reader is None:
+        return
+    for size in (PIPE_SIZE, 256 << 10):
+        try:
+            fcntl.fcntl(reader.fileno(), getattr(fcntl, "F_SETPIPE_SZ", 1031), size)
+            return
+        except OSError:
+            continue
 
 
 def kill_leftovers() -> None:

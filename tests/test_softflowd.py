@@ -1,0 +1,102 @@
+"""A real exporter: softflowd reads the shared captures and exports NetFlow v5, v9 and
+IPFIX over loopback, to netmon --collect and to nfcapd (nfdump's collector) at once.
+
+One softflowd run sends byte-identical datagrams to both collectors, so nfdump is an
+independent second reading of the very same export: netmon's per-5-tuple packet and
+byte totals must equal nfdump's, and the record count must equal what softflowd says
+it exported. For the captures softflowd tracks fully, packets per 5-tuple must also
+equal tshark's own flow table (flows5.tsv; bytes differ by design: NetFlow octets
+exclude the link header, captures count frames).
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import captures_dir
+from tests.netflow_oracle import (
+    flows5_totals,
+    key5,
+    need_nfdump,
+    need_softflowd,
+    nfcapd_collector,
+    nfdump_totals_from,
+    softflowd_run,
+)
+from tests.test_live import free_port, read_until, start_netmon
+
+pytestmark = pytest.mark.live
+
+CAPTURES = ("01_http_espn.pcapng", "03_ipv6_tls_reddit.pcap",
+            "05_mixed_services_std_ports.pcap", "08_dns_edns_v4v6.pcap",
+            "12_linux_sll_redis_lo.pcap")
+
+
+def netmon_totals(path: Path) -> tuple[dict[tuple, tuple[int, int]], list[dict]]:
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    out: dict[tuple, tuple[int, int]] = {}
+    for r in rows:
+        k = key5(r["proto"], r["addr_a"], r["port_a"], r["addr_b"], r["port_b"])
+        p, b = out.get(k, (0, 0))
+        out[k] = (p + r["pkts_a2b"] + r["pkts_b2a"], b + r["bytes_a2b"] + r["bytes_b2a"])
+    return out, rows
+
+
+@pytest.mark.parametrize("version", ["5", "9", "10"])
+def test_softflowd_export_matches_nfdump_and_tshark(version: str, tmp_path: Path) -> None:
+    need_softflowd()
+    need_nfdump()
+    caps = captures_dir()
+    port = free_port(__import__("socket").SOCK_DGRAM)
+    out = tmp_path / "flows.jsonl"
+    proc = start_netmon("--json", "--collect", f"127.0.0.1:{port}", "--flows-out", str(out),
+                        "--duration", "120")
+    runs = []
+    try:
+        read_until(proc, lambda s: s["sources"][0]["state"] == "running")
+        with tempfile.TemporaryDirectory(prefix="nfcapd-") as nf:
+            with nfcapd_collector(Path(nf)) as nf_port:
+                for name in CAPTURES:
+                    runs.append(softflowd_run(caps / name, [port, nf_port], version))
+            oracle = nfdump_totals_from(Path(nf))
+        sent = sum(r.records for r in runs)
+        snap = read_until(proc, lambda s: s["sources"][0]["collector"]["records"] >= sent)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=20)
+    assert proc.returncode == 0, err
+    col = snap["sources"][0]["collector"]
+    assert col["records"] == sent and col["malformed"] == 0 and col["unknown_dropped"] == 0
+    assert col["lost"] == 0, col
+    assert sent > 100
+    got, rows = netmon_totals(out)
+    assert got == oracle
+    assert all(r["exported"] and r["observer"] == "exporter 127.0.0.1" for r in rows)
+
+
+def test_softflowd_packets_equal_tsharks_flow_table(tmp_path: Path) -> None:
+    """IPFIX of the IPv6 capture: every 5-tuple's packets as tshark counts them."""
+    need_softflowd()
+    cap = captures_dir() / "03_ipv6_tls_reddit.pcap"
+    port = free_port(__import__("socket").SOCK_DGRAM)
+    out = tmp_path / "flows.jsonl"
+    proc = start_netmon("--json", "--collect", f"127.0.0.1:{port}", "--flows-out", str(out),
+                        "--duration", "120")
+    try:
+        read_until(proc, lambda s: s["sources"][0]["state"] == "running")
+        run = softflowd_run(cap, port, "10")
+        read_until(proc, lambda s: s["sources"][0]["collector"]["records"] >= run.records)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=20)
+    assert proc.returncode == 0, err
+    got, _ = netmon_totals(out)
+    tshark = flows5_totals(cap.with_name(cap.name + ".flows5.tsv"))
+    assert {k: p for k, (p, _) in got.items()} == {k: p for k, (p, _) in tshark.items()}
+    # Octets are IP bytes: frame bytes less the 14-byte Ethernet header per packet.
+    assert {k: b for k, (_, b) in got.items()} == {k: b - 14 * p for k, (p, b) in tshark.items()}
