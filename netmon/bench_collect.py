@@ -36,6 +36,7 @@ from netmon.nfexport import Flow, ipfix_datagrams
 PER_DATAGRAM = 24
 _BARE = """
 import signal, socket, sys
+PER_DATAGRAM = int(sys.argv[2])
 from twisted.internet import reactor, protocol
 class Count(protocol.DatagramProtocol):
     n = 0
@@ -44,12 +45,12 @@ class Count(protocol.DatagramProtocol):
 p = reactor.listenUDP(int(sys.argv[1]), Count(), interface="127.0.0.1", maxPacketSize=65535)
 p.socket.setsockopt(socket.SOL_SOCKET, 33, 16 << 20)  # SO_RCVBUFFORCE, as netmon asks
 def stop(*_):
-    print(Count.n * %d, flush=True)
+    print(Count.n * PER_DATAGRAM, flush=True)
     reactor.stop()
 signal.signal(signal.SIGINT, lambda *_: reactor.callFromThread(stop))
 print("ready", flush=True)
 reactor.run(installSignalHandlers=False)
-""" % PER_DATAGRAM
+"""
 
 
 def build_pool(flows: int) -> list[bytearray]:
@@ -147,8 +148,8 @@ def run_netmon(rate: float, seconds: float, pool: list[bytearray]) -> dict:
 
 def run_bare(rate: float, seconds: float, pool: list[bytearray]) -> dict:
     port = _free_port()
-    proc = subprocess.Popen([sys.executable, "-c", _BARE, str(port)], stdout=subprocess.PIPE,
-                            text=True)
+    proc = subprocess.Popen([sys.executable, "-c", _BARE, str(port), str(PER_DATAGRAM)],
+                            stdout=subprocess.PIPE, text=True)
     assert proc.stdout.readline().strip() == "ready"
     sent, took = _drive(port, rate, seconds, pool)
     time.sleep(1.0)

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import struct
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -133,6 +133,9 @@ class _Ctx:
 
     export: float
     uptime: int | None
+    #: IPFIX: the exporter's systemInitTimeMilliseconds (IE 160) as sent in options
+    #: data (softflowd does), for records that give times as uptime offsets only.
+    init_ms: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,6 +152,7 @@ class _Template:
     roles: frozenset[str]
     dtype: np.dtype | None
     picks: dict[int, tuple[str, int]]  # variable path: field index -> (role, width)
+    init_at: int = -1  # options: offset of systemInitTimeMilliseconds (8 bytes), or -1
 
 
 @dataclass(slots=True)
@@ -177,6 +181,7 @@ class _Txn:
     nrec: int = 0  # data records of this datagram (IPFIX sequence numbers count them)
     data_sets: int = 0
     unknown_sets: int = 0  # still waiting at the end: the record count is then unknown
+    init_ms: int | None = None  # systemInitTimeMilliseconds from options data, if sent
 
 
 def _field_role(ie: int, pen: int, length: int) -> tuple[str, int] | None:
@@ -225,7 +230,15 @@ def _compile(fields: list[tuple[int, int, int]], options: bool) -> _Template:
             at += 1 if ln == VARLEN else ln
         dtype = np.dtype({"names": names, "formats": formats, "offsets": offsets,
                           "itemsize": pos if variable else minlen})
-    return _Template(lengths, options, minlen, variable, roles, dtype, picks)
+    init_at = -1
+    if options and not variable:
+        at = 0
+        for ie, pen, ln in fields:
+            if (pen, ie) == (0, 160) and ln == 8:
+                init_at = at
+                break
+            at += ln
+    return _Template(lengths, options, minlen, variable, roles, dtype, picks, init_at)
 
 
 def _walk(tpl: _Template, data: bytes, b0: int, b1: int) -> tuple[int, bytes]:
@@ -293,6 +306,8 @@ def _time(rec: np.ndarray, roles: frozenset[str], ctx: _Ctx, which: str) -> np.n
     x = _col(rec, role)
     if "init_ms" in roles:  # IPFIX: ms since systemInitTimeMilliseconds
         return (_col(rec, "init_ms") + x).astype(np.float64) / 1e3
+    if ctx.init_ms is not None and ctx.uptime is None:  # ... given in options data
+        return (x.astype(np.float64) + ctx.init_ms) / 1e3
     if ctx.uptime is not None:  # v5/v9: ms of sysUptime, the header gives "now" in it
         ref = np.uint32(ctx.uptime)
     else:  # IPFIX without an init time: take the flows as ending at the export time
@@ -452,6 +467,7 @@ class NetflowDecoder:
         self._templates: dict[tuple[str, int, int, int], _Template] = {}
         self._seq: dict[tuple[str, int, int], tuple[int, int]] = {}  # (last seq, its count)
         self._inclusive: set[tuple[str, int, int]] = set()  # see _sequence
+        self._init_ms: dict[tuple[str, int], int] = {}  # IPFIX (exporter, domain) -> IE 160
         self._pending: dict[tuple[str, int, int, int], list[_Pending]] = {}
         self._order: deque[_Pending] = deque()
         self._npending = 0
@@ -536,7 +552,8 @@ class NetflowDecoder:
             length, secs, seq, domain = struct.unpack_from("!HIII", data, 2)
             if length != len(data):
                 raise _Malformed("bad length")
-            ctx, off, tset, oset = _Ctx(float(secs), None), 16, 2, 3
+            ctx, off, tset, oset = _Ctx(float(secs), None,
+                                        self._init_ms.get((exporter, domain))), 16, 2, 3
         txn = _Txn()
         end = len(data)
         while end - off >= 4:  # a v9 datagram may end in a few bytes of padding
@@ -557,6 +574,8 @@ class NetflowDecoder:
                     txn.nrec += self._data_set(txn, tpl, data, off + 4, off + set_len, ctx)
             off += set_len  # set IDs 4..255 (v9: 2..255) are reserved: skipped
         self._commit(txn)
+        if txn.init_ms is not None and version == 10:
+            self._init_ms[(exporter, domain)] = txn.init_ms
         if version == 9:
             self._sequence((exporter, 9, domain), seq, 1)  # v9 counts export packets
         elif txn.data_sets:  # template-only messages are not trusted to carry it
@@ -634,7 +653,12 @@ class NetflowDecoder:
         else:
             n, buf = (b1 - b0) // tpl.minlen, data  # the remainder is padding
         if n == 0 or tpl.options:
+            if n and tpl.init_at >= 0 and not tpl.variable:
+                at = b0 + (n - 1) * tpl.minlen + tpl.init_at
+                txn.init_ms = struct.unpack_from("!Q", data, at)[0]
             return n
+        if txn.init_ms is not None and ctx.uptime is None and ctx.init_ms != txn.init_ms:
+            ctx = replace(ctx, init_ms=txn.init_ms)
         if tpl.dtype is None:
             txn.skipped += n
             return n

@@ -95,8 +95,24 @@ def test_softflowd_packets_equal_tsharks_flow_table(tmp_path: Path) -> None:
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=20)
     assert proc.returncode == 0, err
-    got, _ = netmon_totals(out)
-    tshark = flows5_totals(cap.with_name(cap.name + ".flows5.tsv"))
+    got, rows = netmon_totals(out)
+    tsv = cap.with_name(cap.name + ".flows5.tsv")
+    tshark = flows5_totals(tsv)
     assert {k: p for k, (p, _) in got.items()} == {k: p for k, (p, _) in tshark.items()}
     # Octets are IP bytes: frame bytes less the 14-byte Ethernet header per packet.
     assert {k: b for k, (_, b) in got.items()} == {k: b - 14 * p for k, (p, b) in tshark.items()}
+    # Times: softflowd sends uptime offsets and its init time in options data; flows
+    # start and end when tshark says, to the exporter's millisecond.
+    span: dict[tuple, list[float]] = {}
+    for r in rows:
+        k = key5(r["proto"], r["addr_a"], r["port_a"], r["addr_b"], r["port_b"])
+        s = span.setdefault(k, [r["first_epoch"], r["last_epoch"]])
+        s[0], s[1] = min(s[0], r["first_epoch"]), max(s[1], r["last_epoch"])
+    lines = tsv.read_text().splitlines()
+    head = lines[0].split("\t")
+    for line in lines[1:]:
+        row = dict(zip(head, line.split("\t"), strict=True))
+        k = key5(int(row["proto"]), row["addr_a"], int(row["port_a"] or 0), row["addr_b"],
+                 int(row["port_b"] or 0))
+        assert abs(span[k][0] - float(row["first_epoch"])) < 0.002, k
+        assert abs(span[k][1] - float(row["last_epoch"])) < 0.002, k

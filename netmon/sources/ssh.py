@@ -194,7 +194,7 @@ class SshCapture(LiveCapture):
     close_stdin = False  # the remote script watches it (see the module docstring)
     # Longer runs per decode than a local pipe: a remote stream is already late by a
     # round trip, and with several hosts per-decode overhead adds up per source.
-    hold_s = 0.25
+    hold_s = 0.4
 
     def __init__(self, target: SshTarget, *, bpf: str = "", options: tuple[str, ...] = (),
                  exclude_ssh: bool = True) -> None:
