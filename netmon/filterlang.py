@@ -9,6 +9,8 @@ The language, a small relative of tcpdump's, names flows, not packets::
     port 443 | port https    either endpoint has this port
     proto tcp|udp|icmp|icmpv6|N   (``tcp``, ``udp``, ``icmp``, ``icmpv6`` alone too)
     cluster 3                the flow is in display cluster 3
+    at web1                  seen at an observation point whose name holds "web1"
+                             (a source: "ssh web1:eth0", or "exporter 10.0.0.1")
     not X, X and Y, X or Y, ( ... )    also !, &&, ||; two terms side by side mean "and"
 
 ``and`` binds tighter than ``or``; keywords are case-insensitive. :func:`compile_filter`
@@ -35,14 +37,14 @@ from netmon.flows import address_digest
 from netmon.model import PROTO_ICMP, PROTO_ICMPV6, PROTO_NAMES, PROTO_TCP, PROTO_UDP, FlowView
 
 #: Flow-table columns a filter reads (FlowTable attribute names, one row per flow).
-FILTER_COLUMNS = ("host_lo", "host_hi", "port_lo", "port_hi", "proto", "cluster")
+FILTER_COLUMNS = ("host_lo", "host_hi", "port_lo", "port_hi", "proto", "cluster", "obs")
 
 _PROTO_WORDS = {name.lower(): num for num, name in PROTO_NAMES.items()}
 _PROTO_WORDS["icmp6"] = PROTO_ICMPV6
 _BARE_PROTOS = ("tcp", "udp", "icmp", "icmpv6", "icmp6")
 _BPF_PROTO = {PROTO_TCP: "tcp", PROTO_UDP: "udp", PROTO_ICMP: "icmp", PROTO_ICMPV6: "icmp6"}
 _TOKEN = re.compile(r"\s*(?:(\(|\)|&&|\|\||!)|([^\s()!&|]+|[&|]))")
-_EXPECTED = "host, port, proto, cluster, tcp, udp, icmp, icmpv6, not or '('"
+_EXPECTED = "host, port, proto, cluster, at, tcp, udp, icmp, icmpv6, not or '('"
 
 
 class FilterError(ValueError):
@@ -108,6 +110,19 @@ class _Cluster(_Node):
 
 
 @dataclass(frozen=True)
+class _At(_Node):
+    name: str  # part of an observation point's name, lower case
+
+    def mask(self, cols: Mapping[str, np.ndarray]) -> np.ndarray:
+        names = cols.get("observers", ())
+        ids = [i for i, n in enumerate(names) if self.name in str(n).lower()]
+        return np.isin(cols["obs"], ids)
+
+    def bpf(self, cluster_bpf: Callable[[int], str] | None) -> str:
+        raise FilterError(f"'at {self.name}' has no capture-filter equivalent")
+
+
+@dataclass(frozen=True)
 class _Not(_Node):
     arg: _Node
 
@@ -154,7 +169,8 @@ class Filter:
 
     def mask(self, cols: Mapping[str, np.ndarray]) -> np.ndarray:
         """Which rows match: ``cols`` maps each name in FILTER_COLUMNS to one value
-        per flow (FlowTable's columns, whole or gathered for some slots)."""
+        per flow (FlowTable's columns, whole or gathered for some slots), and
+        "observers" to the table's observation point names (for ``at``)."""
         return np.asarray(self._root.mask(cols), dtype=np.bool_)
 
     def to_bpf(self, cluster_bpf: Callable[[int], str] | None = None) -> str:
@@ -242,7 +258,7 @@ class _Parser:
                 raise FilterError(f"'(' at column {col} is never closed")
             self._take()
             return node
-        if word in ("host", "port", "proto", "cluster"):
+        if word in ("host", "port", "proto", "cluster", "at"):
             if self._peek() is None or self._peek() in ("(", ")", "&&", "||", "!"):
                 raise FilterError(f"{word!r} at column {col} needs a value")
             value, vcol = self._take()
@@ -253,6 +269,8 @@ class _Parser:
 
 
 def _primitive(kind: str, value: str, col: int) -> _Node:
+    if kind == "at":
+        return _At(value.lower())
     if kind == "host":
         return _host(value, col)
     if kind == "port":

@@ -58,7 +58,8 @@ def select_flows(t: FlowTable, query: FlowQuery, flt: Filter, *, paged: bool,
     if query.cluster_id is not None:
         sel = sel[t.cluster[sel] == query.cluster_id]
     if not flt.empty and len(sel):
-        sel = sel[flt.mask({c: getattr(t, c)[sel] for c in FILTER_COLUMNS})]
+        cols = {c: getattr(t, c)[sel] for c in FILTER_COLUMNS}
+        sel = sel[flt.mask({**cols, "observers": t.observers})]
     total = len(sel)
     if not ordered:
         return sel, total

@@ -171,6 +171,8 @@ class FlowTable:
         #: Flows built from exported flow records (NetFlow/IPFIX): no per-packet detail;
         #: they age out by ``touch``, the clock time their last record arrived.
         self.exported = grown(getattr(self, "exported", None), np.bool_)
+        #: Observation point of each flow (index into ``observers``; also in its key).
+        self.obs = grown(getattr(self, "obs", None), np.uint16)
         self.touch = grown(getattr(self, "touch", None), np.float64)
         self.live = grown(getattr(self, "live", None), np.bool_)
         #: Set for every slot that received packets; the engine clears it per tick.
@@ -339,6 +341,7 @@ class FlowTable:
         self.cluster[ns] = -1
         self.outlier[ns] = 0.0
         self.exported[ns] = False
+        self.obs[ns] = 0 if b.obs is None else b.obs[at]
         # The initiator sent the first packet, unless that was a SYN-ACK: then the
         # other side opened the connection.
         synack = (proto == 6) & ((b.flags[at] & 0x12) == 0x12)

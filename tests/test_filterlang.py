@@ -131,6 +131,32 @@ def test_bad_filters_say_which_token_is_wrong_in_one_line(text: str, message: st
     assert "\n" not in str(info.value)
 
 
+def test_at_selects_flows_by_where_they_were_seen() -> None:
+    from netmon.batch import PacketBatch
+    from netmon.flows import FlowTable
+
+    t = FlowTable()
+    names = ["ssh web1:eth0", "ssh web2:any", "exporter 10.0.0.1"]
+    for name in names:
+        t.observer_id(name)
+    syn = [(1.0, 60, 6, bytes([10, 0, 0, 1]), 1000, bytes([10, 0, 0, 2]), 443, 0x02)]
+    for obs in range(3):
+        t.add_batch(PacketBatch.from_records(syn).observed_at(obs))
+    live = t.live_slots()
+    assert len(live) == 3  # one 5-tuple, three places: three flows
+
+    def seen(text: str) -> list[str]:
+        cols = {c: getattr(t, c)[live] for c in FILTER_COLUMNS}
+        mask = compile_filter(text).mask({**cols, "observers": t.observers})
+        return sorted(names[int(o)] for o in t.obs[live][mask])
+    assert seen("at web1") == ["ssh web1:eth0"]
+    assert seen("at ssh and port 443") == ["ssh web1:eth0", "ssh web2:any"]
+    assert seen("not at EXPORTER") == ["ssh web1:eth0", "ssh web2:any"]
+    assert seen("at nowhere") == []
+    with pytest.raises(FilterError, match="no capture-filter equivalent"):
+        compile_filter("at web1").to_bpf()
+
+
 def test_the_mask_is_vectorised_over_many_flows() -> None:
     n = 100_000
     rng = np.random.default_rng(1)

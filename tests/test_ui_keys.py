@@ -418,6 +418,47 @@ async def test_ssh_exclusion_is_shown_in_the_header() -> None:
 
 
 @ui_test
+async def test_header_lists_every_source_with_its_own_state() -> None:
+    from dataclasses import replace as dc_replace
+
+    from netmon.model import CollectorStats, SourceStatus
+
+    world = make_world(60, 3)
+    app, _link, _feed = build_app(world, ticks=0)
+    collector = CollectorStats("0.0.0.0:2055", exporters=2, records=1234, lost=5)
+    sources = (
+        SourceStatus("ssh web1:eth0", "running"),
+        SourceStatus("ssh web2:any", "reconnecting",
+                     detail="ssh web2:any: connection refused; reconnecting in 4 s"),
+        SourceStatus("collect udp 0.0.0.0:2055", "running", detail=collector.summary(),
+                     collector=collector),
+    )
+    async with app.run_test(size=(160, 24)) as pilot:
+        app.publish(dc_replace(world.snapshot(1), sources=sources))
+        await wait_until(pilot, lambda: app.view.shown is not None)
+        text = screen_text(app)
+        first = text.splitlines()[0]
+        assert ("ssh web1:eth0 running, ssh web2:any reconnecting, "
+                "collect udp 0.0.0.0:2055 running") in first
+        assert "connection refused; reconnecting in 4 s" in text
+        assert "2 exporters, 1,234 records, 5 lost" in text
+
+
+@ui_test
+async def test_an_exported_flow_says_what_it_cannot_show() -> None:
+    from netmon.ui.screens.flow import flow_stats
+
+    from dataclasses import replace as dc_replace
+
+    dc_flow = dc_replace(make_world(10, 1).flows[0], exported=True, observer="exporter 10.0.0.1/7",
+                         first_sizes=())
+    text = flow_stats(dc_flow).plain
+    assert "seen at exporter 10.0.0.1/7" in text
+    assert "from exported flow records: no per-packet detail" in text
+    assert "±" not in text  # no spread shown that nobody measured
+
+
+@ui_test
 async def test_no_color_draws_chart_lines_with_cluster_digits(monkeypatch) -> None:
     monkeypatch.setenv("NO_COLOR", "1")
     app, _link, _feed = build_app(ticks=20)

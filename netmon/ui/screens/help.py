@@ -20,7 +20,7 @@ KEYS: tuple[tuple[str, str], ...] = (
     ("Enter", "open: cluster → its flows → a flow → packet dissection"),
     ("Esc", "back; also closes the filter bar and this help"),
     ("↑ ↓ PgUp PgDn", "move the cursor (also j / k, Home, End)"),
-    ("/", "filter: host A, port N, proto udp, cluster N; and, or, not, ( )"),
+    ("/", "filter: host A, port N, proto udp, cluster N, at NAME; and, or, not, ( )"),
     ("s  S", "sort by the next column; S reverses it (flow lists)"),
     ("h", "flow list: the hosts among its flows, and back"),
     ("[  ]", "flow list: previous / next page"),
