@@ -6,7 +6,10 @@ Runs on the main thread only. Targets:
   chunks) and the FlowTable behind it, seeded with the shared real captures (when
   ``../shared/captures`` exists) and synthetic pcap/pcapng files;
 - ``firstbytes``: the listener's first-bytes classifier, fed in random chunks;
-- ``filter``: the UI filter language parser (only FilterError may come out).
+- ``filter``: the UI filter language parser (only FilterError may come out);
+- ``netflow``: the NetFlow v5/v9/IPFIX decoder (nothing may come out) and the flow
+  table's record path, seeded with v5, v9 and IPFIX datagrams of IPv4 and IPv6 flows,
+  templates, options templates and withdrawals.
 
 A "crash" is any exception other than the ones a parser documents. The property
 tests in tests/ run the same targets for a few seconds on every CI run; this
@@ -135,14 +138,49 @@ def run_filter(rng: random.Random, data: bytes) -> None:
         pass
 
 
+def netflow_seeds() -> list[bytes]:
+    from netmon.nfexport import Flow, ipfix_datagrams, ipfix_withdrawal, v5_datagrams, v9_datagrams
+
+    now = 1_700_000_000.0
+    flows = [Flow("10.0.0.1", "10.0.0.2", 1000 + i, 443, 6, 5, 900, now - 3, now, 0x1b)
+             for i in range(6)]
+    v6 = [Flow("2001:db8::1", "2001:db8::2", 5353, 53, 17, 1, 80, now - 1, now)]
+    return [*v5_datagrams(flows, now=now), *v9_datagrams(flows + v6, now=now, per_datagram=4),
+            *ipfix_datagrams(flows + v6, now=now, per_datagram=4),
+            *ipfix_datagrams(flows, now=now, with_template=False), ipfix_withdrawal(256)]
+
+
+_NETFLOW: dict = {}
+
+
+def run_netflow(rng: random.Random, data: bytes) -> None:
+    import numpy as np
+
+    from netmon.netflow import NetflowDecoder
+
+    # One decoder across inputs (templates learnt from earlier ones apply to later
+    # ones, as from a real exporter), renewed now and then so state stays varied.
+    if "dec" not in _NETFLOW or rng.random() < 0.01:
+        _NETFLOW["dec"] = NetflowDecoder(unknown_max=50)
+        _NETFLOW["table"] = FlowTable(max_flows=256)
+    dec, table = _NETFLOW["dec"], _NETFLOW["table"]
+    now = 1_700_000_000.0 + rng.random() * 100
+    for _, recs in dec.decode(data, rng.choice(("10.0.0.1", "::1")), now):
+        table.add_records(recs, np.zeros(len(recs), dtype=np.uint16), now)
+    if rng.random() < 0.05:
+        dec.expire(now + 60)
+        table.expire(now + rng.random() * 1000)
+
+
 TARGETS: dict[str, Callable[[random.Random, bytes], None]] = {
     "pcap": run_pcap, "firstbytes": run_firstbytes, "filter": run_filter,
+    "netflow": run_netflow,
 }
 
 
 def fuzz(target: str, seconds: float, seed: int) -> dict:
     rng = random.Random(seed)
-    seeds = pcap_seeds() if target == "pcap" else [
+    seeds = pcap_seeds() if target == "pcap" else netflow_seeds() if target == "netflow" else [
         b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", b"SSH-2.0-OpenSSH_9.2\r\n",
         bytes.fromhex("160301020001") + bytes(60), b"\x1b]0;title\x07\x1b[2J", b""]
     fn = TARGETS[target]

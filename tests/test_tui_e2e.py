@@ -75,3 +75,55 @@ def test_live_capture_in_the_tui_quits_cleanly() -> None:
         quit_and_check(term, procs)
     finally:
         term.kill()
+
+
+def test_collected_and_ssh_sources_in_the_tui(tmp_path) -> None:
+    """A NetFlow collector and an SSH host side by side in a real terminal: the header
+    lists both with their states, exported flows cluster, the flow screen says where
+    a flow was seen; quitting leaves neither ssh nor the remote capture behind."""
+    import socket
+
+    from netmon.nfexport import Flow, ipfix_datagrams
+    from tests.sshd_fixture import Sshd, need_sshd
+    from tests.test_live import free_port
+
+    if shutil.which("tmux") is None:
+        pytest.skip("tmux is needed")
+    need_sshd()
+    need_capture()
+    port = free_port(socket.SOCK_DGRAM)
+    with Sshd(tmp_path) as sshd:
+        opts = [a for o in sshd.client_options() for a in ("--ssh-option", o)]
+        term = Tmux([sys.executable, "-m", "netmon", "--collect", f"127.0.0.1:{port}",
+                     "--ssh", f"{sshd.user}@127.0.0.1:lo", *opts, "-f", "udp port 9"],
+                    160, 40)
+        try:
+            shell = term.pane_pid()
+            term.wait_for(lambda s: f"collect udp 127.0.0.1:{port} running" in s
+                          and "ssh 127.0.0.1:lo running" in s, timeout=30)
+            now = float(int(time.time()))
+            flows = [Flow(f"10.0.0.{i % 200 + 1}", "10.9.9.9", 40000 + i, 443, 6, 12, 9000,
+                          now - 5, now - 1, 0x1b) for i in range(300)]
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+                for d in ipfix_datagrams(flows, now=now):
+                    s.sendto(d, ("127.0.0.1", port))
+            term.wait_for(lambda s: "1 exporter, 300 records" in s and "TCP/443" in s,
+                          timeout=30)
+            term.keys("Enter")  # the cluster -> its flows
+            term.wait_for(lambda s: "flows 1-200 of 300" in s and "10.9.9.9:443" in s)
+            time.sleep(0.5)  # (the table takes focus once its rows are in)
+            term.keys("Enter")  # a flow -> its screen
+            screen = term.wait_for(lambda s: "seen at exporter 127.0.0.1" in s)
+            assert "no per-packet detail" in screen and "no packets to list" in screen
+            procs = descendants(shell)
+            assert any(p.name() == "ssh" for p in procs)
+            quit_and_check(term, procs)
+            remote = [p for p in psutil.process_iter(["name"]) if p.info["name"] == "dumpcap"
+                      and p.status() != "zombie"]
+            deadline = time.monotonic() + 8
+            while remote and time.monotonic() < deadline:
+                time.sleep(0.2)
+                remote = [p for p in remote if p.is_running() and p.status() != "zombie"]
+            assert not remote, "the remote capture outlived netmon"
+        finally:
+            term.kill()

@@ -454,7 +454,7 @@ async def test_an_exported_flow_says_what_it_cannot_show() -> None:
                          first_sizes=())
     text = flow_stats(dc_flow).plain
     assert "seen at exporter 10.0.0.1/7" in text
-    assert "from exported flow records: no per-packet detail" in text
+    assert "no per-packet detail (exported records)" in text
     assert "±" not in text  # no spread shown that nobody measured
 
 

@@ -56,7 +56,7 @@ def flow_stats(flow: FlowView) -> Text:
     if flow.exported:
         # Flow records give totals only: no per-packet sizes, gaps or packets to list.
         t.append(f"size {flow.size_mean:.0f}B mean · gap {duration(flow.iat_mean)} mean · "
-                 "from exported flow records: no per-packet detail")
+                 "no per-packet detail (exported records)")
         return t
     t.append(f"size {flow.size_mean:.0f}±{flow.size_std:.0f}B · "
              f"gap {duration(flow.iat_mean)}±{duration(flow.iat_std)}")
@@ -118,6 +118,11 @@ class FlowScreen(NetmonScreen):
 
     def _show_status(self, count: int) -> None:
         line = Text(no_wrap=True, overflow="ellipsis")
+        if self.flow.exported:
+            line.append("no packets to list: this flow comes from exported flow records",
+                        "bold")
+            self.query_one("#packets-status", Static).update(line)
+            return
         line.append(f"{count} recent packets", "bold")
         if self.dropped_older:
             line.append(f" · {grouped(self.dropped_older)} older ones no longer kept")
