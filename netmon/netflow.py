@@ -44,6 +44,9 @@ from netmon.nftemplates import (
 
 __all__ = ["FlowRecords", "NetflowDecoder"]
 
+#: Default cap on templates and on sequence-tracked streams (see NetflowDecoder).
+MAX_STREAMS = 4096
+
 
 @dataclass(slots=True)
 class _Pending:
@@ -82,9 +85,15 @@ class NetflowDecoder:
     #: Distinct template sets remembered parsed (exporters resend the same bytes).
     TEMPLATE_CACHE = 512
 
-    def __init__(self, *, unknown_hold: float = 10.0, unknown_max: int = 1000) -> None:
+    def __init__(self, *, unknown_hold: float = 10.0, unknown_max: int = 1000,
+                 max_streams: int = MAX_STREAMS) -> None:
         self.unknown_hold = unknown_hold
         self.unknown_max = unknown_max
+        #: Cap on templates, and on (exporter, domain) streams tracked for sequence and
+        #: init time: UDP senders are unauthenticated, and one spraying made-up domains
+        #: or template IDs must not grow memory without bound.
+        self.max_streams = max_streams
+        self.templates_refused = 0  #: new templates refused because the table was full
         self.datagrams = 0  #: datagrams received, malformed ones included
         self.records = 0  #: flow records returned
         self.malformed = 0  #: datagrams dropped as malformed (and buffered sets, see decode)
@@ -205,7 +214,8 @@ class NetflowDecoder:
             off += set_len  # set IDs 4..255 (v9: 2..255) are reserved: skipped
         self._commit(txn)
         if txn.init_ms is not None and version == 10:
-            self._init_ms[(exporter, domain)] = txn.init_ms
+            if len(self._init_ms) < self.max_streams or (exporter, domain) in self._init_ms:
+                self._init_ms[(exporter, domain)] = txn.init_ms
         if version == 9:
             self._sequence((exporter, 9, domain), seq, 1)  # v9 counts export packets
         elif txn.data_sets:  # template-only messages are not trusted to carry it
@@ -304,8 +314,10 @@ class NetflowDecoder:
         for key, tpl in txn.templates.items():
             if tpl is None:
                 self._templates.pop(key, None)
-            else:
+            elif key in self._templates or len(self._templates) < self.max_streams:
                 self._templates[key] = tpl
+            else:
+                self.templates_refused += 1  # its data will wait, then count as unknown
         for key in txn.consumed:
             for p in self._pending.pop(key, ()):
                 p.alive = False
@@ -358,6 +370,9 @@ class NetflowDecoder:
         if count is None:
             self._seq.pop(key, None)
         else:
+            if len(self._seq) >= self.max_streams and key not in self._seq:
+                self._seq.pop(next(iter(self._seq)))  # forget the oldest stream's place
+                self._inclusive.discard(key)
             self._seq[key] = (seq, count)
 
     def _count_malformed(self, reason: str) -> None:

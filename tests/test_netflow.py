@@ -543,3 +543,13 @@ def test_flow_records_empty_and_concat() -> None:
     both = FlowRecords.concat([e, rec, rec])
     assert len(both) == 2 * len(V4_FLOWS) and both.src.shape == (8, 16)
     assert FlowRecords.concat([e, rec]) is rec
+
+
+def test_a_sender_spraying_domains_and_templates_cannot_grow_memory() -> None:
+    dec = NetflowDecoder(max_streams=50)
+    for domain in range(200):
+        decode(dec, ipfix_datagrams(V4_FLOWS, now=NOW, domain=domain,
+                                    template_id=256 + domain % 7))
+    assert dec.templates == 50 and dec.templates_refused == 150
+    assert len(dec._seq) <= 50
+    assert dec.malformed == 0

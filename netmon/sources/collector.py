@@ -29,6 +29,8 @@ DEFAULT_PORT = 2055
 #: Socket receive buffer asked for: exporters send in bursts (a router flushing its
 #: cache), and a datagram the kernel drops is a lost record. Root may exceed rmem_max.
 RCVBUF = 16 << 20
+#: Exporters (address, domain) told apart; any beyond share one observation point.
+MAX_EXPORTERS = 1024
 #: Seconds between sweeps of data sets buffered for templates that never came.
 SWEEP = 1.0
 
@@ -93,8 +95,13 @@ class CollectorSource(Source):
             key = (exporter, domain)
             obs = self._obs.get(key)
             if obs is None:
-                name = f"exporter {exporter}" + (f"/{domain}" if domain else "")
-                obs = self._obs[key] = self.observer_id(name)
+                if len(self._obs) >= MAX_EXPORTERS:  # a sender making up domains
+                    key, name = ("", -1), "exporters beyond the first 1024"
+                else:
+                    name = f"exporter {exporter}" + (f"/{domain}" if domain else "")
+                obs = self._obs.get(key)
+                if obs is None:
+                    obs = self._obs[key] = self.observer_id(name)
             self.record_sink(records, np.full(len(records), obs, dtype=np.uint16))
 
     def _sweep(self) -> None:
