@@ -285,6 +285,11 @@ class Sshd:
             "ClientAliveInterval 2",
             "ClientAliveCountMax 2",
             "TCPKeepAlive yes",
+            # bash sources ~/.bashrc for ssh commands when SHLVL < 2. The test user's
+            # rc files are not what is tested, and can hurt: root's ~/.bashrc on these
+            # machines runs `pyenv init`, whose rehash lock a killed session leaves
+            # behind, and every later session then waits 60 s for it.
+            "SetEnv SHLVL=1",
         ]
         if os.geteuid() == 0:
             lines.append("PermitRootLogin prohibit-password")

@@ -21,7 +21,7 @@ import psutil
 import pytest
 
 from netmon.errors import EXIT_SSH
-from tests.conftest import need_capture
+from tests.conftest import need_capture, netmon_cmd
 from tests.sshd_fixture import Sshd, need_sshd
 from tests.test_live import free_port, read_until, send_udp, start_netmon
 
@@ -149,7 +149,7 @@ def test_dropped_connection_reconnects_and_keeps_counts(sshd: Sshd, tmp_path: Pa
 
 def test_refused_login_is_one_line_and_an_exit_code(sshd: Sshd) -> None:
     t0 = time.monotonic()
-    proc = subprocess.run(start_netmon("--headless", *ssh_flags(sshd, good_key=False)).args,
+    proc = subprocess.run(netmon_cmd("--headless", *ssh_flags(sshd, good_key=False)),
                           capture_output=True, text=True, timeout=30)
     assert proc.returncode == EXIT_SSH, proc.stderr
     errors = [line for line in proc.stderr.splitlines() if "login refused" in line]
@@ -159,7 +159,7 @@ def test_refused_login_is_one_line_and_an_exit_code(sshd: Sshd) -> None:
 
 
 def test_unknown_interface_there_is_one_line(sshd: Sshd) -> None:
-    proc = subprocess.run(start_netmon("--headless", *ssh_flags(sshd, iface="nosuch0")).args,
+    proc = subprocess.run(netmon_cmd("--headless", *ssh_flags(sshd, iface="nosuch0")),
                           capture_output=True, text=True, timeout=30)
     assert proc.returncode == 5, proc.stderr
     assert "no interface 'nosuch0' there" in proc.stderr and "Traceback" not in proc.stderr
