@@ -204,21 +204,25 @@ class FlowTable:
             return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.bool_), \
                 np.zeros(0, dtype=np.int64)
         lo_first, klist = flow_keys(b)
+        at, new = self._slots(klist)
+        seq = self._apply(at, lo_first, b, new)
+        self._enforce_cap()
+        return at, lo_first, seq
+
+    def _slots(self, klist: list[bytes]) -> tuple[np.ndarray, list[int]]:
+        """The slot of each key's flow, new flows made as needed, and the positions
+        (in ``klist``) of the rows that made a new flow."""
         index = self.index
         slots = list(map(index.get, klist))
-        new: list[int] = []  # batch positions of the first packet of each new flow
+        new: list[int] = []
         if None in slots:
             for i in [i for i, slot in enumerate(slots) if slot is None]:
-                slot = index.get(klist[i])  # an earlier packet of this batch made it
+                slot = index.get(klist[i])  # an earlier row of this batch made it
                 if slot is None:
                     slot = self._new_slot(klist[i])
                     new.append(i)
                 slots[i] = slot
-        at = np.array(slots, dtype=np.int64)
-        seq = self._apply(at, lo_first, b, new)
-        if len(index) > self.max_flows:
-            self._evict(len(index) - self.max_flows + self.max_flows // 100)
-        return at, lo_first, seq
+        return np.array(slots, dtype=np.int64), new
 
     def _new_slot(self, key: bytes) -> int:
         if not self._free:
@@ -380,6 +384,12 @@ class FlowTable:
         self.expired += n
         return n
 
+    def _enforce_cap(self) -> None:
+        """Above ``max_flows``, evict the least recently seen (1% more, so eviction
+        runs now and then rather than on every batch)."""
+        if len(self.index) > self.max_flows:
+            self._evict(len(self.index) - self.max_flows + self.max_flows // 100)
+
     def _evict(self, count: int) -> None:
         live = self.live_slots()
         count = min(count, len(live))
@@ -512,17 +522,7 @@ class FlowTable:
         rpk, rby = r.rpackets[order], r.roctets[order]
         tflags = np.where(batch.proto == 6, r.tcp_flags[order], 0)
         fwd, klist = flow_keys(batch)
-        index = self.index
-        slots = list(map(index.get, klist))
-        new: list[int] = []
-        if None in slots:
-            for i in [i for i, slot in enumerate(slots) if slot is None]:
-                slot = index.get(klist[i])
-                if slot is None:
-                    slot = self._new_slot(klist[i])
-                    new.append(i)
-                slots[i] = slot
-        s = np.array(slots, dtype=np.int64)
+        s, new = self._slots(klist)
         if new:
             self._init_new(s, fwd, batch, new)
             self.exported[s[new]] = True
@@ -557,12 +557,10 @@ class FlowTable:
         self.touch[u] = now
         self.dirty[u] = True
         self.exported_live = True
-        total_p = pk.sum() + rpk.sum()
-        self.packets += int(total_p)
+        self.packets += int(pk.sum() + rpk.sum())
         self.bytes += int(by.sum() + rby.sum())
         self.latest_ts = max(self.latest_ts, float(end.max()))
-        if len(index) > self.max_flows:
-            self._evict(len(index) - self.max_flows + self.max_flows // 100)
+        self._enforce_cap()
 
     # ------------------------------------------------------------------ listener
     def add_connections(self, records: Sequence[ConnectionRecord]) -> None:
@@ -662,8 +660,7 @@ class FlowTable:
             seen[slot] = starts[i]
             slots.append(slot)
         account(lo, n, slots, new)
-        if len(index) > self.max_flows:
-            self._evict(len(index) - self.max_flows + self.max_flows // 100)
+        self._enforce_cap()
 
 
 def views_from_columns(cols: dict[str, np.ndarray], keys: list[bytes], reason: str,

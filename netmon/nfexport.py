@@ -15,7 +15,7 @@ from __future__ import annotations
 import ipaddress
 import struct
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 #: The uptime (ms) v9 datagrams claim, whatever the time.
@@ -128,6 +128,26 @@ def v5_datagrams(flows: Sequence[Flow], *, seq_start: int = 0, uptime_ms: int = 
     return out
 
 
+def _family_sets(chunk: Sequence[Flow], template_id: int, fields: dict, fmt: dict,
+                 times: Callable[[Flow], tuple[int, int]], with_template: bool,
+                 align: int = 1) -> tuple[list[bytes], list[bytes]]:
+    """(template records, data sets) for ``chunk``: IPv4 flows under ``template_id``,
+    IPv6 ones under ``template_id + 1``; ``times`` gives each flow's two time fields."""
+    templates, data = [], []
+    for fam in (4, 6):
+        mine = [f for f in chunk if f.fam == fam]
+        if not mine:
+            continue
+        tid = template_id + (fam == 6)
+        if with_template:
+            templates.append(template_record(tid, fields[fam]))
+        data.append(flowset(tid, b"".join(
+            struct.pack(fmt[fam], _packed(f.src), _packed(f.dst), f.sport, f.dport, f.proto,
+                        f.tcp_flags, f.packets, f.octets, *times(f)) for f in mine),
+            align=align))
+    return templates, data
+
+
 def v9_datagrams(flows: Sequence[Flow], *, source_id: int = 0, template_id: int = 256,
                  with_template: bool = True, seq_start: int = 0, per_datagram: int = 24,
                  now: float | None = None) -> list[bytes]:
@@ -135,25 +155,16 @@ def v9_datagrams(flows: Sequence[Flow], *, source_id: int = 0, template_id: int 
     ``template_id``, IPv6 ones under ``template_id + 1``; each packet carries the
     templates it uses when ``with_template``. Data flowsets are padded to 4 bytes."""
     secs = int(time.time() if now is None else now)
+
+    def times(f: Flow) -> tuple[int, int]:
+        return (_uptime_ms(f.start, secs, V9_UPTIME_MS), _uptime_ms(f.end, secs, V9_UPTIME_MS))
     out = []
     for i, chunk in enumerate(_chunks(flows, per_datagram)):
-        templates, data, count = [], [], len(chunk)
-        for fam in (4, 6):
-            mine = [f for f in chunk if f.fam == fam]
-            if not mine:
-                continue
-            tid = template_id + (fam == 6)
-            if with_template:
-                templates.append(template_record(tid, V9_FIELDS[fam]))
-                count += 1
-            data.append(flowset(tid, b"".join(
-                struct.pack(_V9_REC[fam], _packed(f.src), _packed(f.dst), f.sport, f.dport,
-                            f.proto, f.tcp_flags, f.packets, f.octets,
-                            _uptime_ms(f.start, secs, V9_UPTIME_MS),
-                            _uptime_ms(f.end, secs, V9_UPTIME_MS)) for f in mine), align=4))
+        templates, data = _family_sets(chunk, template_id, V9_FIELDS, _V9_REC, times,
+                                       with_template, align=4)
         sets = [flowset(0, b"".join(templates))] if templates else []
-        out.append(v9_packet(sets + data, count=count, source_id=source_id,
-                             seq=seq_start + i, now=secs))
+        out.append(v9_packet(sets + data, count=len(chunk) + len(templates),
+                             source_id=source_id, seq=seq_start + i, now=secs))
     return out
 
 
@@ -164,20 +175,13 @@ def ipfix_datagrams(flows: Sequence[Flow], *, domain: int = 0, template_id: int 
     ``template_id``, IPv6 ones under ``template_id + 1``; each message carries the
     templates it uses when ``with_template``. Sequence numbers count data records."""
     secs = int(time.time() if now is None else now)
+
+    def times(f: Flow) -> tuple[int, int]:
+        return round(f.start * 1000), round(f.end * 1000)
     out, seq = [], seq_start
     for chunk in _chunks(flows, per_datagram):
-        templates, data = [], []
-        for fam in (4, 6):
-            mine = [f for f in chunk if f.fam == fam]
-            if not mine:
-                continue
-            tid = template_id + (fam == 6)
-            if with_template:
-                templates.append(template_record(tid, IPFIX_FIELDS[fam]))
-            data.append(flowset(tid, b"".join(
-                struct.pack(_IPFIX_REC[fam], _packed(f.src), _packed(f.dst), f.sport, f.dport,
-                            f.proto, f.tcp_flags, f.packets, f.octets, round(f.start * 1000),
-                            round(f.end * 1000)) for f in mine)))
+        templates, data = _family_sets(chunk, template_id, IPFIX_FIELDS, _IPFIX_REC, times,
+                                       with_template)
         sets = [flowset(2, b"".join(templates))] if templates else []
         out.append(ipfix_message(sets + data, domain=domain, seq=seq, now=secs))
         seq += len(chunk)
