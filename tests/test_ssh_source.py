@@ -183,3 +183,27 @@ def test_nothing_survives_netmon_here_or_there(sshd: Sshd, sig: int) -> None:
     # The remote capture watches its session's stdin: netmon gone, it goes too, even
     # on a link so quiet it would never notice by writing.
     assert wait_for(lambda: gone(remote)), "the remote dumpcap outlived netmon"
+
+
+def test_bad_filter_there_is_one_line(sshd: Sshd) -> None:
+    proc = subprocess.run(netmon_cmd("--headless", *ssh_flags(sshd), "-f", "tcp port ((("),
+                          capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 6, proc.stderr
+    assert "invalid capture filter" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_a_host_that_refuses_is_retried_and_said(sshd: Sshd) -> None:
+    """Nothing listening there (a server rebooting): the source keeps trying with
+    backoff, says why in its state, and stopping it is clean."""
+    closed = free_port()
+    flags = ssh_flags(sshd)
+    flags[flags.index(f"Port={sshd.port}")] = f"Port={closed}"
+    proc = start_netmon("--json", *flags)
+    try:
+        snap = read_until(proc, lambda s: states(s) == ["reconnecting"], timeout=20)
+        assert "connection refused" in snap["sources"][0]["detail"]
+    finally:
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=20)
+    assert proc.returncode == 0, err
+    assert "connection refused" in err and "Traceback" not in err
