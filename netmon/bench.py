@@ -170,6 +170,7 @@ DELEGATED = {
     "tui": ("netmon.bench_tui", "replay packets/s with the TUI running vs headless"),
     "collect": ("netmon.bench_collect", "NetFlow/IPFIX records/s collected without loss"),
     "ssh": ("netmon.bench_ssh", "CPU per packet: four --ssh sources vs one local capture"),
+    "exported": ("netmon.bench_exported", "clustering quality of flows from softflowd's export"),
 }
 
 

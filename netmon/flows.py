@@ -511,7 +511,14 @@ class FlowTable:
         n = len(r)
         if not n:
             return
-        order = np.argsort(r.start, kind="stable")  # the earliest record creates a flow
+        # The earliest record creates a flow and names its initiator. Exporters often
+        # stamp both directions with the same millisecond: then the side that looks
+        # like the answer goes second -- RST without SYN, or else sending from the
+        # lower port -- and a SYN without ACK (a connection attempt) goes first.
+        fl = np.where(r.proto == 6, r.tcp_flags, 0)
+        answer = np.where((fl & 0x12) == 0x02, False,
+                          ((fl & 0x06) == 0x04) | (r.sport < r.dport))
+        order = np.lexsort((answer, r.start))
         batch = PacketBatch(
             ts=r.start[order], wirelen=r.octets[order], proto=r.proto[order],
             fam=r.fam[order], src=r.src[order], sport=r.sport[order], dst=r.dst[order],

@@ -161,3 +161,30 @@ def test_records_and_packets_of_one_5_tuple_stay_apart() -> None:
     views = sorted(t.live_views(), key=lambda v: v.observer)
     assert [(v.observer, v.packets, v.exported) for v in views] == [
         ("exporter 10.0.0.1", 3, True), ("live lo", 1, False)]
+
+
+def test_same_millisecond_records_still_find_the_initiator() -> None:
+    """Exporters stamp both directions of short flows with one millisecond, in any
+    order: the SYN-without-ACK side, or else the side not answering from the lower
+    port, opens the flow (a scan of a high port included)."""
+    import numpy as np
+
+    from netmon.flows import FlowTable
+
+    now = float(int(time.time()))
+    t = FlowTable()
+    t.observer_id("exporter 10.0.0.1")
+    flows = [
+        # a scan of port 50000 from port 40000: the answer (RST) comes from the higher port
+        Flow("10.9.9.9", "10.0.0.5", 50000, 40000, 6, 1, 40, now - 1, now - 1, 0x14),
+        Flow("10.0.0.5", "10.9.9.9", 40000, 50000, 6, 1, 44, now - 1, now - 1, 0x02),
+        # a web request: both sides SYN|ACK, the server listed first
+        Flow("10.9.9.9", "10.0.0.6", 80, 41000, 6, 5, 9000, now - 2, now - 1, 0x1b),
+        Flow("10.0.0.6", "10.9.9.9", 41000, 80, 6, 4, 500, now - 2, now - 1, 0x1b),
+    ]
+    [(_, recs)] = NetflowDecoder().decode(v5_datagrams(flows, now=now)[0], "10.0.0.1", now)
+    t.add_records(recs, np.zeros(len(recs), dtype=np.uint16), now)
+    views = {v.port_b: v for v in t.live_views()}
+    scan, web = views[50000], views[80]
+    assert (scan.addr_a, scan.syn, scan.synack, scan.rst) == ("10.0.0.5", 1, 0, 1)
+    assert (web.addr_a, web.pkts_a2b, web.bytes_b2a) == ("10.0.0.6", 4, 9000)
