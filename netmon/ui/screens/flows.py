@@ -64,7 +64,11 @@ class FlowsScreen(NetmonScreen):
     def compose(self) -> ComposeResult:
         yield self.compose_header()
         yield Static(id="flows-status", classes="status")
-        yield FlowsTable(id="flows")
+        # Flows seen at several places (SSH hosts, exporters): say where, per row.
+        shown = self.netmon.view.shown
+        several = shown is not None and (len(shown.sources) > 1 or any(
+            s.collector is not None for s in shown.sources))
+        yield FlowsTable(id="flows", observers=several)
         yield HostsTable(id="hosts")
         yield FilterBar()
         yield Footer(compact=True)

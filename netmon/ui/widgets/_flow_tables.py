@@ -39,8 +39,16 @@ def sort_name(sorts: Sequence[tuple[str, str]], key: str) -> str:
     return dict(sorts).get(key, key)
 
 
+def short_observer(name: str) -> str:
+    """An observation point's name without its kind, for a narrow column:
+    "ssh web1:eth0" -> "web1:eth0", "exporter 10.0.0.1/7" -> "10.0.0.1/7"."""
+    kind, _, rest = name.partition(" ")
+    return rest if rest and kind in ("ssh", "exporter", "live", "collect", "file") else name
+
+
 class FlowsTable(LiveTable):
-    """One page of flows, keyed by flow id."""
+    """One page of flows, keyed by flow id; with ``observers``, a column saying where
+    each flow was seen (several SSH hosts, exporters or captures at once)."""
 
     COLUMNS = (
         Column("proto", "proto", 6),
@@ -51,26 +59,36 @@ class FlowsTable(LiveTable):
         Column("duration", "dur", 6, "right"),
         Column("outlier", "odd", 4, "right"),
     )
+    OBSERVER = Column("observer", "seen at", 10, flex=1, max_width=24)
 
-    def __init__(self, *, id: str | None = None) -> None:
-        super().__init__(self.COLUMNS, id=id)
+    def __init__(self, *, id: str | None = None, observers: bool = False) -> None:
+        columns = self.COLUMNS
+        if observers:
+            columns = (*columns[:1], self.OBSERVER, *columns[1:])
+        super().__init__(columns, id=id)
+        self.observers = observers
         self.flows: dict[int, FlowView] = {}
         self.sort_key = "bytes"
         self.empty_text = "asking the engine…"
 
     def show_flows(self, flows: Sequence[FlowView]) -> None:
         widths = self._column_widths(self.size.width or 80)
-        wa, wb = widths[1], widths[2]
+        at = 2 if self.observers else 1  # where the initiator's column is
+        wa, wb = widths[at], widths[at + 1]
         self.flows = {f.flow_id: f for f in flows}
         rows = []
         for f in flows:
-            rows.append((f.flow_id, (
+            cells = (
                 proto_name(f.proto),
                 middle_ellipsis(endpoint(f.addr_a, f.port_a), wa),
                 middle_ellipsis(endpoint(f.addr_b, f.port_b), wb),
                 si(f.packets), human_bytes(f.bytes), duration(f.duration),
                 f"{f.outlier:.1f}",
-            )))
+            )
+            if self.observers:
+                where = middle_ellipsis(safe_text(short_observer(f.observer)), widths[1])
+                cells = (cells[0], where, *cells[1:])
+            rows.append((f.flow_id, cells))
         self.set_rows(rows)
 
     def on_resize(self, event) -> None:
