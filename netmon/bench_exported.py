@@ -42,6 +42,11 @@ def _free_udp_port() -> int:
         return s.getsockname()[1]
 
 
+def _softflowd() -> str:
+    """softflowd's path (it lives in /usr/sbin, often not on a user's PATH)."""
+    return shutil.which("softflowd") or shutil.which("softflowd", path="/usr/sbin:/sbin") or ""
+
+
 def export_and_collect(pcap: str, version: str, out: Path) -> int:
     """softflowd exports ``pcap`` to a netmon collector writing ``out``; returns the
     number of records softflowd says it sent (all of them arrive: checked)."""
@@ -56,7 +61,7 @@ def export_and_collect(pcap: str, version: str, out: Path) -> int:
         with tempfile.TemporaryDirectory() as tmp:
             # -a: flow times from the capture; -c none: no control socket (with -r a
             # control socket makes softflowd wait forever at the end).
-            args = ["softflowd", "-r", pcap, "-n", f"127.0.0.1:{port}", "-v", version, "-d",
+            args = [_softflowd(), "-r", pcap, "-n", f"127.0.0.1:{port}", "-v", version, "-d",
                     "-a", "-c", "none", "-p", str(Path(tmp) / "pid")]
             done = subprocess.run(args + ([] if version == "5" else ["-6"]), cwd=tmp,
                                   capture_output=True, text=True, timeout=120)
@@ -96,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--versions", default="5,9,10")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
-    if shutil.which("softflowd") is None and not Path("/usr/sbin/softflowd").exists():
+    if not _softflowd():
         print("bench exported: softflowd is not installed (apt-get install softflowd)",
               file=sys.stderr)
         return 77
