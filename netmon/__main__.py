@@ -2,7 +2,7 @@
 
 import sys
 
-from netmon.cli import main
+from netmon.app.cli import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from netmon.pcapwrite import PcapWriter
-from netmon.synth import LINKTYPE_ETHERNET, ethernet, ipv4, udp
+from netmon.ingest.pcapwrite import PcapWriter
+from netmon.testing.synth import LINKTYPE_ETHERNET, ethernet, ipv4, udp
 from tests.conftest import ROOT, captures_dir, need_capture, netmon_cmd, run_netmon
 
 

@@ -1,4 +1,4 @@
-"""Tests for netmon.cluster: stable IDs, labels, new-behaviour flags, determinism."""
+"""Tests for netmon.cluster.online: stable IDs, labels, new-behaviour flags, determinism."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from netmon.cluster import (
+from netmon.cluster.features import FEATURE_NAMES, features
+from netmon.cluster.online import (
     Assignment,
     OnlineClusterer,
     Tuning,
@@ -20,7 +21,6 @@ from netmon.cluster import (
     match_clusters,
     merge_micro,
 )
-from netmon.features import FEATURE_NAMES, features
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -307,7 +307,7 @@ def test_label_rules(centroid: dict[str, float], ports: Counter, label: str) -> 
 
 
 def test_core_imports_neither_textual_nor_twisted() -> None:
-    code = ("import sys, netmon.cluster, netmon.features; "
+    code = ("import sys, netmon.cluster.online, netmon.cluster.features; "
             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('textual', 'twisted')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True, env={**os.environ, "PYTHONPATH": str(ROOT)})

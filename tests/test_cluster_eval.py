@@ -1,7 +1,7 @@
 """A short labelled-traffic run: real Twisted servers and clients on loopback, a real
 dumpcap capture on ``lo``, replayed through the clusterer; purity and stability floors.
 
-Runs ``python -m netmon.bench_cluster`` in a subprocess (it owns a reactor and a
+Runs ``python -m netmon.bench.cluster`` in a subprocess (it owns a reactor and a
 capture process; a subprocess keeps both out of the test runner). Skipped with the
 reason when dumpcap is missing or may not capture here.
 """
@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from netmon.trafficgen import CLASSES, TrafficPlan, TrafficStats, class_of, start_traffic
+from netmon.demo.traffic import CLASSES, TrafficPlan, TrafficStats, class_of, start_traffic
 
 ROOT = Path(__file__).resolve().parent.parent
 DURATION, SCALE, SEED = 12, 0.5, 7
@@ -43,7 +43,7 @@ def report() -> dict:
     if shutil.which("dumpcap") is None:
         pytest.skip("dumpcap is not installed (apt-get install tshark)")
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    cmd = [sys.executable, "-m", "netmon.bench_cluster", "--duration", str(DURATION),
+    cmd = [sys.executable, "-m", "netmon.bench.cluster", "--duration", str(DURATION),
            "--scale", str(SCALE), "--seed", str(SEED), "--cost-flows", "2000", "--json"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=90, env=env,
                           cwd=ROOT, check=False)

@@ -1,6 +1,6 @@
 """--collect: the real netmon command receiving NetFlow v5, v9 and IPFIX on loopback UDP.
 
-Datagrams come from netmon.nfexport (checked against the decoder in test_netflow.py
+Datagrams come from netmon.testing.nfexport (checked against the decoder in test_netflow.py
 and against softflowd/nfdump in test_softflowd.py). Every 5-tuple's packets and bytes
 must come out of --flows-out exactly as sent, from every version at once, with
 malformed and truncated datagrams counted and dropped in between.
@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from netmon.netflow import NetflowDecoder
-from netmon.nfexport import Flow, ipfix_datagrams, v5_datagrams, v9_datagrams
+from netmon.netflow.decoder import NetflowDecoder
+from netmon.testing.nfexport import Flow, ipfix_datagrams, v5_datagrams, v9_datagrams
 from tests.conftest import run_netmon
 from tests.test_live import free_port, read_until, start_netmon
 
@@ -144,7 +144,7 @@ def test_bad_collect_address_is_a_usage_error() -> None:
 def test_records_and_packets_of_one_5_tuple_stay_apart() -> None:
     """A flow record and a captured packet of the same 5-tuple are different
     observation points: two flows, not one with mixed units."""
-    from netmon.flows import FlowTable
+    from netmon.flows.table import FlowTable
 
     now = time.time()
     t = FlowTable()
@@ -169,7 +169,7 @@ def test_same_millisecond_records_still_find_the_initiator() -> None:
     port, opens the flow (a scan of a high port included)."""
     import numpy as np
 
-    from netmon.flows import FlowTable
+    from netmon.flows.table import FlowTable
 
     now = float(int(time.time()))
     t = FlowTable()

@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from netmon.cli import build_parser, settings_from_args, ssh_exclusion
-from netmon.config import Settings, config_path, default_interface, load_settings
-from netmon.errors import SourceError
+from netmon.app.cli import build_parser, settings_from_args, ssh_exclusion
+from netmon.core.errors import SourceError
+from netmon.core.settings import Settings, config_path, load_settings
+from netmon.sources.interfaces import default_interface
 from tests.conftest import run_netmon
 
 

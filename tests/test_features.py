@@ -1,4 +1,4 @@
-"""Tests for netmon.features: hand-built columns -> expected feature values."""
+"""Tests for netmon.cluster.features: hand-built columns -> expected feature values."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from netmon.features import (
+from netmon.cluster.features import (
     FEATURE_NAMES,
     PORT_BUCKET_NAMES,
     columns_from_views,
@@ -20,8 +20,8 @@ from netmon.features import (
     port_buckets,
     server_ports,
 )
-from netmon.flows import FlowTable
-from netmon.model import PROTO_ICMP, PROTO_TCP, PROTO_UDP, TCP_ACK, TCP_FIN, TCP_SYN
+from netmon.core.values import PROTO_ICMP, PROTO_TCP, PROTO_UDP, TCP_ACK, TCP_FIN, TCP_SYN
+from netmon.flows.table import FlowTable
 
 
 def _cols(**over: object) -> dict[str, np.ndarray]:

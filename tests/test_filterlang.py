@@ -13,15 +13,15 @@ import subprocess
 import numpy as np
 import pytest
 
-from netmon.filterlang import (
+from netmon.core.values import FlowView
+from netmon.flows.filter import (
     FILTER_COLUMNS,
     FilterError,
     bpf_for_flows,
     compile_filter,
 )
-from netmon.flows import FlowTable
-from netmon.model import FlowView
-from netmon.pcapstream import PcapStreamDecoder
+from netmon.flows.table import FlowTable
+from netmon.ingest.pcapstream import PcapStreamDecoder
 from tests.conftest import captures_dir
 
 
@@ -132,8 +132,8 @@ def test_bad_filters_say_which_token_is_wrong_in_one_line(text: str, message: st
 
 
 def test_at_selects_flows_by_where_they_were_seen() -> None:
-    from netmon.batch import PacketBatch
-    from netmon.flows import FlowTable
+    from netmon.flows.table import FlowTable
+    from netmon.ingest.batch import PacketBatch
 
     t = FlowTable()
     names = ["ssh web1:eth0", "ssh web2:any", "exporter 10.0.0.1"]

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from netmon.firstbytes import PREFIX, PREVIEW, FirstBytes, classify, escape
+from netmon.sources.firstbytes import PREFIX, PREVIEW, FirstBytes, classify, escape
 
 # Real openings (captured from curl 7.88, OpenSSH 9.2, Python ssl, nc).
 CURL = b"GET /hello?x=1 HTTP/1.1\r\nHost: 127.0.0.1:8080\r\nUser-Agent: curl/7.88.1\r\n\r\n"

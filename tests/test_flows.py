@@ -1,4 +1,4 @@
-"""Tests for netmon.flows.FlowTable: keying, counters, statistics, expiry, the cap.
+"""Tests for netmon.flows.table.FlowTable: keying, counters, statistics, expiry, the cap.
 
 Packets are PacketRecord tuples built by hand; expected statistics come from numpy
 over the same packets (population standard deviations, as the table keeps them).
@@ -16,8 +16,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from netmon.flows import FIRST_SIZES, FlowTable
-from netmon.model import FlowView
+from netmon.core.values import FlowView
+from netmon.flows.table import FIRST_SIZES, FlowTable
 
 SYN, ACK, FIN, RST, PSH = 0x02, 0x10, 0x01, 0x04, 0x08
 TCP, UDP, ICMP, ICMPV6 = 6, 17, 1, 58

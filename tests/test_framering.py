@@ -8,12 +8,12 @@ import random
 import numpy as np
 import pytest
 
-from netmon import synth
-from netmon.batch import PacketBatch
-from netmon.flows import FlowTable
-from netmon.framering import ROW_BYTES, FrameRing
-from netmon.pcapstream import PcapStreamDecoder
-from netmon.pcapwrite import pcap_header, pcap_record, pcapng_epb, pcapng_idb, pcapng_shb
+from netmon.flows.table import FlowTable
+from netmon.ingest.batch import PacketBatch
+from netmon.ingest.framering import ROW_BYTES, FrameRing
+from netmon.ingest.pcapstream import PcapStreamDecoder
+from netmon.ingest.pcapwrite import pcap_header, pcap_record, pcapng_epb, pcapng_idb, pcapng_shb
+from netmon.testing import synth
 
 SYN, ACK, PSH, FIN = 0x02, 0x10, 0x08, 0x01
 

@@ -11,10 +11,10 @@ from collections import defaultdict
 import numpy as np
 import pytest
 
-from netmon import hosts
-from netmon.flows import FlowTable
-from netmon.hosts import cluster_hosts, host_features, host_stats, host_views
-from netmon.model import ConnectionRecord
+from netmon.cluster import hosts
+from netmon.cluster.hosts import cluster_hosts, host_features, host_stats, host_views
+from netmon.core.values import ConnectionRecord
+from netmon.flows.table import FlowTable
 
 NOW = 1_700_000_000.0
 SERVER = "192.168.1.1"
@@ -183,5 +183,5 @@ def test_ipv6_hosts_and_empty_tables() -> None:
 def test_pure_modules_load_neither_twisted_nor_textual() -> None:
     from tests.test_layering import loaded_after_import
 
-    loaded = loaded_after_import(["netmon.hosts", "netmon.firstbytes"])
+    loaded = loaded_after_import(["netmon.cluster.hosts", "netmon.sources.firstbytes"])
     assert not {"twisted", "textual", "sklearn"} & loaded  # sklearn only when clustering

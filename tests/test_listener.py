@@ -30,12 +30,12 @@ from twisted.internet.address import IPv4Address
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 
-from netmon.config import Settings, parse_listen
-from netmon.engine import Engine
-from netmon.firstbytes import escape
-from netmon.flows import FlowTable
-from netmon.model import ConnectionRecord, Snapshot
+from netmon.core.settings import Settings, parse_listen
+from netmon.core.values import ConnectionRecord, Snapshot
+from netmon.engine.engine import Engine
+from netmon.flows.table import FlowTable
 from netmon.sources.base import EXIT_LISTEN, EXIT_USAGE, SourceError
+from netmon.sources.firstbytes import escape
 from netmon.sources.listener import ListenerSource, ListenLimits, RecordingProtocol, _Factory
 from tests.conftest import ROOT, netmon_cmd, run_netmon
 
@@ -653,7 +653,7 @@ def test_privileged_port_without_root_is_one_clear_line() -> None:
 def load(port: int, total: int, hold: float = 0.07) -> dict:
     """The bounded loopback generator, in its own process (its own GIL): 200 connections
     open at once, each held ``hold`` seconds, so at most 200 / hold per second."""
-    code = ("import json, sys; from netmon.bench_listener import generate; "
+    code = ("import json, sys; from netmon.bench.listener import generate; "
             f"print(json.dumps(generate({port}, {total}, concurrency=200, "
             f"hold={hold}, deadline=60)))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,

@@ -1,4 +1,4 @@
-"""The NetFlow v5/v9 and IPFIX decoder: datagrams built by netmon.nfexport (or by hand,
+"""The NetFlow v5/v9 and IPFIX decoder: datagrams built by netmon.testing.nfexport (or by hand,
 with struct, for what the builder does not make) decode to exactly the flows sent;
 templates, buffering, withdrawal and sequence numbers behave as RFC 3954 / 7011 say;
 malformed datagrams are counted by reason and dropped whole, and no input raises."""
@@ -12,8 +12,8 @@ import struct
 import numpy as np
 import pytest
 
-from netmon.netflow import FlowRecords, NetflowDecoder
-from netmon.nfexport import (
+from netmon.netflow.decoder import FlowRecords, NetflowDecoder
+from netmon.testing.nfexport import (
     IPFIX_FIELDS,
     Flow,
     flowset,

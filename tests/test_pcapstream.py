@@ -1,9 +1,9 @@
-"""Tests for netmon.pcapstream: every stream is decoded whole and in 1-9-byte chunks.
+"""Tests for netmon.ingest.pcapstream: every stream is decoded whole and in 1-9-byte chunks.
 
 The decoder is fed by a Twisted protocol that gets bytes in whatever pieces the pipe
 hands over, so each test decodes its input twice - all at once, and chunked with a
 seeded random split of 1 to 9 bytes - and asserts both give identical records and
-counters. Inputs are built with netmon.synth and netmon.pcapwrite; no files are read.
+counters. Inputs are built with netmon.testing.synth and netmon.ingest.pcapwrite; no files are read.
 """
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from netmon.model import PacketRecord
-from netmon.pcapstream import PcapStreamDecoder
-from netmon.pcapwrite import (
+from netmon.core.values import PacketRecord
+from netmon.ingest.pcapstream import PcapStreamDecoder
+from netmon.ingest.pcapwrite import (
     pcap_header,
     pcap_record,
     pcapng_epb,
@@ -28,7 +28,7 @@ from netmon.pcapwrite import (
     pcapng_shb,
     pcapng_spb,
 )
-from netmon.synth import (
+from netmon.testing.synth import (
     AF_LINUX_INET,
     AF_LINUX_INET6,
     AF_NULL_INET,

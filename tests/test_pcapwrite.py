@@ -1,4 +1,4 @@
-"""Tests for netmon.pcapwrite: exact header bytes, then real tshark/capinfos reading files."""
+"""Tests for netmon.ingest.pcapwrite: exact header bytes, then tshark and capinfos reading."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from netmon.pcapwrite import (
+from netmon.ingest.pcapwrite import (
     PCAPNG_BYTE_ORDER_MAGIC,
     PcapWriter,
     pcap_header,
@@ -21,7 +21,7 @@ from netmon.pcapwrite import (
     pcapng_shb,
     pcapng_spb,
 )
-from netmon.synth import ETHERTYPE_IPV4, LINKTYPE_ETHERNET, ethernet, ipv4, tcp, udp
+from netmon.testing.synth import ETHERTYPE_IPV4, LINKTYPE_ETHERNET, ethernet, ipv4, tcp, udp
 
 needs_tshark = pytest.mark.skipif(
     shutil.which("tshark") is None or shutil.which("capinfos") is None,

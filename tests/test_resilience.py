@@ -13,8 +13,8 @@ import time
 import psutil
 import pytest
 
-from netmon.config import Settings
-from netmon.engine import Engine
+from netmon.core.settings import Settings
+from netmon.engine.engine import Engine
 from netmon.sources.capture import CaptureSpec, LiveCapture
 from tests.conftest import ROOT, need_capture
 from tests.test_live import free_port
@@ -70,7 +70,7 @@ def test_an_exception_in_the_ui_leaves_no_capture_process(tmp_path) -> None:
     script = tmp_path / "crash_ui.py"
     script.write_text(
         "import sys\n"
-        "from netmon import cli\n"
+        "from netmon.app import cli\n"
         "from netmon.ui.app import NetmonApp\n"
         "def boom(self, message):\n"
         "    raise RuntimeError('UI bug')\n"

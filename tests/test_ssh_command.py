@@ -13,7 +13,13 @@ from pathlib import Path
 
 import pytest
 
-from netmon.errors import EXIT_NO_INTERFACE, EXIT_NO_TOOL, EXIT_PERMISSION, EXIT_SSH, EXIT_USAGE
+from netmon.core.errors import (
+    EXIT_NO_INTERFACE,
+    EXIT_NO_TOOL,
+    EXIT_PERMISSION,
+    EXIT_SSH,
+    EXIT_USAGE,
+)
 from netmon.sources.base import SourceError
 from netmon.sources.ssh import (
     NO_TOOL_MARK,

@@ -1,6 +1,6 @@
 """--ssh against a real OpenSSH server on 127.0.0.1 with throwaway keys.
 
-The "remote" host is this machine: sshd runs from tests/sshd_fixture.py, netmon's ssh
+The "remote" host is this machine: sshd runs from netmon/testing/sshd.py, netmon's ssh
 logs in with a fresh key and runs dumpcap there on ``lo``. Traffic is UDP to
 127.0.0.1, bounded in count. Covers counting, two sources at once (each flow tagged
 with where it was seen), the SSH session's own packets left out, a dropped
@@ -20,9 +20,9 @@ from pathlib import Path
 import psutil
 import pytest
 
-from netmon.errors import EXIT_SSH
+from netmon.core.errors import EXIT_SSH
+from netmon.testing.sshd import Sshd, need_sshd
 from tests.conftest import need_capture, netmon_cmd
-from tests.sshd_fixture import Sshd, need_sshd
 from tests.test_live import free_port, read_until, send_udp, start_netmon
 
 pytestmark = pytest.mark.live

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.sshd_fixture import Sshd, need_sshd
+from netmon.testing.sshd import Sshd, need_sshd
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""Tests for netmon.synth: header fields by hand, then tshark decoding every link type."""
+"""Tests for netmon.testing.synth: header fields by hand, then tshark decoding every link type."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from netmon.pcapwrite import pcap_header, pcap_record, pcapng_epb, pcapng_idb, pcapng_shb
-from netmon.synth import (
+from netmon.ingest.pcapwrite import pcap_header, pcap_record, pcapng_epb, pcapng_idb, pcapng_shb
+from netmon.testing.synth import (
     ETHERTYPE_IPV4,
     ETHERTYPE_IPV6,
     ETHERTYPE_MPLS,

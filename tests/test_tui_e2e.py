@@ -83,8 +83,8 @@ def test_collected_and_ssh_sources_in_the_tui(tmp_path) -> None:
     a flow was seen; quitting leaves neither ssh nor the remote capture behind."""
     import socket
 
-    from netmon.nfexport import Flow, ipfix_datagrams
-    from tests.sshd_fixture import Sshd, need_sshd
+    from netmon.testing.nfexport import Flow, ipfix_datagrams
+    from netmon.testing.sshd import Sshd, need_sshd
     from tests.test_live import free_port
 
     if shutil.which("tmux") is None:

@@ -14,7 +14,7 @@ from tests.conftest import ROOT
 @pytest.mark.slow
 def test_ui_bench_reports_tick_cost_and_key_latency() -> None:
     out = subprocess.run(
-        [sys.executable, "-m", "netmon.ui.bench", "--flows", "3000", "--clusters", "10",
+        [sys.executable, "-m", "netmon.bench.ui", "--flows", "3000", "--clusters", "10",
          "--seconds", "1.5", "--size", "100x30", "--json"],
         capture_output=True, text=True, timeout=120, cwd=ROOT, check=True).stdout
     result = json.loads(out)

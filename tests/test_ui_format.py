@@ -7,7 +7,7 @@ import unicodedata
 from hypothesis import given
 from hypothesis import strategies as st
 
-from netmon.model import FlowView
+from netmon.core.values import FlowView
 from netmon.ui.format import (
     clock,
     duration,

@@ -9,9 +9,9 @@ from dataclasses import replace
 import pytest
 from textual import events
 
-from netmon.model import SourceStatus
-from netmon.queries import ExportRequest, FlowPage, FlowQuery
-from netmon.ui.fake import make_world
+from netmon.core.link import ExportRequest, FlowPage, FlowQuery
+from netmon.core.values import SourceStatus
+from netmon.testing.fake_engine import make_world
 from netmon.ui.messages import FlowsListed, SnapshotPublished, SourceFailed
 from netmon.ui.screens import (
     FlowScreen,
@@ -421,7 +421,7 @@ async def test_ssh_exclusion_is_shown_in_the_header() -> None:
 async def test_header_lists_every_source_with_its_own_state() -> None:
     from dataclasses import replace as dc_replace
 
-    from netmon.model import CollectorStats, SourceStatus
+    from netmon.core.values import CollectorStats, SourceStatus
 
     world = make_world(60, 3)
     app, _link, _feed = build_app(world, ticks=0)

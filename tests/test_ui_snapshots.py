@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from netmon.ui.fake import make_world
+from netmon.testing.fake_engine import make_world
 from netmon.ui.themes import THEME_ORDER
 from tests.ui_support import build_app
 

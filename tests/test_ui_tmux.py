@@ -1,7 +1,7 @@
 """The TUI in a real terminal (tmux, 80x24): clusters show, Enter drills down to a
 packet's dissection, Esc comes back, q quits and the process is gone.
 
-Runs the UI on its made-up network (``python -m netmon.ui.demo``); the replay of a
+Runs the UI on its made-up network (``python -m netmon.testing.ui_demo``); the replay of a
 real capture through the CLI drives the same keys.
 """
 
@@ -69,7 +69,7 @@ def children(pid: int) -> list[int]:
 def test_drill_down_and_quit_in_a_real_terminal() -> None:
     if shutil.which("tmux") is None:
         pytest.skip("tmux is not installed")
-    term = Tmux([sys.executable, "-m", "netmon.ui.demo", "--clusters", "8"])
+    term = Tmux([sys.executable, "-m", "netmon.testing.ui_demo", "--clusters", "8"])
     try:
         shell = term.pane_pid()
         # (the chart's title comes with its first data, a tick after the table's rows)
@@ -105,7 +105,7 @@ def test_drill_down_and_quit_in_a_real_terminal() -> None:
 def test_sighup_ends_the_app_cleanly() -> None:
     if shutil.which("tmux") is None:
         pytest.skip("tmux is not installed")
-    term = Tmux([sys.executable, "-m", "netmon.ui.demo"])
+    term = Tmux([sys.executable, "-m", "netmon.testing.ui_demo"])
     try:
         term.wait_for(lambda s: "busiest clusters" in s)
         (app_pid,) = children(term.pane_pid())

@@ -21,14 +21,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from netmon.config import Settings
-from netmon.engine import Engine
-from netmon.flowquery import flag_text
-from netmon.flows import FlowTable
-from netmon.model import FlowView, Snapshot
-from netmon.queries import FLOW_SORT_KEYS, ExportRequest, FlowQuery
+from netmon.core.link import FLOW_SORT_KEYS, ExportRequest, FlowQuery
+from netmon.core.settings import Settings
+from netmon.core.values import FlowView, Snapshot
+from netmon.engine.engine import Engine
+from netmon.engine.link import EngineUILink
+from netmon.flows.selection import flag_text
+from netmon.flows.table import FlowTable
 from netmon.sources.files import StdinSource
-from netmon.uilink import EngineUILink
 from tests.conftest import captures_dir
 from tests.test_filterlang import dumpcap_accepts
 
@@ -271,7 +271,7 @@ def test_export_failures_are_one_line_and_leave_nothing(running_engine, tmp_path
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         real_fsync(fd)
 
-    monkeypatch.setattr("netmon.export.os.fsync", full_disk)
+    monkeypatch.setattr("netmon.export.bundle.os.fsync", full_disk)
     out = tmp_path / "out"
     out.mkdir()
     r = ask(link.export, ExportRequest(str(out), query, cluster_id=0))

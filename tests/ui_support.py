@@ -10,9 +10,9 @@ from typing import Any
 
 from textual.pilot import Pilot
 
-from netmon.config import Settings
+from netmon.core.settings import Settings
+from netmon.testing.fake_engine import FakeLink, FakeWorld, make_world
 from netmon.ui import FixedFeed, NetmonApp, make_app
-from netmon.ui.fake import FakeLink, FakeWorld, make_world
 from netmon.ui.screens import FlowsScreen
 from netmon.ui.widgets import ClusterTable, FlowsTable
 

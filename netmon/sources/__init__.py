@@ -1,7 +1,4 @@
-"""Ingest sources (Twisted, reactor thread): capture files, stdin and live capture."""
-
-from netmon.sources.base import Source, SourceError
-from netmon.sources.capture import CaptureSpec, LiveCapture
-from netmon.sources.files import FileSource, StdinSource
-
-__all__ = ["CaptureSpec", "FileSource", "LiveCapture", "Source", "SourceError", "StdinSource"]
+"""Ingest sources on the Twisted reactor thread: capture files and stdin, live capture
+(dumpcap/tshark), SSH hosts, the TCP listener and the NetFlow/IPFIX collector, all
+behind :class:`netmon.sources.base.Source`; plus interface discovery and the
+listener's first-bytes classifier (pure)."""

@@ -12,8 +12,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from typing import Any
 
-from netmon.batch import PacketBatch
-from netmon.errors import (  # noqa: F401 - re-exported for the sources
+from netmon.core.errors import (  # noqa: F401 - re-exported for the sources
     EXIT_BAD_FILTER,
     EXIT_BAD_INPUT,
     EXIT_CAPTURE_FAILED,
@@ -24,8 +23,9 @@ from netmon.errors import (  # noqa: F401 - re-exported for the sources
     EXIT_USAGE,
     SourceError,
 )
-from netmon.model import SourceStatus
-from netmon.pcapstream import PcapStreamDecoder
+from netmon.core.values import SourceStatus
+from netmon.ingest.batch import PacketBatch
+from netmon.ingest.pcapstream import PcapStreamDecoder
 
 Sink = Callable[[PacketBatch], None]
 DoneCallback = Callable[["Source", "SourceError | None"], None]

@@ -2,7 +2,7 @@
 
 Runs on the reactor thread: a Twisted ``DatagramProtocol`` on a socket bound when the
 source is made (so "port in use" fails before anything starts). Each datagram goes
-through :class:`netmon.netflow.NetflowDecoder`, which keeps templates per exporter and
+through :class:`netmon.netflow.decoder.NetflowDecoder`, which keeps templates per exporter and
 observation domain; the decoded records go to the engine's ``record_sink`` tagged with
 their observation point, one per exporter address and domain ("exporter 10.0.0.1",
 "exporter 10.0.0.1/7" for a domain other than 0). Malformed datagrams are counted and
@@ -19,8 +19,8 @@ from typing import Any
 import numpy as np
 from twisted.internet import protocol, task
 
-from netmon.model import CollectorStats, SourceStatus
-from netmon.netflow import FlowRecords, NetflowDecoder
+from netmon.core.values import CollectorStats, SourceStatus
+from netmon.netflow.decoder import FlowRecords, NetflowDecoder
 from netmon.sources.base import Source
 from netmon.sources.listener import bind_listening_socket
 

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 from twisted.internet import abstract
 
-from netmon.batch import PacketBatch
+from netmon.ingest.batch import PacketBatch
 from netmon.sources.base import EXIT_BAD_INPUT, PcapFeed, Source, SourceError
 
 CHUNK = 1 << 20

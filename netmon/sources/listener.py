@@ -3,11 +3,11 @@
 Runs on the reactor thread (the sockets are bound on the main thread, in the
 constructor, so "port in use" is one clear line before anything starts). Each
 accepted connection is counted, its first bytes are classified
-(:mod:`netmon.firstbytes`) and, when it ends, one
-:class:`~netmon.model.ConnectionRecord` goes to the engine's record sink; open
+(:mod:`netmon.sources.firstbytes`) and, when it ends, one
+:class:`~netmon.core.values.ConnectionRecord` goes to the engine's record sink; open
 connections are also reported (with running totals) a few times a second so they
 appear as live flows. The engine accounts records in the same FlowTable as
-captured TCP flows (:meth:`netmon.flows.FlowTable.add_connections`).
+captured TCP flows (:meth:`netmon.flows.table.FlowTable.add_connections`).
 
 Hardening: the server never writes to a connection (no echo, no banner), never
 interprets what it reads beyond the classifier, and never logs per connection;
@@ -32,10 +32,10 @@ from typing import Any
 from twisted.internet import defer, protocol, task
 from twisted.internet import error as terror
 
-from netmon.firstbytes import FirstBytes
-from netmon.flows import FIRST_SIZES
-from netmon.model import ConnectionRecord, ListenerStats, SourceStatus
+from netmon.core.values import ConnectionRecord, ListenerStats, SourceStatus
+from netmon.flows.table import FIRST_SIZES
 from netmon.sources.base import EXIT_LISTEN, Source, SourceError
+from netmon.sources.firstbytes import FirstBytes
 
 # How a connection ended (ConnectionRecord.end_reason; "" while it is open).
 END_CLIENT_CLOSED = "client-closed"

@@ -28,7 +28,7 @@ import shlex
 import shutil
 from dataclasses import dataclass
 
-from netmon.errors import EXIT_SSH
+from netmon.core.errors import EXIT_SSH
 from netmon.sources.base import (
     EXIT_BAD_FILTER,
     EXIT_NO_INTERFACE,

@@ -3,7 +3,7 @@
 Threads: everything here runs on the UI (main) thread except :meth:`NetmonApp.publish`,
 which the feed calls on its own thread (the engine's reactor) and which only posts a
 :class:`SnapshotPublished` message. Questions to the engine go through
-:class:`~netmon.ui.bridge.EngineBridge`; its answers come back as messages too. Nothing
+:class:`~netmon.ui.link.EngineBridge`; its answers come back as messages too. Nothing
 here blocks on the engine.
 """
 
@@ -20,18 +20,18 @@ from textual import events
 from textual.app import App
 from textual.binding import Binding, BindingType
 
-from netmon.model import Snapshot
-from netmon.queries import EngineLink, ExportRequest
-from netmon.ui.bridge import EngineBridge
+from netmon.core.link import EngineLink, ExportRequest
+from netmon.core.values import Snapshot
 from netmon.ui.feed import SnapshotFeed
 from netmon.ui.format import safe_text
+from netmon.ui.link import EngineBridge
 from netmon.ui.messages import ExportFinished, SnapshotPublished, SourceFailed
 from netmon.ui.screens import HelpScreen, MainScreen, NetmonScreen, TooSmallScreen
 from netmon.ui.themes import DEFAULT_THEME, NETMON_THEMES, next_theme
 from netmon.ui.widgets import ViewState
 
-if TYPE_CHECKING:  # netmon.config pulls in the sources (Twisted); the UI must not
-    from netmon.config import Settings
+if TYPE_CHECKING:  # netmon.core.settings pulls in the sources (Twisted); the UI must not
+    from netmon.core.settings import Settings
 
 #: Below this terminal size (columns, rows) netmon shows only a plain message.
 MIN_SIZE = (60, 16)

@@ -1,7 +1,7 @@
 """Where the UI's snapshots come from: the :class:`SnapshotFeed` protocol and a fixed
 feed for tests, snapshot tests and benchmarks.
 
-A feed calls ``publish`` with each new :class:`~netmon.model.Snapshot`, from any
+A feed calls ``publish`` with each new :class:`~netmon.core.values.Snapshot`, from any
 thread (the engine calls it on its reactor thread); ``publish`` never blocks: the app
 turns it into a :class:`~netmon.ui.messages.SnapshotPublished` message.
 """
@@ -12,7 +12,7 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
-from netmon.model import Snapshot
+from netmon.core.values import Snapshot
 
 Publish = Callable[[Snapshot], None]
 

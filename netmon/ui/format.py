@@ -12,7 +12,7 @@ import time
 import unicodedata
 from collections.abc import Sequence
 
-from netmon.model import FlowView, proto_name
+from netmon.core.values import FlowView, proto_name
 
 #: Eight levels of a unicode sparkline, lowest first.
 SPARK_BLOCKS = "▁▂▃▄▅▆▇█"

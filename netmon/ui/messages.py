@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 from textual.message import Message
 
-from netmon.model import Snapshot
-from netmon.queries import Dissection, ExportResult, FlowPage, HostPage, PacketList
+from netmon.core.link import Dissection, ExportResult, FlowPage, HostPage, PacketList
+from netmon.core.values import Snapshot
 
 
 @dataclass

@@ -7,16 +7,31 @@ UI thread only.
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, ClassVar, cast
+from typing import ClassVar, Protocol, cast
 
 from textual.binding import Binding, BindingType
 from textual.screen import Screen
 
-from netmon.queries import ExportRequest
+from netmon.core.link import ExportRequest
+from netmon.ui.link import EngineBridge
 from netmon.ui.widgets import HeaderBar, ViewState
 
-if TYPE_CHECKING:
-    from netmon.ui.app import NetmonApp
+
+class ScreenHost(Protocol):
+    """What a screen uses of the app that hosts it (:class:`netmon.ui.app.NetmonApp`):
+    typed here so screens need not import the app, which imports them."""
+
+    engine: EngineBridge
+    """The UI's end of the link to the engine: drill-down questions go through it."""
+    tick: float
+    """Seconds between snapshots (the x step of the rate chart)."""
+    export_dir: str
+    """Where ``e`` writes its files."""
+    view: ViewState
+    """The snapshot on screen, the newest one, and whether the view is paused."""
+
+    def start_export(self, request: ExportRequest) -> None:
+        """Write the export files off the UI thread; a toast says how it went."""
 
 
 class Refresher:
@@ -56,8 +71,8 @@ class NetmonScreen(Screen):
     """Where the user is, for the header's second line ("cluster 3 › flows")."""
 
     @property
-    def netmon(self) -> NetmonApp:
-        return cast("NetmonApp", self.app)
+    def netmon(self) -> ScreenHost:
+        return cast(ScreenHost, self.app)
 
     def compose_header(self) -> HeaderBar:
         header = HeaderBar()

@@ -13,8 +13,8 @@ from textual.app import ComposeResult
 from textual.binding import BindingType
 from textual.widgets import Footer, Static
 
-from netmon.model import FlowView
-from netmon.queries import ExportRequest, FlowQuery
+from netmon.core.link import ExportRequest, FlowQuery
+from netmon.core.values import FlowView
 from netmon.ui.format import (
     clock,
     duration,

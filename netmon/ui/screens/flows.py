@@ -15,8 +15,8 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.widgets import Footer, Static
 
-from netmon.model import ClusterView
-from netmon.queries import ExportRequest, FlowQuery
+from netmon.core.link import ExportRequest, FlowQuery
+from netmon.core.values import ClusterView
 from netmon.ui.format import grouped, safe_text
 from netmon.ui.messages import FlowsListed, HostsListed
 from netmon.ui.screens._base import NetmonScreen, Refresher

@@ -12,7 +12,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.widgets import Footer
 
-from netmon.queries import ExportRequest, FlowQuery
+from netmon.core.link import ExportRequest, FlowQuery
 from netmon.ui.screens._base import NetmonScreen
 from netmon.ui.screens.flows import FlowsScreen
 from netmon.ui.widgets import ClusterTable, FilterBar, LiveTable, RateChart, ViewState

@@ -16,13 +16,13 @@ from textual.binding import BindingType
 from textual.containers import VerticalScroll
 from textual.widgets import Footer, Static
 
-from netmon.queries import ExportRequest, FlowQuery
+from netmon.core.link import ExportRequest, FlowQuery
 from netmon.ui.format import flow_filter, flow_title, safe_text
 from netmon.ui.messages import PacketDissected
 from netmon.ui.screens._base import NetmonScreen
 
 if TYPE_CHECKING:
-    from netmon.model import FlowView
+    from netmon.core.values import FlowView
 
 
 def dissection_text(lines: Sequence[str]) -> Text:

@@ -10,8 +10,8 @@ from collections.abc import Sequence
 
 from rich.text import Text
 
-from netmon.model import FlowView, proto_name
-from netmon.queries import HostRow, PacketInfo
+from netmon.core.link import HostRow, PacketInfo
+from netmon.core.values import FlowView, proto_name
 from netmon.ui.format import clock, duration, endpoint, human_bytes, middle_ellipsis, safe_text, si
 from netmon.ui.widgets._live_table import Column, LiveTable
 

@@ -14,7 +14,7 @@ from rich.text import Text
 from textual.strip import Strip
 from textual.widget import Widget
 
-from netmon.model import Snapshot
+from netmon.core.values import Snapshot
 from netmon.ui.format import duration, grouped, human_rate, safe_text, si
 from netmon.ui.widgets._live_table import text_strip
 

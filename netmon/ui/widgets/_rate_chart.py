@@ -17,7 +17,7 @@ import plotext as plt
 from rich.text import Text
 from textual.widget import Widget
 
-from netmon.model import ClusterView
+from netmon.core.values import ClusterView
 from netmon.ui.format import duration, human_rate
 from netmon.ui.themes import PALETTE_SIZE, cluster_colors, plotext_color
 

@@ -1,0 +1,40 @@
+"""``python -m netmon.bench NAME [ARGS]``: run one benchmark; each prints its numbers
+beside baselines measured in the same run.
+
+Main thread of its own process. Each benchmark is a module of this package with a
+``main(argv)``; it is imported only when asked for, so ``--help`` stays quick.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+#: name -> what it measures; the module is ``netmon.bench.<name>``.
+BENCHMARKS = {
+    "ingest": "replay throughput and memory per flow, against tshark",
+    "cluster": "clustering quality on labelled loopback traffic",
+    "listener": "listener connections/s, memory per connection",
+    "fuzz": "long mutation fuzzing of every untrusted-input parser",
+    "soak": "minutes of looped replay: memory growth, exact counts",
+    "ui": "UI-thread cost per tick and per key at 100 k flows",
+    "tui": "replay packets/s with the TUI running vs headless",
+    "collect": "NetFlow/IPFIX records/s collected without loss",
+    "ssh": "CPU per packet: four --ssh sources vs one local capture",
+    "exported": "clustering quality of flows from softflowd's export",
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m netmon.bench")
+    sub = parser.add_subparsers(dest="what", required=True)
+    for name, text in BENCHMARKS.items():
+        sub.add_parser(name, help=text, add_help=False)
+    args, rest = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
+    module = importlib.import_module(f"netmon.bench.{args.what}")
+    return int(module.main(rest) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,263 @@
+"""Settings: every knob netmon has, layered defaults < config file < NETMON_* environment
+< flags.
+
+Pure module, used on the main thread before anything starts. Each field documents
+itself; ``Settings.from_env`` reads ``NETMON_<FIELD>`` (upper case) so a server's
+environment can set defaults that command-line flags still override.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+
+from netmon.core.errors import EXIT_USAGE, SourceError
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything a run of netmon is configured by."""
+
+    read: str = ""
+    """Capture file to replay, or "-" for a pcap stream on standard input."""
+    interface: str = ""
+    """Interface to capture on live; empty = the default-route interface."""
+    bpf: str = ""
+    """libpcap capture filter for live capture (e.g. "tcp port 443")."""
+    speed: float = 0.0
+    """Replay pacing: 1.0 = capture timing, 2.0 = twice as fast; 0 = as fast as possible."""
+    capture_tool: str = "auto"
+    """"auto" (dumpcap, else tshark), "dumpcap", "tshark", or a path to either."""
+    headless: bool = False
+    """No TUI: print a one-line summary each second on stderr."""
+    json: bool = False
+    """Print one JSON snapshot per tick on stdout (implies headless)."""
+    flows_out: str = ""
+    """Write every flow seen as JSON Lines to this path when netmon exits."""
+    duration: float = 0.0
+    """Stop after this many seconds (0 = run until the input ends or you quit)."""
+    count: int = 0
+    """Stop after this many packets (0 = no limit)."""
+    tick: float = 0.5
+    """Seconds between snapshots (flow expiry, clustering, screen updates)."""
+    idle_timeout: float = 60.0
+    """A flow with no packet for this many seconds (capture time) ends."""
+    active_timeout: float = 1800.0
+    """A flow older than this many seconds ends and restarts (NetFlow-style)."""
+    max_flows: int = 500_000
+    """Hard cap on live flows; above it the least recently seen flows are evicted."""
+    top_flows: int = 10
+    """How many of the largest live flows each snapshot carries."""
+    log_level: str = "warning"
+    """debug, info, warning or error. Logs go to stderr when headless, and to
+    $XDG_STATE_HOME/netmon/netmon.log while the screen is up (never onto it)."""
+    include_ssh: bool = False
+    """Live capture over SSH: also capture this SSH session's own packets."""
+    theme: str = "netmon-dark"
+    """Colour theme of the TUI: netmon-dark, netmon-light, netmon-contrast, netmon-ansi."""
+    cluster: bool = True
+    """Group flows into behaviour clusters (off: counting only)."""
+    no_ports: bool = False
+    """Cluster on behaviour alone: server ports are not a feature."""
+    seed: int = 0
+    """Seed of the clusterer's sampling: the same input gives the same clusters."""
+    reproducible: bool = False
+    """Replays: cluster at every tick of capture time and wait for it, so a file gives
+    the same clusters on any machine (slower: the clusterer sets the pace)."""
+    listen: tuple[str, ...] = ()
+    """Listen for TCP connections on these [HOST:]PORT addresses (HOST 127.0.0.1 unless
+    given; "0.0.0.0" or "[::]" for every interface) and record each connection as a
+    flow. Not combined with -r or -i (a capture would count the same connections
+    twice); fine with --ssh and --collect."""
+    listen_max_conns: int = 1000
+    """Open listener connections at once, all ports together; more are refused."""
+    listen_max_per_source: int = 50
+    """Open listener connections at once from one source address; more are refused."""
+    listen_idle_timeout: float = 30.0
+    """A listener connection that sends nothing for this many seconds is closed."""
+    listen_max_bytes: int = 1_000_000
+    """A listener connection that sends more than this many bytes is closed."""
+    listen_max_lifetime: float = 300.0
+    """A listener connection open longer than this many seconds is closed."""
+    ssh: tuple[str, ...] = ()
+    """Capture on remote hosts over SSH, each [USER@]HOST[:IFACE] (IFACE "any" unless
+    given): the host's own dumpcap, else tcpdump, streams pcap back. Its SSH session's
+    own packets are left out unless include_ssh. -f applies there too."""
+    ssh_options: tuple[str, ...] = ()
+    """Extra ssh -o options for every SSH host, e.g. "Port=2222" or
+    "IdentityFile=~/.ssh/netmon" (ssh also reads ~/.ssh/config as usual)."""
+    collect: tuple[str, ...] = ()
+    """Receive NetFlow v5, v9 and IPFIX export on these UDP [HOST:]PORT addresses (HOST
+    127.0.0.1 unless given; 0.0.0.0 to hear routers; 2055 is the usual port)."""
+
+    ring_mb: int = 32
+    """MB of recent frames kept for packet lists and dissection (0: none)."""
+
+    def validated(self) -> Settings:
+        """Return self, or raise SourceError(EXIT_USAGE) naming the bad value."""
+        checks = [
+            (self.speed >= 0, "speed must be >= 0"),
+            (self.duration >= 0, "duration must be >= 0"),
+            (self.count >= 0, "count must be >= 0"),
+            (0.05 <= self.tick <= 60, "tick must be between 0.05 and 60 seconds"),
+            (self.log_level.lower() in ("debug", "info", "warning", "error"),
+             "log-level must be debug, info, warning or error"),
+            (self.idle_timeout > 0, "idle-timeout must be > 0"),
+            (self.active_timeout > 0, "active-timeout must be > 0"),
+            (self.max_flows >= 1, "max-flows must be >= 1"),
+            (0 <= self.ring_mb <= 65536, "ring-mb must be between 0 and 65536"),
+            (0 <= self.top_flows <= 1000, "top-flows must be between 0 and 1000"),
+            (not (self.read and self.interface), "use either -r FILE or -i IFACE, not both"),
+            (not (self.read and self.bpf), "-f filters live capture; for files use tshark -Y"),
+            (not (self.listen and (self.read or self.interface)),
+             "--listen is a source of its own: not with -r or -i (a capture would count the "
+             "listener's connections a second time)"),
+            (not (self.listen and ((self.bpf and not self.ssh) or self.count)),
+             "-f and -c apply to captures; with --listen use --duration"),
+            (not (self.read and (self.ssh or self.collect)),
+             "-r replays a file: not with --ssh or --collect, which watch the present"),
+            (self.listen_max_conns >= 1, "listen-max-conns must be >= 1"),
+            (self.listen_max_per_source >= 1, "listen-max-per-source must be >= 1"),
+            (self.listen_idle_timeout > 0, "listen-idle-timeout must be > 0"),
+            (self.listen_max_bytes >= 1, "listen-max-bytes must be >= 1"),
+            (self.listen_max_lifetime > 0, "listen-max-lifetime must be > 0"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise SourceError(f"invalid setting: {message}", EXIT_USAGE)
+        for spec in self.listen:
+            parse_listen(spec)
+        for spec in self.collect:
+            parse_listen(spec, "--collect")
+        return self
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
+        """Defaults overridden by NETMON_* variables (bad values name the variable)."""
+        env = os.environ if environ is None else environ
+        values: dict[str, object] = {}
+        for f in fields(cls):
+            raw = env.get("NETMON_" + f.name.upper())
+            if raw is None:
+                continue
+            values[f.name] = _parse(f.name, type(getattr(cls, f.name)), raw,
+                                    "NETMON_" + f.name.upper())
+        return cls(**values)
+
+    def with_file(self, path: str | Path) -> Settings:
+        """These settings overridden by a TOML config file (keys = field names, with
+        dashes or underscores). A missing file is fine; a bad key or value is a
+        SourceError naming it."""
+        path = Path(path)
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return self
+        except (OSError, UnicodeDecodeError) as exc:
+            raise SourceError(f"cannot read config file {path}: {exc}", EXIT_USAGE) from None
+        except tomllib.TOMLDecodeError as exc:
+            raise SourceError(f"config file {path}: {exc}", EXIT_USAGE) from None
+        known = {f.name for f in fields(self)}
+        values: dict[str, object] = {}
+        for key, value in data.items():
+            name = key.replace("-", "_")
+            if name not in known:
+                raise SourceError(f"config file {path}: unknown key {key!r} (the README "
+                                  "lists the keys)", EXIT_USAGE)
+            values[name] = _from_toml(type(getattr(self, name)), value, f"{key} in {path}")
+        return replace(self, **values)
+
+    def with_overrides(self, **changes: object) -> Settings:
+        """A copy with the given (flag) values replacing these."""
+        return replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+
+def _from_toml(kind: type, value: object, origin: str) -> object:
+    """A TOML value checked against the field's type (whole numbers do for floats)."""
+    if kind is bool:
+        ok = isinstance(value, bool)
+    elif kind is float:
+        ok = isinstance(value, int | float) and not isinstance(value, bool)
+    elif kind is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif kind is tuple:
+        ok = isinstance(value, list) and all(isinstance(v, str) for v in value)
+    else:
+        ok = isinstance(value, str)
+    if not ok:
+        want = {bool: "true or false", float: "a number", int: "a whole number",
+                tuple: "a list of strings"}.get(kind, "a string")
+        raise SourceError(f"invalid value {value!r} for {origin} ({want})", EXIT_USAGE)
+    return tuple(value) if kind is tuple else kind(value)
+
+
+def config_path(environ: Mapping[str, str] | None = None) -> Path:
+    """$NETMON_CONFIG, else $XDG_CONFIG_HOME/netmon/config.toml."""
+    env = os.environ if environ is None else environ
+    if env.get("NETMON_CONFIG"):
+        return Path(env["NETMON_CONFIG"])
+    base = env.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"), ".config")
+    return Path(base) / "netmon" / "config.toml"
+
+
+def load_settings(environ: Mapping[str, str] | None = None,
+                  config: str | Path | None = None) -> Settings:
+    """Defaults < config file < NETMON_* environment (the CLI puts flags on top)."""
+    env = os.environ if environ is None else environ
+    if config is not None and not Path(config).is_file():
+        raise SourceError(f"config file {config}: no such file", EXIT_USAGE)
+    from_file = Settings().with_file(config or config_path(env))
+    from_env = Settings.from_env(dict(env))
+    changed = {f.name: getattr(from_env, f.name) for f in fields(Settings)
+               if f"NETMON_{f.name.upper()}" in env}
+    return replace(from_file, **changed)
+
+
+def _parse(name: str, kind: type, raw: str, origin: str) -> object:
+    try:
+        if kind is tuple:  # a comma-separated list
+            return tuple(part.strip() for part in raw.split(",") if part.strip())
+        if kind is bool:
+            low = raw.strip().lower()
+            if low in ("1", "true", "yes", "on"):
+                return True
+            if low in ("0", "false", "no", "off", ""):
+                return False
+            raise ValueError(raw)
+        return kind(raw)
+    except ValueError:
+        raise SourceError(f"invalid value {raw!r} for {origin} ({name} is a {kind.__name__})",
+                          EXIT_USAGE) from None
+
+
+def parse_listen(spec: str, option: str = "--listen") -> tuple[str, int]:
+    """``[HOST:]PORT`` -> (host, port). HOST is an IP address (IPv6 in brackets) or
+    "localhost"; without one, 127.0.0.1: every interface must be asked for."""
+    text = spec.strip()
+    host, sep, port_text = text.rpartition(":")
+    if not sep:
+        host = "127.0.0.1"
+    elif host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    elif ":" in host:
+        raise SourceError(f"invalid {option} {spec!r}: write an IPv6 address in brackets, "
+                          "e.g. [::1]:8080", EXIT_USAGE)
+    if host == "localhost":
+        host = "127.0.0.1"
+    try:
+        port = int(port_text)
+        if not 0 <= port <= 65535:
+            raise ValueError(port_text)
+    except ValueError:
+        raise SourceError(f"invalid {option} {spec!r}: the port must be a number from 0 to "
+                          "65535", EXIT_USAGE) from None
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        raise SourceError(f"invalid {option} {spec!r}: HOST must be an IP address such as "
+                          "127.0.0.1, 0.0.0.0 or [::]", EXIT_USAGE) from None
+    return host, port

@@ -1,0 +1,508 @@
+"""The engine: a Twisted reactor on its own thread that owns ingest and the flow table.
+
+Threads: everything in :class:`Engine` except :meth:`Engine.start`, :meth:`Engine.stop`,
+:meth:`Engine.join` and :attr:`Engine.result` runs on the reactor thread, which owns
+the sources, the FlowTable and the flows-out writer. Other threads talk to it only
+through :meth:`Engine.stop` / :meth:`Engine.call` (``reactor.callFromThread``) and
+receive immutable :class:`~netmon.core.values.Snapshot` objects through the ``publish``
+callback, which must not block (the TUI posts a message; headless puts on a queue).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+from twisted.internet import process as tprocess
+from twisted.internet import task
+
+from netmon.cluster.hosts import host_views
+from netmon.cluster.stats import ClusterStats
+from netmon.core.errors import EXIT_BAD_INPUT
+from netmon.core.settings import Settings
+from netmon.core.values import (
+    ClusterView,
+    ConnectionRecord,
+    FlowView,
+    HostView,
+    Snapshot,
+    SourceStatus,
+    Totals,
+)
+from netmon.engine.clusterjob import ClusterJob
+from netmon.export.flowsout import FlowsOutWriter
+from netmon.flows.table import FlowTable, views_from_columns
+from netmon.ingest.batch import PacketBatch
+from netmon.ingest.framering import FrameRing
+from netmon.netflow.decoder import FlowRecords
+from netmon.sources.base import Source, SourceError
+from netmon.sources.capture import kill_leftovers
+from netmon.sources.collector import CollectorSource
+from netmon.sources.listener import ListenerSource
+
+log = logging.getLogger(__name__)
+
+#: Records are handed to the FlowTable in batches at least this big (or each tick):
+#: its vectorised update costs ~0.1 ms per call however small the batch.
+BATCH = 8192
+#: ... or when they keep this many bytes of capture buffers alive (big frames).
+PENDING_RAW = 8 << 20
+#: How long sources get to stop (capture tools flush and report drops) at shutdown.
+STOP_TIMEOUT = 4.0
+#: Seconds between updates of the hosts view; stretched so it takes <= 5% of the time.
+HOSTS_EVERY = 2.0
+
+
+#: Sources that watch the present (flows age by the wall clock), not a recording.
+LIVE_KINDS = ("live", "listen", "ssh", "collect")
+
+
+def make_reactor() -> Any:
+    """A fresh, private reactor (not the global one): one per engine, so tests can run
+    several engines in one process and nothing else competes for it."""
+    try:
+        from twisted.internet.epollreactor import EPollReactor
+
+        return EPollReactor()
+    except ImportError:  # not Linux
+        from twisted.internet.selectreactor import SelectReactor
+
+        return SelectReactor()
+
+
+class EngineResult:
+    """How a run ended: filled on the reactor thread, read after :meth:`Engine.join`."""
+
+    def __init__(self) -> None:
+        self.errors: list[SourceError] = []
+        self.warnings: list[str] = []
+        self.stop_reason = ""
+        self.flows_written = 0
+        self.flows_out_error = ""
+
+    @property
+    def exit_code(self) -> int:
+        return self.errors[0].exit_code if self.errors else 0
+
+    def report(self, flows_out: str, err: Any) -> int | None:
+        """Print warnings, the flows-out outcome and errors, one line each, to ``err``
+        (after the screen is gone, or at the end of a headless run); return the exit
+        code they call for, or None when nothing went wrong."""
+        for warning in self.warnings:
+            print(f"netmon: warning: {warning}", file=err)
+        if self.flows_out_error:
+            print(f"netmon: {self.flows_out_error}", file=err)
+        elif flows_out:
+            print(f"netmon: wrote {self.flows_written} flows to {flows_out}", file=err)
+        for error in self.errors:
+            print(f"netmon: {error.message}", file=err)
+        if self.errors:
+            return self.exit_code
+        return EXIT_BAD_INPUT if self.flows_out_error else None
+
+
+class Engine:
+    """Sources -> FlowTable -> snapshots, on a private reactor thread."""
+
+    def __init__(self, settings: Settings, sources: list[Source],
+                 publish: Callable[[Snapshot], None], *, hosts: bool = True) -> None:
+        self.settings = settings
+        self.want_hosts = hosts  # nobody shows the hosts view: don't compute it
+        self.sources = sources
+        self.publish = publish
+        self.reactor = make_reactor()
+        self.table = FlowTable(idle_timeout=settings.idle_timeout,
+                               active_timeout=settings.active_timeout,
+                               max_flows=settings.max_flows)
+        self.result = EngineResult()
+        #: Recent frames' bytes by flow, for the UI's packet lists and dissections.
+        self.ring = FrameRing(settings.ring_mb << 20)
+        self._pending_raw = 0
+        self._writer = FlowsOutWriter(settings.flows_out) if settings.flows_out else None
+        self._pending: list[PacketBatch] = []
+        self._pending_n = 0
+        self._expired_at = 0.0
+        self._expire_step = min(1.0, settings.idle_timeout / 10)
+        self._accepted = 0  # packets taken from sources (for --count)
+        self._seq = 0
+        self._started_wall = 0.0
+        self._last_tick = (0.0, 0, 0)  # (wall, packets, bytes) at the previous tick
+        self._stopping = False
+        self._finalised = False
+        self._done_sources: set[int] = set()
+        self._thread: threading.Thread | None = None
+        self._live = any(s.kind in LIVE_KINDS for s in sources)
+        self._pending_conns: list[ConnectionRecord] = []  # listener records, not yet counted
+        # Collected flow records not yet counted: (records, observation point per row).
+        self._pending_recs: list[tuple[FlowRecords, np.ndarray]] = []
+        self._pending_recs_n = 0
+        # Each source is an observation point; flows remember where they were seen.
+        seen: dict[str, int] = {}
+        for src in sources:
+            if src.name in seen:  # two sources of one name: tell them apart
+                seen[src.name] += 1
+                src.name = f"{src.name} #{seen[src.name]}"
+            seen.setdefault(src.name, 1)
+            src.obs = self.table.observer_id(src.name)
+        self._hosts: tuple[HostView, ...] = ()
+        self._hosts_at = 0.0
+        self._hosts_every = HOSTS_EVERY
+        self._clusters: tuple[ClusterView, ...] = ()
+        self.clustering = (ClusterJob(self.reactor, self.table, self._ended_flows,
+                                      ports=not settings.no_ports, seed=settings.seed,
+                                      on_done=self._resume_sources)
+                           if settings.cluster else None)
+        # --reproducible: a full-speed replay ticks by capture time (expiry and clustering
+        # every `tick` seconds of capture) and waits for each clustering job, so clusters
+        # and --flows-out do not depend on this machine's speed -- at the cost of
+        # reading no faster than the clusterer keeps up (~20-40 ms per tick).
+        self._capture_ticks = (settings.reproducible and settings.cluster and not self._live
+                               and not settings.speed)
+        self._next_ctick = 0.0
+        self._paused = False
+        self._queue: deque[PacketBatch] = deque()  # capture-tick mode: not yet counted
+        self._cstats = ClusterStats(self.table)
+        self._cluster_wall = 0.0
+
+    # ------------------------------------------------------------ any thread
+    def start(self) -> None:
+        """Start the reactor thread (returns at once)."""
+        self._thread = threading.Thread(target=self._run, name="netmon-reactor", daemon=True)
+        self._thread.start()
+
+    def stop(self, reason: str = "stopped") -> None:
+        """Ask the engine to stop: sources end, flows are written, a final snapshot is
+        published with ``finished=True``. Safe from any thread, any number of times."""
+        try:
+            self.reactor.callFromThread(self._shutdown, reason)
+        except RuntimeError:  # reactor already gone
+            pass
+
+    def call(self, fn: Callable, *args: object) -> None:
+        """Run ``fn(*args)`` on the reactor thread (UI commands)."""
+        self.reactor.callFromThread(fn, *args)
+
+    def join(self, timeout: float | None = None) -> bool:
+        """Wait for the reactor thread; True when it has ended."""
+        if self._thread is None:
+            return True
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    # ------------------------------------------------------------ reactor thread
+    def _run(self) -> None:
+        self.reactor.callWhenRunning(self._begin)
+        try:
+            self.reactor.run(installSignalHandlers=False)
+        finally:
+            kill_leftovers()
+
+    def _begin(self) -> None:
+        self._started_wall = time.time()
+        self._last_tick = (self._started_wall, 0, 0)
+        for src in self.sources:
+            if isinstance(src, ListenerSource):
+                src.record_sink = self._conn_sink
+            if isinstance(src, CollectorSource):
+                src.record_sink = self._rec_sink
+                src.observer_id = self.table.observer_id
+            sink = self._sink
+            if src.obs:
+                def sink(batch: PacketBatch, obs: int = src.obs) -> None:
+                    self._sink(batch.observed_at(obs))
+            try:
+                src.start(self.reactor, sink, self._source_done)
+            except SourceError as exc:
+                self._source_done(src, exc)
+        if self.clustering is not None:
+            self.clustering.start()
+        self._ticker = task.LoopingCall(self._tick)
+        self._ticker.clock = self.reactor
+        self._ticker.start(self.settings.tick, now=False)
+        # The reactor has no SIGCHLD handler off the main thread: reap on a timer.
+        self._reaper = task.LoopingCall(tprocess.reapAllProcesses)
+        self._reaper.clock = self.reactor
+        self._reaper.start(0.2, now=False)
+        if self.settings.duration:
+            self.reactor.callLater(self.settings.duration, self._shutdown, "duration reached")
+
+    def _sink(self, batch: PacketBatch) -> None:
+        if self._finalised:
+            return
+        limit = self.settings.count
+        if limit:
+            room = limit - self._accepted
+            if room <= 0:
+                return
+            if len(batch) >= room:
+                batch = batch.head(room)
+                self.reactor.callLater(0, self._shutdown, "packet count reached")
+        self._accepted += len(batch)
+        self._pending.append(batch)
+        self._pending_n += len(batch)
+        self._pending_raw += batch.raw_nbytes
+        if self._pending_n >= BATCH or self._pending_raw >= PENDING_RAW:
+            self._flush()
+
+    def _conn_sink(self, records: list[ConnectionRecord]) -> None:
+        if self._finalised:
+            return
+        self._pending_conns.extend(records)
+        if len(self._pending_conns) >= BATCH:
+            self._flush()
+
+    def _rec_sink(self, records: FlowRecords, obs: np.ndarray) -> None:
+        if self._finalised:
+            return
+        self._pending_recs.append((records, obs))
+        self._pending_recs_n += len(records)
+        if self._pending_recs_n >= BATCH:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self._pending_recs:
+            parts, self._pending_recs, self._pending_recs_n = self._pending_recs, [], 0
+            self.table.add_records(FlowRecords.concat([r for r, _ in parts]),
+                                   np.concatenate([o for _, o in parts]), time.time())
+        if self._pending_conns:
+            records, self._pending_conns = self._pending_conns, []
+            self.table.add_connections(records)
+        if self._pending:
+            batch = PacketBatch.concat(self._pending)
+            self._pending = []
+            self._pending_n = 0
+            self._pending_raw = 0
+            if self._capture_ticks:
+                self._queue.append(batch)
+                self._drain()
+                return
+            self._count(batch)
+            if not self._live:
+                # Replays run faster than the wall-clock tick: age flows by capture
+                # time as it advances, so where flows split does not depend on speed.
+                latest = self.table.latest_ts
+                if latest - self._expired_at >= self._expire_step:
+                    self.table.expire(latest)
+                    self._expired_at = latest
+
+    def _count(self, batch: PacketBatch) -> None:
+        """Count packets in the flow table; keep their frames in the ring."""
+        slots, lo_first, seq = self.table.add_batch(batch)
+        self.ring.append(batch, self.table.flow_id[slots],
+                         lo_first == self.table.a_is_lo[slots], seq)
+
+    def _clock(self) -> float:
+        # Live traffic expires by the wall clock (quiet links still age flows out);
+        # replays by capture time, so old captures expire as they did on the wire.
+        return time.time() if self._live else self.table.latest_ts
+
+    def _source_done(self, src: Source, error: SourceError | None) -> None:
+        if id(src) in self._done_sources:
+            return
+        self._done_sources.add(id(src))
+        if error is not None and not self._stopping:
+            self.result.errors.append(error)
+            log.info("source %s failed: %s", src.name, error.message)
+        elif src.detail and src.state == "finished":
+            self.result.warnings.append(f"{src.name}: {src.detail}")
+        if len(self._done_sources) == len(self.sources):
+            if self._stopping:
+                self._finalise()
+            else:
+                self.reactor.callLater(0, self._shutdown, "end of input")
+
+    def _tick(self) -> None:
+        if self._capture_ticks:
+            # Expiry and clustering follow capture time (_capture_tick); the wall-clock
+            # tick only reports.
+            if self.clustering is not None:
+                self._update_clusters()
+            self.publish(self._snapshot())
+            return
+        self._flush()
+        self.table.expire(self._clock())
+        self._pass_ended()
+        if self.clustering is not None:
+            self.clustering.submit()
+            self._update_clusters()
+        self.publish(self._snapshot())
+
+    def _drain(self) -> None:
+        """Feed queued packets to the table, ticking at each `tick` of capture time; a
+        tick that starts a clustering job pauses everything until the job is done."""
+        queue = self._queue
+        while queue and not self._paused:
+            batch = queue[0]
+            over = np.flatnonzero(batch.ts >= self._next_ctick)
+            if not len(over):
+                self._count(batch)
+                queue.popleft()
+                continue
+            cut = int(over[0])
+            if cut:
+                self._count(batch.head(cut))
+                queue[0] = batch = batch.tail(cut)
+            # The tick happens at the first packet past the boundary, before it counts:
+            # flows idle for the timeout by then end first.
+            self._capture_tick(float(batch.ts[0]))
+
+    def _capture_tick(self, now: float) -> None:
+        self._next_ctick = now + self.settings.tick
+        self.table.expire(now)
+        self._pass_ended()
+        if self.clustering is not None and self.clustering.submit():
+            self._paused = True
+            for src in self.sources:
+                src.pause()
+
+    def _resume_sources(self) -> None:
+        if self._paused:
+            self._paused = False
+            self._drain()
+            if not self._paused:
+                for src in self.sources:
+                    src.resume()
+
+    def _pass_ended(self) -> None:
+        """Ended flows go to clustering (which hands them on) or straight out."""
+        if self.clustering is not None:
+            self.clustering.add_ended(self.table.take_finished())
+        elif self._writer is None:
+            self.table.discard_finished()
+        elif self.table.finished_count:
+            self._writer.write(self.table.drain_finished())
+
+    def _ended_flows(self, cols: dict, keys: list[bytes], reason: str,
+                     labels: dict[int, str]) -> None:
+        # FlowViews cost ~5 us each: build them only when they are written out.
+        if self._writer is not None and keys:
+            self._writer.write(views_from_columns(cols, keys, reason, labels,
+                                                  self.table.observers))
+
+    def _update_clusters(self) -> None:
+        now = time.time()
+        dt = now - self._cluster_wall if self._cluster_wall else self.settings.tick
+        self._cluster_wall = now
+        c = self.clustering
+        self._clusters = self._cstats.views(dt, c.labels, c.recent, c.threshold)
+        if c.error and c.error not in self.result.warnings:
+            self.result.warnings.append(c.error)
+
+    def _shutdown(self, reason: str) -> None:
+        if self._stopping:
+            return
+        self._stopping = True
+        self.result.stop_reason = reason
+        pending = [s for s in self.sources if id(s) not in self._done_sources]
+        for src in pending:
+            src.stop()
+        if all(id(s) in self._done_sources for s in self.sources):
+            self._finalise()
+        else:
+            self.reactor.callLater(STOP_TIMEOUT, self._finalise)
+
+    def _finalise(self) -> None:
+        if self._finalised:
+            return
+        self._finalised = True
+        for name in ("_ticker", "_reaper"):
+            loop = getattr(self, name, None)
+            if loop is not None and loop.running:
+                loop.stop()
+        self._flush()
+        while self._queue and self.clustering is not None:
+            # A replay stopped while waiting for the clusterer: count what was read.
+            if not self.clustering.wait_current():
+                break
+            if self._paused:
+                self._resume_sources()
+        if self._queue:
+            self._paused = False
+            self._drain()
+        self.table.expire(self._clock())
+        self._pass_ended()
+        if self.clustering is not None:
+            self.clustering.finish()  # every flow seen gets its cluster
+            self._update_clusters()
+        snap = self._snapshot(finished=True)  # before end_all: live flows still count
+        labels = self.clustering.labels if self.clustering is not None else None
+        if self._writer is not None:
+            try:
+                self._writer.write(self.table.end_all(labels=labels))
+                self.result.flows_written = self._writer.commit()
+            except OSError as exc:
+                self.result.flows_out_error = f"cannot write {self._writer.path}: {exc}"
+                self._writer.abort()
+        tprocess.reapAllProcesses()
+        self.publish(snap)
+        self.reactor.callLater(0, self.reactor.stop)
+
+    # ------------------------------------------------------------ snapshots
+    def _totals(self) -> Totals:
+        nonip = 0
+        skipped: dict[str, int] = {}
+        for src in self.sources:
+            feed = src.feed
+            if feed is None:
+                continue
+            dec = feed.decoder
+            nonip += dec.nonip
+            for reason, n in dec.skipped.items():
+                skipped[reason] = skipped.get(reason, 0) + n
+        t = self.table
+        nskipped = sum(skipped.values())
+        return Totals(
+            packets=t.packets + nonip + nskipped, bytes=t.bytes, ip_packets=t.packets,
+            nonip_frames=nonip,
+            skipped=nskipped, skipped_reasons=tuple(sorted(skipped.items())),
+            flows_live=len(t), flows_seen=t.flows_seen, flows_expired=t.expired,
+            flows_evicted=t.evicted,
+        )
+
+    def _top_flows(self) -> tuple[FlowView, ...]:
+        n = self.settings.top_flows
+        live = self.table.live_slots()
+        if not n or not len(live):
+            return ()
+        size = self.table.bytes_ab[live] + self.table.bytes_ba[live]
+        if len(live) > n:
+            pick = np.argpartition(size, -n)[-n:]
+            live, size = live[pick], size[pick]
+        order = np.argsort(-size, kind="stable")
+        labels = self.clustering.labels if self.clustering is not None else None
+        return tuple(self.table.views(live[order], labels=labels))
+
+    def _snapshot(self, finished: bool = False) -> Snapshot:
+        now = time.time()
+        totals = self._totals()
+        wall0, pk0, by0 = self._last_tick
+        dt = max(now - wall0, 1e-6)
+        pkt_rate = (self.table.packets - pk0) / dt
+        byte_rate = (self.table.bytes - by0) / dt
+        self._last_tick = (now, self.table.packets, self.table.bytes)
+        self._seq += 1
+        warnings = tuple(self.result.warnings)
+        statuses: tuple[SourceStatus, ...] = tuple(s.status() for s in self.sources)
+        return Snapshot(
+            seq=self._seq, wall_time=now, capture_time=self.table.latest_ts,
+            elapsed=now - self._started_wall, totals=totals, pkt_rate=pkt_rate,
+            byte_rate=byte_rate, sources=statuses, top_flows=self._top_flows(),
+            clusters=self._clusters, warnings=warnings, finished=finished,
+            hosts=self._host_views(now, finished),
+            ssh_excluded="; ".join(s.note for s in self.sources if s.note),
+        )
+
+    def _host_views(self, now: float, force: bool) -> tuple[HostView, ...]:
+        if not self.want_hosts:
+            return ()
+        if force or now - self._hosts_at >= self._hosts_every:
+            t0 = time.perf_counter()
+            self._hosts = host_views(self.table, self._clock())
+            self._hosts_every = max(HOSTS_EVERY, 20 * (time.perf_counter() - t0))
+            self._hosts_at = now
+        return self._hosts

@@ -1,0 +1,342 @@
+"""A made-up network for the UI: deterministic flows, clusters, snapshots and an
+:class:`~netmon.core.link.EngineLink` that answers from them.
+
+Pure Python, no Textual. Used by the UI tests, the snapshot tests and the UI
+benchmark (``netmon.bench.ui``), so the screens can be exercised without a reactor,
+tshark or a network. ``FakeLink(threaded=True)`` answers on its own thread, as the
+engine does; the default answers inside the call, which keeps tests deterministic.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+import queue
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+from netmon.core.link import (
+    Dissection,
+    ExportRequest,
+    ExportResult,
+    FlowPage,
+    FlowQuery,
+    HostPage,
+    HostRow,
+    PacketInfo,
+    PacketList,
+)
+from netmon.core.values import (
+    PROTO_ICMP,
+    PROTO_TCP,
+    PROTO_UDP,
+    ClusterView,
+    FlowView,
+    Snapshot,
+    SourceStatus,
+    Totals,
+    proto_name,
+)
+
+#: (label, protocol, server port, mean bytes/s, flows per 1000) of the made-up clusters.
+BEHAVIOURS = (
+    ("TCP/443 bulk download", PROTO_TCP, 443, 4.2e6, 180),
+    ("UDP/53 request-response", PROTO_UDP, 53, 3.1e4, 260),
+    ("TCP/22 interactive", PROTO_TCP, 22, 5.5e3, 20),
+    ("SYN-only probes", PROTO_TCP, 8080, 1.2e3, 120),
+    ("TCP/80 short web", PROTO_TCP, 80, 2.5e5, 150),
+    ("ICMP echo", PROTO_ICMP, 0, 8.0e2, 30),
+    ("UDP/123 time sync", PROTO_UDP, 123, 3.0e2, 40),
+    ("UDP/443 streaming", PROTO_UDP, 443, 1.8e6, 200),
+)
+
+EPOCH = 1_700_000_000.0
+
+
+@dataclass(frozen=True)
+class FakeWorld:
+    """Flows grouped into clusters; :meth:`snapshot` makes the engine's tick ``seq``."""
+
+    flows: tuple[FlowView, ...]
+    cluster_ids: tuple[int, ...]
+    source: str = "file demo.pcap"
+    tick: float = 0.5
+    history: int = 240
+
+    def cluster_view(self, cid: int, seq: int, flows: int, hosts: int) -> ClusterView:
+        label, _proto, port, _rate, _ = BEHAVIOURS[cid % len(BEHAVIOURS)]
+        if cid >= len(BEHAVIOURS):
+            label = f"{label} #{cid // len(BEHAVIOURS) + 1}"
+        hist = tuple(self.rate(cid, s) for s in range(max(seq - self.history + 1, 1), seq + 1))
+        byte_rate = hist[-1] if hist else 0.0
+        return ClusterView(
+            cluster_id=cid, label=label, flows=flows, hosts=hosts,
+            pkt_rate=byte_rate / 700.0, byte_rate=byte_rate, share=0.0,
+            top_ports=((port, flows),) if port else (),
+            top_hosts=((f"192.0.2.{cid % 250 + 1}", flows),), history=hist,
+            outliers=(cid * 7) % 3 if cid % 4 == 1 else 0, new=(cid == 3 and seq < 40),
+        )
+
+    @staticmethod
+    def rate(cid: int, seq: int) -> float:
+        base = BEHAVIOURS[cid % len(BEHAVIOURS)][3] / (1 + cid // len(BEHAVIOURS))
+        return round(base * (1.0 + 0.6 * math.sin(seq / 6.0 + cid)) + base * 0.05, 1)
+
+    def snapshot(self, seq: int, *, finished: bool = False, paused_source: bool = False,
+                 ssh_excluded: str = "") -> Snapshot:
+        counts: dict[int, int] = {}
+        hosts: dict[int, set[str]] = {}
+        for f in self.flows:
+            counts[f.cluster_id] = counts.get(f.cluster_id, 0) + 1
+            hosts.setdefault(f.cluster_id, set()).update((f.addr_a, f.addr_b))
+        views = [self.cluster_view(c, seq, counts.get(c, 0), len(hosts.get(c, ())))
+                 for c in self.cluster_ids]
+        total = sum(v.byte_rate for v in views) or 1.0
+        views = [replace(v, share=v.byte_rate / total) for v in views]
+        byte_rate = sum(v.byte_rate for v in views)
+        pkt_rate = sum(v.pkt_rate for v in views)
+        packets = int(pkt_rate * self.tick * seq)
+        state = "finished" if finished else ("starting" if paused_source else "running")
+        return Snapshot(
+            seq=seq, wall_time=EPOCH + seq * self.tick, capture_time=EPOCH + seq * self.tick,
+            elapsed=seq * self.tick,
+            totals=Totals(packets=packets, bytes=int(byte_rate * self.tick * seq),
+                          ip_packets=packets, skipped=3, flows_live=len(self.flows),
+                          flows_seen=len(self.flows) + 17, flows_evicted=0),
+            pkt_rate=pkt_rate, byte_rate=byte_rate,
+            sources=(SourceStatus(self.source, state, dropped=0),),
+            clusters=tuple(views), finished=finished, ssh_excluded=ssh_excluded,
+        )
+
+    def snapshots(self, count: int, first: int = 1) -> list[Snapshot]:
+        return [self.snapshot(s) for s in range(first, first + count)]
+
+
+def make_world(n_flows: int = 120, n_clusters: int = 6, **kw: object) -> FakeWorld:
+    """A deterministic world of ``n_flows`` flows in ``n_clusters`` clusters."""
+    flows = []
+    weights = [BEHAVIOURS[c % len(BEHAVIOURS)][4] for c in range(n_clusters)]
+    total_w = sum(weights)
+    fid = 0
+    for cid in range(n_clusters):
+        label, proto, port, _rate, _ = BEHAVIOURS[cid % len(BEHAVIOURS)]
+        n = max(1, n_flows * weights[cid] // total_w)
+        for i in range(n):
+            fid += 1
+            client = f"10.{cid}.{i // 250}.{i % 250 + 1}"
+            server = (f"2001:db8::{cid:x}:{i % 7 + 1}" if cid == 7
+                      else f"192.0.2.{cid * 10 + i % 5 + 1}")
+            pk = 4 + (i * 37 + cid * 11) % 900
+            by = pk * (60 + (i * 13) % 1400)
+            first = EPOCH - 30 + (i % 97) * 0.25
+            flows.append(FlowView(
+                flow_id=fid, proto=proto, addr_a=client,
+                port_a=0 if proto == PROTO_ICMP else 40000 + (i * 7919) % 25000,
+                addr_b=server, port_b=port, pkts_a2b=pk // 3, bytes_a2b=by // 4,
+                pkts_b2a=pk - pk // 3, bytes_b2a=by - by // 4, first_epoch=first,
+                last_epoch=first + 0.5 + (i % 41) * 0.7, syn=1 if proto == PROTO_TCP else 0,
+                synack=1 if proto == PROTO_TCP and cid != 3 else 0,
+                fin=2 if proto == PROTO_TCP and i % 3 == 0 else 0, psh=pk // 5,
+                size_mean=by / pk, size_std=(by / pk) / 3, iat_mean=0.02 + (i % 9) / 100,
+                iat_std=0.01, first_sizes=(74, -74, 66, 583, -1514),
+                cluster_id=cid, cluster_label=label, outlier=((i * 31) % 100) / 25.0,
+            ))
+    return FakeWorld(flows=tuple(flows), cluster_ids=tuple(range(n_clusters)), **kw)
+
+
+# ------------------------------------------------------------------ filter language
+def _compile(text: str) -> Callable[[FlowView], bool]:
+    """A tiny version of the engine's filter language: ``host A``, ``port N``,
+    ``proto tcp``, ``cluster N``, joined by ``and``, negated by ``not``."""
+    words = text.split()
+    tests: list[Callable[[FlowView], bool]] = []
+    i = 0
+    while i < len(words):
+        negate = False
+        while i < len(words) and words[i] == "not":
+            negate, i = not negate, i + 1
+        if i + 1 >= len(words):
+            raise ValueError(f"expected 'host A', 'port N', 'proto P' or 'cluster N' "
+                             f"at {' '.join(words[i:]) or 'end'!r}")
+        kind, arg = words[i], words[i + 1]
+        i += 2
+        if kind == "host":
+            def test(f: FlowView, a: str = arg) -> bool:
+                return a in (f.addr_a, f.addr_b)
+        elif kind == "port" and arg.isdigit():
+            def test(f: FlowView, p: int = int(arg)) -> bool:
+                return p in (f.port_a, f.port_b)
+        elif kind == "proto":
+            def test(f: FlowView, p: str = arg.upper()) -> bool:
+                return proto_name(f.proto).upper() == p
+        elif kind == "cluster" and arg.isdigit():
+            def test(f: FlowView, c: int = int(arg)) -> bool:
+                return f.cluster_id == c
+        else:
+            raise ValueError(f"unknown filter term {kind} {arg!r}")
+        tests.append((lambda f, t=test: not t(f)) if negate else test)
+        if i < len(words):
+            if words[i] != "and":
+                raise ValueError(f"expected 'and' before {words[i]!r}")
+            i += 1
+            if i == len(words):
+                raise ValueError("filter ends with 'and'")
+    return lambda f: all(t(f) for t in tests)
+
+
+def _sort_value(flow: FlowView, key: str) -> object:
+    return getattr(flow, key)
+
+
+class FakeLink:
+    """Answers the UI's questions from a :class:`FakeWorld`."""
+
+    def __init__(self, world: FakeWorld, *, threaded: bool = False) -> None:
+        self.world = world
+        self.requests: list[object] = []
+        """Every question asked, in order (tests look at them)."""
+        self.stopped = False
+        self.hold = False
+        """While True, questions are recorded but not answered (tests of "loading")."""
+        self._by_id = {f.flow_id: f for f in world.flows}
+        self._by_cluster: dict[int | None, list[FlowView]] = {None: list(world.flows)}
+        for f in world.flows:
+            self._by_cluster.setdefault(f.cluster_id, []).append(f)
+        self._queue: queue.SimpleQueue | None = None
+        if threaded:
+            self._queue = queue.SimpleQueue()
+            threading.Thread(target=self._serve, name="netmon-fake-link", daemon=True).start()
+
+    def _serve(self) -> None:
+        assert self._queue is not None
+        while True:
+            job = self._queue.get()
+            if job is None:
+                return
+            job()
+
+    def _answer(self, request: object, job: Callable[[], None]) -> None:
+        self.requests.append(request)
+        if self.hold:
+            return
+        if self._queue is not None:
+            self._queue.put(job)
+        else:
+            job()
+
+    def _select(self, q: FlowQuery) -> list[FlowView]:
+        flows = self._by_cluster.get(q.cluster_id, [])
+        if q.filter.strip():
+            match = _compile(q.filter)
+            flows = [f for f in flows if match(f)]
+        return flows
+
+    def query_flows(self, query: FlowQuery, reply: Callable[[FlowPage], None]) -> None:
+        def job() -> None:
+            try:
+                flows = self._select(query)
+            except ValueError as exc:
+                reply(FlowPage(query, (), 0, error=str(exc)))
+                return
+            end = query.offset + query.limit
+
+            def key(f: FlowView) -> tuple:
+                return (_sort_value(f, query.sort), -f.flow_id)
+
+            if query.descending:
+                page = heapq.nlargest(end, flows, key=key)
+            else:
+                page = heapq.nsmallest(end, flows, key=key)
+            reply(FlowPage(query, tuple(page[query.offset:end]), len(flows)))
+
+        self._answer(query, job)
+
+    def query_hosts(self, query: FlowQuery, reply: Callable[[HostPage], None]) -> None:
+        def job() -> None:
+            try:
+                flows = self._select(query)
+            except ValueError as exc:
+                reply(HostPage(query, (), 0, error=str(exc)))
+                return
+            acc: dict[str, list] = {}
+            for f in flows:
+                for addr, peer, port in ((f.addr_a, f.addr_b, f.port_b),
+                                         (f.addr_b, f.addr_a, f.port_b)):
+                    row = acc.setdefault(addr, [0, set(), set(), 0, 0])
+                    row[0] += 1
+                    row[1].add(peer)
+                    row[2].add(port)
+                    row[3] += f.packets
+                    row[4] += f.bytes
+            rows = sorted((HostRow(a, r[0], len(r[1]), len(r[2]), r[3], r[4])
+                           for a, r in acc.items()), key=lambda h: (-h.bytes, h.address))
+            reply(HostPage(query, tuple(rows[query.offset:query.offset + query.limit]),
+                           len(rows)))
+
+        self._answer(("hosts", query), job)
+
+    def query_packets(self, flow_id: int, reply: Callable[[PacketList], None]) -> None:
+        def job() -> None:
+            flow = self._by_id.get(flow_id)
+            if flow is None:
+                reply(PacketList(flow_id, None, (), error="flow no longer live"))
+                return
+            n = min(flow.packets, 40)
+            packets = []
+            for i in range(n):
+                forward = i % 3 != 1
+                flags = ""
+                if flow.proto == PROTO_TCP:
+                    flags = ("SYN" if i == 0 else "SYN,ACK" if i == 1
+                             else "FIN,ACK" if i == n - 1 else "PSH,ACK" if i % 4 == 3
+                             else "ACK")
+                packets.append(PacketInfo(index=flow.packets - n + i + 1,
+                                          ts=flow.first_epoch + i * flow.iat_mean,
+                                          direction=1 if forward else -1,
+                                          size=60 + (i * 211) % 1454, flags=flags))
+            reply(PacketList(flow_id, flow, tuple(packets),
+                             dropped_older=flow.packets - n))
+
+        self._answer(("packets", flow_id), job)
+
+    def dissect(self, flow_id: int, index: int, reply: Callable[[Dissection], None]) -> None:
+        def job() -> None:
+            flow = self._by_id.get(flow_id)
+            if flow is None:
+                reply(Dissection(flow_id, index, (), error="packet no longer retained"))
+                return
+            lines = (
+                f"Frame {index}: 583 bytes on wire (4664 bits), 583 bytes captured",
+                "Ethernet II, Src: 02:00:00:00:00:01, Dst: 02:00:00:00:00:02",
+                f"Internet Protocol, Src: {flow.addr_a}, Dst: {flow.addr_b}",
+                "    Time to Live: 64",
+                f"{proto_name(flow.proto)}, Src Port: {flow.port_a}, Dst Port: {flow.port_b}",
+                "    Flags: 0x018 (PSH, ACK)",
+                "Hypertext Transfer Protocol",
+                "    GET /\x1b[2J\x1b]0;pwned\x07 HTTP/1.1\\r\\n",
+                "    Host: example.test\\r\\n",
+            )
+            reply(Dissection(flow_id, index, lines))
+
+        self._answer(("dissect", flow_id, index), job)
+
+    def export(self, request: ExportRequest, reply: Callable[[ExportResult], None]) -> None:
+        def job() -> None:
+            base = request.directory.rstrip("/")
+            paths = tuple(f"{base}/netmon-{kind}" for kind in
+                          ("flows.csv", "flows.json", "clusters.csv", "clusters.json"))
+            bpf = ""
+            if request.cluster_id is not None:
+                ports = sorted({f.port_b for f in self._by_cluster.get(request.cluster_id, [])
+                                if f.port_b})
+                bpf = " or ".join(f"port {p}" for p in ports[:5]) or "icmp"
+            reply(ExportResult(paths, bpf=bpf))
+
+        self._answer(request, job)
+
+    def stop(self) -> None:
+        self.stopped = True
+        if self._queue is not None:
+            self._queue.put(None)
+
