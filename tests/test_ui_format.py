@@ -7,6 +7,7 @@ import unicodedata
 from hypothesis import given
 from hypothesis import strategies as st
 
+from netmon.core.units import si
 from netmon.core.values import FlowView
 from netmon.ui.format import (
     clock,
@@ -17,7 +18,6 @@ from netmon.ui.format import (
     middle_ellipsis,
     percent,
     safe_text,
-    si,
     sparkline,
     top_ports,
 )

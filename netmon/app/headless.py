@@ -17,26 +17,9 @@ import sys
 import time
 from typing import ClassVar, TextIO
 
+from netmon.core.units import human_bytes, human_rate, si
 from netmon.core.values import Snapshot
 from netmon.engine.engine import Engine
-
-
-def human_bytes(n: float) -> str:
-    """1234567 -> '1.2 MB' (decimal units, as tshark prints them)."""
-    for unit in ("B", "kB", "MB", "GB", "TB"):
-        if abs(n) < 1000 or unit == "TB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000.0
-    return f"{n:.1f} TB"
-
-
-def human_count(n: float) -> str:
-    """12345 -> '12.3k'."""
-    if abs(n) >= 1e6:
-        return f"{n / 1e6:.1f}M"
-    if abs(n) >= 1e4:
-        return f"{n / 1e3:.1f}k"
-    return f"{n:.0f}"
 
 
 def summary_line(snap: Snapshot) -> str:
@@ -44,8 +27,8 @@ def summary_line(snap: Snapshot) -> str:
     t = snap.totals
     srcs = ", ".join(f"{s.name} {s.state}" for s in snap.sources) or "no source"
     dropped = sum(s.dropped for s in snap.sources)
-    return (f"netmon [{srcs}] {human_count(snap.pkt_rate)} pkt/s "
-            f"{human_bytes(snap.byte_rate)}/s | {t.packets} pkts {human_bytes(t.bytes)} | "
+    return (f"netmon [{srcs}] {si(snap.pkt_rate)} pkt/s "
+            f"{human_rate(snap.byte_rate)} | {t.packets} pkts {human_bytes(t.bytes)} | "
             f"flows {t.flows_live} live {t.flows_seen} seen {t.flows_expired} expired "
             f"{t.flows_evicted} evicted | non-IP {t.nonip_frames} skipped {t.skipped} "
             f"dropped {dropped}")

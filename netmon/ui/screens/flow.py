@@ -14,6 +14,7 @@ from textual.binding import BindingType
 from textual.widgets import Footer, Static
 
 from netmon.core.link import ExportRequest, FlowQuery
+from netmon.core.units import human_bytes, si
 from netmon.core.values import FlowView
 from netmon.ui.format import (
     clock,
@@ -21,9 +22,7 @@ from netmon.ui.format import (
     flow_filter,
     flow_title,
     grouped,
-    human_bytes,
     safe_text,
-    si,
 )
 from netmon.ui.messages import PacketsListed
 from netmon.ui.screens._base import NetmonScreen, Refresher

@@ -13,8 +13,14 @@ from typing import ClassVar
 from rich.style import Style
 from rich.text import Text
 
+from netmon.core.units import human_rate, si
 from netmon.core.values import ClusterView
-from netmon.ui.format import human_rate, percent, safe_text, si, sparkline, top_ports
+from netmon.ui.format import (
+    percent,
+    safe_text,
+    sparkline,
+    top_ports,
+)
 from netmon.ui.themes import PALETTE_SIZE, cluster_colors
 from netmon.ui.widgets._live_table import Column, LiveTable
 

@@ -11,8 +11,15 @@ from collections.abc import Sequence
 from rich.text import Text
 
 from netmon.core.link import HostRow, PacketInfo
+from netmon.core.units import human_bytes, si
 from netmon.core.values import FlowView, proto_name
-from netmon.ui.format import clock, duration, endpoint, human_bytes, middle_ellipsis, safe_text, si
+from netmon.ui.format import (
+    clock,
+    duration,
+    endpoint,
+    middle_ellipsis,
+    safe_text,
+)
 from netmon.ui.widgets._live_table import Column, LiveTable
 
 #: (FlowQuery sort key, its name), in the order ``s`` cycles through.

@@ -17,8 +17,11 @@ import plotext as plt
 from rich.text import Text
 from textual.widget import Widget
 
+from netmon.core.units import human_rate
 from netmon.core.values import ClusterView
-from netmon.ui.format import duration, human_rate
+from netmon.ui.format import (
+    duration,
+)
 from netmon.ui.themes import PALETTE_SIZE, cluster_colors, plotext_color
 
 #: At most this many clusters (the busiest now) get a line.
