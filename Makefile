@@ -1,4 +1,5 @@
-# netmon: make run (install and start), make test (install and run every test).
+# netmon: make run (install and start), make test (install and run every test),
+# make lint (ruff and the import-linter layer contracts).
 # Targets create .venv/ in this folder when it is missing and install netmon into it.
 # tshark/dumpcap come from apt-get when missing and you are root; otherwise the
 # exact command to run is printed.
@@ -22,6 +23,7 @@ test: system-deps test-deps $(STAMP)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check netmon tests
+	$(VENV)/bin/lint-imports
 
 bench: system-deps $(STAMP)
 	$(PY) -m netmon.bench ingest

@@ -17,8 +17,9 @@ from pathlib import Path
 
 import pytest
 
+from netmon.ingest.linktypes import LINKTYPE_ETHERNET
 from netmon.ingest.pcapwrite import PcapWriter
-from netmon.testing.synth import LINKTYPE_ETHERNET, ethernet, ipv4, udp
+from netmon.testing.frames import ethernet, ipv4, udp
 from tests.conftest import ROOT, captures_dir, need_capture, netmon_cmd, run_netmon
 
 

@@ -1,4 +1,5 @@
-"""Tests for netmon.cluster.online: stable IDs, labels, new-behaviour flags, determinism."""
+"""Tests for netmon.cluster.online, .matching and .labels: stable IDs, labels, new-behaviour
+flags, determinism."""
 
 from __future__ import annotations
 
@@ -13,14 +14,9 @@ import numpy as np
 import pytest
 
 from netmon.cluster.features import FEATURE_NAMES, features
-from netmon.cluster.online import (
-    Assignment,
-    OnlineClusterer,
-    Tuning,
-    label_for,
-    match_clusters,
-    merge_micro,
-)
+from netmon.cluster.labels import label_for
+from netmon.cluster.matching import match_clusters, merge_micro
+from netmon.cluster.online import Assignment, OnlineClusterer, Tuning
 
 ROOT = Path(__file__).resolve().parent.parent
 

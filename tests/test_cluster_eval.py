@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from netmon.demo.traffic import CLASSES, TrafficPlan, TrafficStats, class_of, start_traffic
+from netmon.demo.traffic.plan import CLASSES, TrafficPlan, TrafficStats, class_of
+from netmon.demo.traffic.run import start_traffic
 
 ROOT = Path(__file__).resolve().parent.parent
 DURATION, SCALE, SEED = 12, 0.5, 7

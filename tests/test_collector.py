@@ -18,8 +18,9 @@ import pytest
 
 from netmon.netflow.decoder import NetflowDecoder
 from netmon.testing.nfexport import Flow, ipfix_datagrams, v5_datagrams, v9_datagrams
+from netmon.testing.ports import free_port
 from tests.conftest import run_netmon
-from tests.test_live import free_port, read_until, start_netmon
+from tests.test_live import read_until, start_netmon
 
 pytestmark = pytest.mark.live
 

@@ -8,7 +8,7 @@ import time
 import psutil
 import pytest
 
-from netmon.demo.sources import capture_permitted
+from netmon.demo.drivers import capture_permitted
 from tests.conftest import run_netmon
 
 pytestmark = pytest.mark.slow

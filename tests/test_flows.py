@@ -17,7 +17,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from netmon.core.values import FlowView
-from netmon.flows.table import FIRST_SIZES, FlowTable
+from netmon.flows.keys import FIRST_SIZES
+from netmon.flows.table import FlowTable
 
 SYN, ACK, FIN, RST, PSH = 0x02, 0x10, 0x01, 0x04, 0x08
 TCP, UDP, ICMP, ICMPV6 = 6, 17, 1, 58

@@ -13,15 +13,15 @@ from netmon.ingest.batch import PacketBatch
 from netmon.ingest.framering import ROW_BYTES, FrameRing
 from netmon.ingest.pcapstream import PcapStreamDecoder
 from netmon.ingest.pcapwrite import pcap_header, pcap_record, pcapng_epb, pcapng_idb, pcapng_shb
-from netmon.testing import synth
+from netmon.testing.frames import ethernet, ipv4, tcp, udp
 
 SYN, ACK, PSH, FIN = 0x02, 0x10, 0x08, 0x01
 
 
 def tcp_frame(src: str, sport: int, dst: str, dport: int, flags: int,
               payload: bytes = b"") -> bytes:
-    seg = synth.tcp(sport, dport, flags=flags, payload=payload)
-    return synth.ethernet(synth.ipv4(src, dst, 6, seg), 0x0800)
+    seg = tcp(sport, dport, flags=flags, payload=payload)
+    return ethernet(ipv4(src, dst, 6, seg), 0x0800)
 
 
 def conversation(n: int, sport: int = 40000, size: int = 100) -> list[bytes]:
@@ -169,8 +169,8 @@ def test_index_columns_grow_and_compact() -> None:
 
 
 def test_pcapng_interfaces_with_different_link_types() -> None:
-    ip_only = synth.ipv4("10.0.0.1", "10.0.0.2", 17, synth.udp(53000, 53, b"q"))
-    eth = synth.ethernet(synth.ipv4("10.0.0.2", "10.0.0.1", 17, synth.udp(53, 53000, b"r")),
+    ip_only = ipv4("10.0.0.1", "10.0.0.2", 17, udp(53000, 53, b"q"))
+    eth = ethernet(ipv4("10.0.0.2", "10.0.0.1", 17, udp(53, 53000, b"r")),
                          0x0800)
     data = (pcapng_shb() + pcapng_idb(101) + pcapng_idb(1)
             + pcapng_epb(0, 1.0, ip_only) + pcapng_epb(1, 1.5, eth))

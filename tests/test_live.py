@@ -20,15 +20,10 @@ from pathlib import Path
 import psutil
 import pytest
 
+from netmon.testing.ports import free_port
 from tests.conftest import ROOT, need_capture, netmon_cmd
 
 pytestmark = pytest.mark.live
-
-
-def free_port(kind: int = socket.SOCK_STREAM) -> int:
-    with socket.socket(socket.AF_INET, kind) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def start_netmon(*args: str) -> subprocess.Popen:

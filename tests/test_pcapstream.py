@@ -3,7 +3,8 @@
 The decoder is fed by a Twisted protocol that gets bytes in whatever pieces the pipe
 hands over, so each test decodes its input twice - all at once, and chunked with a
 seeded random split of 1 to 9 bytes - and asserts both give identical records and
-counters. Inputs are built with netmon.testing.synth and netmon.ingest.pcapwrite; no files are read.
+counters. Inputs are built with netmon.testing.frames and netmon.ingest.pcapwrite; no
+files are read.
 """
 
 from __future__ import annotations
@@ -19,6 +20,17 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from netmon.core.values import PacketRecord
+from netmon.ingest.linktypes import (
+    LINKTYPE_ETHERNET,
+    LINKTYPE_IPV4,
+    LINKTYPE_IPV6,
+    LINKTYPE_LINUX_SLL,
+    LINKTYPE_LINUX_SLL2,
+    LINKTYPE_LOOP,
+    LINKTYPE_NFLOG,
+    LINKTYPE_NULL,
+    LINKTYPE_RAW,
+)
 from netmon.ingest.pcapstream import PcapStreamDecoder
 from netmon.ingest.pcapwrite import (
     pcap_header,
@@ -28,7 +40,7 @@ from netmon.ingest.pcapwrite import (
     pcapng_shb,
     pcapng_spb,
 )
-from netmon.testing.synth import (
+from netmon.testing.frames import (
     AF_LINUX_INET,
     AF_LINUX_INET6,
     AF_NULL_INET,
@@ -45,15 +57,6 @@ from netmon.testing.synth import (
     IPV6_FRAGMENT,
     IPV6_HOP_BY_HOP,
     IPV6_ROUTING,
-    LINKTYPE_ETHERNET,
-    LINKTYPE_IPV4,
-    LINKTYPE_IPV6,
-    LINKTYPE_LINUX_SLL,
-    LINKTYPE_LINUX_SLL2,
-    LINKTYPE_LOOP,
-    LINKTYPE_NFLOG,
-    LINKTYPE_NULL,
-    LINKTYPE_RAW,
     ethernet,
     icmp,
     icmpv6,

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from netmon.ingest.linktypes import LINKTYPE_ETHERNET
 from netmon.ingest.pcapwrite import (
     PCAPNG_BYTE_ORDER_MAGIC,
     PcapWriter,
@@ -21,7 +22,7 @@ from netmon.ingest.pcapwrite import (
     pcapng_shb,
     pcapng_spb,
 )
-from netmon.testing.synth import ETHERTYPE_IPV4, LINKTYPE_ETHERNET, ethernet, ipv4, tcp, udp
+from netmon.testing.frames import ETHERTYPE_IPV4, ethernet, ipv4, tcp, udp
 
 needs_tshark = pytest.mark.skipif(
     shutil.which("tshark") is None or shutil.which("capinfos") is None,

@@ -16,8 +16,8 @@ import pytest
 from netmon.core.settings import Settings
 from netmon.engine.engine import Engine
 from netmon.sources.capture import CaptureSpec, LiveCapture
+from netmon.testing.ports import free_port
 from tests.conftest import ROOT, need_capture
-from tests.test_live import free_port
 
 pytestmark = pytest.mark.live
 

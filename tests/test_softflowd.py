@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from netmon.testing.ports import free_port
 from tests.conftest import captures_dir
 from tests.netflow_oracle import (
     flows5_totals,
@@ -28,7 +29,7 @@ from tests.netflow_oracle import (
     nfdump_totals_from,
     softflowd_run,
 )
-from tests.test_live import free_port, read_until, start_netmon
+from tests.test_live import read_until, start_netmon
 
 pytestmark = pytest.mark.live
 

@@ -21,9 +21,10 @@ import psutil
 import pytest
 
 from netmon.core.errors import EXIT_SSH
+from netmon.testing.ports import free_port
 from netmon.testing.sshd import Sshd, need_sshd
 from tests.conftest import need_capture, netmon_cmd
-from tests.test_live import free_port, read_until, send_udp, start_netmon
+from tests.test_live import read_until, send_udp, start_netmon
 
 pytestmark = pytest.mark.live
 

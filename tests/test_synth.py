@@ -1,4 +1,5 @@
-"""Tests for netmon.testing.synth: header fields by hand, then tshark decoding every link type."""
+"""Tests for netmon.testing.frames (header fields by hand, then tshark decoding every link
+type) and netmon.testing.synth (synthetic_pcap: counts, structure, determinism, speed)."""
 
 from __future__ import annotations
 
@@ -13,15 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from netmon.ingest.pcapwrite import pcap_header, pcap_record, pcapng_epb, pcapng_idb, pcapng_shb
-from netmon.testing.synth import (
-    ETHERTYPE_IPV4,
-    ETHERTYPE_IPV6,
-    ETHERTYPE_MPLS,
-    IPV6_DEST_OPTS,
-    IPV6_FRAGMENT,
-    IPV6_HOP_BY_HOP,
-    IPV6_ROUTING,
+from netmon.ingest.linktypes import (
     LINKTYPE_ETHERNET,
     LINKTYPE_IPV4,
     LINKTYPE_IPV6,
@@ -31,6 +24,16 @@ from netmon.testing.synth import (
     LINKTYPE_NFLOG,
     LINKTYPE_NULL,
     LINKTYPE_RAW,
+)
+from netmon.ingest.pcapwrite import pcap_header, pcap_record, pcapng_epb, pcapng_idb, pcapng_shb
+from netmon.testing.frames import (
+    ETHERTYPE_IPV4,
+    ETHERTYPE_IPV6,
+    ETHERTYPE_MPLS,
+    IPV6_DEST_OPTS,
+    IPV6_FRAGMENT,
+    IPV6_HOP_BY_HOP,
+    IPV6_ROUTING,
     ethernet,
     icmp,
     icmpv6,
@@ -46,10 +49,10 @@ from netmon.testing.synth import (
     null_loopback,
     sll,
     sll2,
-    synthetic_pcap,
     tcp,
     udp,
 )
+from netmon.testing.synth import synthetic_pcap
 
 needs_tshark = pytest.mark.skipif(
     shutil.which("tshark") is None or shutil.which("capinfos") is None,

@@ -84,8 +84,8 @@ def test_collected_and_ssh_sources_in_the_tui(tmp_path) -> None:
     import socket
 
     from netmon.testing.nfexport import Flow, ipfix_datagrams
+    from netmon.testing.ports import free_port
     from netmon.testing.sshd import Sshd, need_sshd
-    from tests.test_live import free_port
 
     if shutil.which("tmux") is None:
         pytest.skip("tmux is needed")

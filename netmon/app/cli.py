@@ -246,7 +246,7 @@ def run(argv: list[str]) -> int:
 
         return print_interfaces()
     if args.command == "demo":
-        from netmon.demo.sources import demo_sources
+        from netmon.demo.drivers import demo_sources
 
         sources = demo_sources(settings)
     else:

@@ -3,12 +3,10 @@
 Runs in the main thread of its own process (``python -m netmon.bench.cluster``, or
 ``python -m netmon.bench cluster`` through :func:`main`). Steps:
 
-1. :mod:`netmon.demo.traffic` runs real servers and clients on a private Twisted reactor
-   (one behaviour class per 127.0.N.0/24, so a flow's true class is its address) while
-   ``dumpcap`` captures them on ``lo`` into a temporary pcap. dumpcap is spawned with an
-   argument list, stopped and reaped in a ``finally`` however the run ends
-   (SIGINT/SIGTERM/SIGHUP end the run cleanly), and told to stop by itself after the
-   plan's duration plus a margin (``-a duration:``) should this process be killed.
+1. :func:`netmon.bench.labelled.capture_labelled` runs :mod:`netmon.demo.traffic`'s
+   real servers and clients on a private Twisted reactor (one behaviour class per
+   127.0.N.0/24, so a flow's true class is its address) while ``dumpcap`` captures
+   them on ``lo`` into a temporary pcap.
 2. The capture is replayed through PcapStreamDecoder + FlowTable in simulated ticks
    (``--tick`` seconds of capture time each), feeding one OnlineClusterer with ports
    and one without (``--no-ports`` behaviour) the flows that changed in each tick.
@@ -26,21 +24,17 @@ import argparse
 import json
 import os
 import shutil
-import signal
-import subprocess
 import sys
 import tempfile
 import time
 from collections import Counter, defaultdict
 from collections.abc import Sequence
-from typing import IO
 
 import numpy as np
-from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
-from twisted.internet.base import ReactorBase
 
+from netmon.bench.labelled import CaptureError, capture_labelled, cluster_metrics
 from netmon.cluster.online import OnlineClusterer, Tuning
-from netmon.demo.traffic import CLASSES, TrafficPlan, TrafficStats, class_of, start_traffic
+from netmon.demo.traffic.plan import CLASSES, TrafficPlan, class_of
 from netmon.flows.table import FlowTable
 from netmon.ingest.pcapstream import PcapStreamDecoder
 
@@ -51,105 +45,7 @@ TARGETS = {"macro_purity": 0.85, "purity": 0.90, "ari": 0.7, "nmi": 0.7, "stabil
            "macro_purity_no_ports": 0.75, "cost_10k_ms": 100.0}
 
 
-class CaptureError(Exception):
-    """Capture cannot run here; the message is one line for the user."""
-
-
-# --------------------------------------------------------------------------- capture
-def _private_reactor() -> ReactorBase:
-    try:
-        from twisted.internet.epollreactor import EPollReactor
-        return EPollReactor()
-    except ImportError:  # not Linux
-        from twisted.internet.selectreactor import SelectReactor
-        return SelectReactor()
-
-
-def capture_labelled(plan: TrafficPlan, path: str, *, interface: str = "lo",
-                     ready_timeout: float = 10.0) -> TrafficStats:
-    """Generate ``plan``'s traffic while dumpcap writes it to ``path`` (pcap)."""
-    tool = shutil.which("dumpcap")
-    if tool is None:
-        raise CaptureError("dumpcap not found (install wireshark-common / tshark)")
-    # -a duration: dumpcap stops by itself even if this process is killed outright.
-    limit = int(plan.duration + plan.grace + 30)
-    argv = [tool, "-q", "-i", interface, "-P", "-s", "160", "-B", "32", "-a",
-            f"duration:{limit}", "-w", path, "-f", plan.bpf()]
-    with tempfile.TemporaryFile() as err:
-        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                stderr=err, start_new_session=True)
-        try:
-            _wait_ready(proc, path, err, interface, ready_timeout)
-            return _run_traffic(plan)
-        finally:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGINT)  # dumpcap flushes and exits
-                try:
-                    proc.wait(5)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
-
-
-def _wait_ready(proc: subprocess.Popen, path: str, err: IO[bytes], interface: str,
-                timeout: float) -> None:
-    """Return once dumpcap has written the file header; raise if it gave up."""
-    deadline = time.monotonic() + timeout
-    while not (os.path.exists(path) and os.path.getsize(path) >= 24):
-        if proc.poll() is not None or time.monotonic() > deadline:
-            err.seek(0)
-            lines = [ln for ln in err.read().decode(errors="replace").splitlines()
-                     if ln.strip() and not ln.startswith("Capturing on")]
-            raise CaptureError(f"dumpcap could not capture on {interface}: "
-                               f"{lines[-1] if lines else 'no output'}")
-        time.sleep(0.05)
-    time.sleep(0.3)  # the header is written first; let the capture settle
-
-
-def _run_traffic(plan: TrafficPlan) -> TrafficStats:
-    """Run the plan's traffic on a private reactor until it is done or a signal comes."""
-    reactor = _private_reactor()
-    caught: list[int] = []
-
-    def on_signal(signum: int, frame: object) -> None:
-        caught.append(signum)
-        reactor.callFromThread(reactor.stop)
-    old = {sig: signal.signal(sig, on_signal)
-           for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
-    try:
-        handle = start_traffic(reactor, plan)
-        handle.done.addCallback(lambda _: reactor.callLater(0.5, reactor.stop))
-        reactor.run(installSignalHandlers=False)
-        handle.stop()
-    finally:
-        for sig, handler in old.items():
-            signal.signal(sig, handler)
-    if caught:
-        raise KeyboardInterrupt
-    return handle.stats
-
-
 # --------------------------------------------------------------------------- evaluation
-def cluster_metrics(pred: np.ndarray, truth: np.ndarray) -> dict:
-    """Flow-weighted purity, macro purity, ARI, NMI and counts for one assignment."""
-    pred, truth = np.asarray(pred), np.asarray(truth)
-    if not len(pred):
-        return {"flows": 0}
-    majority, good = {}, 0
-    for c in np.unique(pred):
-        counts = np.bincount(truth[pred == c])
-        majority[int(c)] = int(np.argmax(counts))
-        good += int(counts.max())
-    classes = np.unique(truth)
-    per_class = {CLASSES[k]: float(np.mean([majority[int(p)] == k for p in pred[truth == k]]))
-                 for k in classes}
-    return {"flows": len(pred), "purity": good / len(pred),
-            "macro_purity": float(np.mean(list(per_class.values()))),
-            "ari": float(adjusted_rand_score(truth, pred)),
-            "nmi": float(normalized_mutual_info_score(truth, pred)),
-            "clusters": len(majority), "classes": len(classes), "per_class": per_class}
-
-
 class Evaluation:
     """One clusterer fed tick by tick, with everything needed for the report."""
 

@@ -32,6 +32,7 @@ import time
 import psutil
 
 from netmon.testing.nfexport import Flow, ipfix_datagrams
+from netmon.testing.ports import free_port
 
 PER_DATAGRAM = 24
 _BARE = """
@@ -99,12 +100,6 @@ def sender(port: int, rate: float, seconds: float, pool: list[bytearray],
     out.put((sent * PER_DATAGRAM + 1, time.perf_counter() - t0))
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _drive(port: int, rate: float, seconds: float, pool: list[bytearray]) -> tuple[int, float]:
     q: mp.Queue = mp.Queue()
     p = mp.Process(target=sender, args=(port, rate, seconds, pool, q))
@@ -115,7 +110,7 @@ def _drive(port: int, rate: float, seconds: float, pool: list[bytearray]) -> tup
 
 
 def run_netmon(rate: float, seconds: float, pool: list[bytearray]) -> dict:
-    port = _free_port()
+    port = free_port(socket.SOCK_DGRAM)
     proc = subprocess.Popen([sys.executable, "-m", "netmon", "--json", "--collect",
                              f"127.0.0.1:{port}"], stdout=subprocess.PIPE,
                             stderr=subprocess.DEVNULL, text=True)
@@ -147,7 +142,7 @@ def run_netmon(rate: float, seconds: float, pool: list[bytearray]) -> dict:
 
 
 def run_bare(rate: float, seconds: float, pool: list[bytearray]) -> dict:
-    port = _free_port()
+    port = free_port(socket.SOCK_DGRAM)
     proc = subprocess.Popen([sys.executable, "-c", _BARE, str(port), str(PER_DATAGRAM)],
                             stdout=subprocess.PIPE, text=True)
     assert proc.stdout.readline().strip() == "ready"

@@ -32,14 +32,9 @@ from pathlib import Path
 
 import numpy as np
 
-from netmon.bench.cluster import CaptureError, capture_labelled, cluster_metrics
-from netmon.demo.traffic import CLASSES, TrafficPlan, class_of
-
-
-def _free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from netmon.bench.labelled import CaptureError, capture_labelled, cluster_metrics
+from netmon.demo.traffic.plan import CLASSES, TrafficPlan, class_of
+from netmon.testing.ports import free_port
 
 
 def _softflowd() -> str:
@@ -50,7 +45,7 @@ def _softflowd() -> str:
 def export_and_collect(pcap: str, version: str, out: Path) -> int:
     """softflowd exports ``pcap`` to a netmon collector writing ``out``; returns the
     number of records softflowd says it sent (all of them arrive: checked)."""
-    port = _free_udp_port()
+    port = free_port(socket.SOCK_DGRAM)
     proc = subprocess.Popen([sys.executable, "-m", "netmon", "--json", "--collect",
                              f"127.0.0.1:{port}", "--flows-out", str(out)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

@@ -34,20 +34,19 @@ CAPTURES = Path(__file__).resolve().parent.parent.parent / "shared" / "captures"
 
 def _synthetic_seeds() -> list[bytes]:
     from netmon.ingest import pcapwrite
-    from netmon.testing import synth
+    from netmon.testing.frames import ethernet, ipv4, ipv6, tcp, udp
 
-    frames = [
-        synth.ethernet(synth.ipv4("10.0.0.1", "10.0.0.2", 6,
-                                  synth.tcp(1234, 80, flags=0x02)), 0x0800),
-        synth.ethernet(synth.ipv6("2001:db8::1", "2001:db8::2", 17,
-                                  synth.udp(5353, 53, b"q" * 30)), 0x86DD, vlans=[7]),
-        synth.ethernet(synth.ipv4("10.0.0.1", "10.0.0.3", 17, synth.udp(1, 2, b"x" * 600),
-                                  mf=True, ident=9), 0x0800),
+    seeds = [
+        ethernet(ipv4("10.0.0.1", "10.0.0.2", 6, tcp(1234, 80, flags=0x02)), 0x0800),
+        ethernet(ipv6("2001:db8::1", "2001:db8::2", 17, udp(5353, 53, b"q" * 30)), 0x86DD,
+                 vlans=[7]),
+        ethernet(ipv4("10.0.0.1", "10.0.0.3", 17, udp(1, 2, b"x" * 600), mf=True, ident=9),
+                 0x0800),
     ]
     pcap = pcapwrite.pcap_header(1) + b"".join(pcapwrite.pcap_record(1.5 + i, f)
-                                              for i, f in enumerate(frames))
+                                              for i, f in enumerate(seeds))
     ng = (pcapwrite.pcapng_shb() + pcapwrite.pcapng_idb(1)
-          + b"".join(pcapwrite.pcapng_epb(0, 2.0 + i, f) for i, f in enumerate(frames)))
+          + b"".join(pcapwrite.pcapng_epb(0, 2.0 + i, f) for i, f in enumerate(seeds)))
     return [pcap, ng]
 
 

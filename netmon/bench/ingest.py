@@ -24,6 +24,7 @@ import sys
 import tempfile
 import time
 
+from netmon.bench.memory import rss_bytes
 from netmon.flows.table import FlowTable
 
 
@@ -49,7 +50,7 @@ def memory_per_flow(flows: int) -> float:
 
     table = FlowTable(max_flows=flows * 2, idle_timeout=1e9, active_timeout=1e9)
     gc.collect()
-    before = _rss()
+    before = rss_bytes()
     batch = 8192
     ts = 1_700_000_000.0
     for start in range(0, flows, batch):
@@ -64,14 +65,9 @@ def memory_per_flow(flows: int) -> float:
         table.add_packets(recs)
     del recs
     gc.collect()
-    after = _rss()
+    after = rss_bytes()
     assert len(table) == flows
     return (after - before) / flows
-
-
-def _rss() -> int:
-    with open("/proc/self/statm") as fh:
-        return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
 def bench_ingest(args: argparse.Namespace) -> dict:

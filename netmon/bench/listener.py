@@ -22,7 +22,6 @@ import errno
 import gc
 import itertools
 import json
-import os
 import selectors
 import signal
 import socket
@@ -32,6 +31,9 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
+
+from netmon.bench.memory import rss_bytes
+from netmon.testing.ports import free_port
 
 #: What the generator's connections send, in turn (classes: http, ssh, tls, text, none).
 PAYLOADS = (b"GET /c/%d HTTP/1.0\r\n\r\n", b"SSH-2.0-loadgen_%d\r\n",
@@ -117,17 +119,6 @@ def serve_bare(port: int, seconds: float) -> None:
     reactor.run()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _rss(pid: int) -> int:
-    with open(f"/proc/{pid}/statm") as fh:
-        return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-
 def table_memory(kind: str, n: int) -> float:
     """Bytes of RSS per flow after accounting ``n`` flows in a fresh FlowTable: captured
     single-packet TCP flows (``kind`` "captured") or listener records ("connections")."""
@@ -138,7 +129,7 @@ def table_memory(kind: str, n: int) -> float:
 
     table = FlowTable(max_flows=n * 2, idle_timeout=1e9, active_timeout=1e9)
     gc.collect()
-    before = _rss(os.getpid())
+    before = rss_bytes()
     ts = 1_700_000_000.0
     local = bytes([127, 0, 0, 1])
     for start in range(0, n, 8192):
@@ -153,7 +144,7 @@ def table_memory(kind: str, n: int) -> float:
                 0, 1, 0, "client-closed", "http", "GET / HTTP/1.0", 400.0, 0.0, 0.0, (20,))
                 for i, p in zip(ids, peers, strict=True)])
     gc.collect()
-    after = _rss(os.getpid())
+    after = rss_bytes()
     assert len(table) == n
     return (after - before) / n
 
@@ -167,7 +158,7 @@ def _child_table_memory(kind: str, n: int) -> float:
 
 
 def run_bare(args: argparse.Namespace) -> dict:
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "netmon.bench.listener", "bare-server",
                              str(port), str(args.deadline + 10)],
                             stdout=subprocess.PIPE, text=True)
@@ -209,7 +200,7 @@ class _Netmon:
         raise SystemExit(f"bench: netmon did not get there {err[-300:]}")
 
     def rss(self) -> int:
-        return _rss(self.proc.pid)
+        return rss_bytes(self.proc.pid)
 
     def finish(self) -> dict:
         if self.proc.stdin is not None:
@@ -232,7 +223,7 @@ def _recorded(snap: dict) -> int:
 
 def run_netmon(args: argparse.Namespace) -> dict:
     """Generator against ``netmon --listen``: rate, loss, tick gaps, memory growth."""
-    port = _free_port()
+    port = free_port()
     child = _Netmon(["--listen", f"127.0.0.1:{port}",
                      "--listen-max-per-source", str(args.connections),
                      "--listen-max-conns", str(max(1000, args.concurrency * 2)),
@@ -267,7 +258,7 @@ def _connections_pcap(first: int, count: int, port: int, t0: float, rate: float)
     """pcap records (no header) of ``count`` TCP connections to 127.0.0.1:port, each
     handshake, 20 bytes of request and close: what a capture of the load would hold."""
     from netmon.ingest.pcapwrite import pcap_record
-    from netmon.testing.synth import ethernet, ipv4, tcp
+    from netmon.testing.frames import ethernet, ipv4, tcp
 
     out = []
     for i in range(first, first + count):
@@ -289,8 +280,8 @@ def _connections_pcap(first: int, count: int, port: int, t0: float, rate: float)
 def run_capture_baseline(args: argparse.Namespace) -> dict:
     """The same number of connections as captured flows, piped into ``netmon -r -``:
     the process's memory growth per captured flow, measured like the listener's."""
+    from netmon.ingest.linktypes import LINKTYPE_ETHERNET
     from netmon.ingest.pcapwrite import pcap_header
-    from netmon.testing.synth import LINKTYPE_ETHERNET
 
     n = args.connections
     warm = max(n // 10, 1)

@@ -11,13 +11,13 @@ totals must equal passes x the capture's own totals exactly.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from netmon.bench.memory import rss_bytes
 from netmon.core.settings import Settings
 from netmon.core.values import Snapshot
 from netmon.engine.engine import Engine
@@ -26,11 +26,6 @@ from netmon.ingest.pcapstream import PcapStreamDecoder
 from netmon.sources.base import PcapFeed, Source
 
 CHUNK = 1 << 20
-
-
-def rss_bytes() -> int:
-    with open("/proc/self/statm") as fh:
-        return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
 class LoopingReplay(Source):

@@ -30,11 +30,7 @@ from pathlib import Path
 
 import psutil
 
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from netmon.testing.ports import free_port
 
 
 def sender(port: int, rate: float, seconds: float) -> None:
@@ -99,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeat", type=int, default=2, help="runs of each (best kept)")
     args = ap.parse_args(argv)
     from netmon.testing.sshd import Sshd
-    port = _free_port()
+    port = free_port(socket.SOCK_DGRAM)
     bpf = f"udp and dst portrange {port}-{port + 3}"
     with tempfile.TemporaryDirectory() as tmp, Sshd(Path(tmp)) as sshd:
         ssh_args: list[str] = []

@@ -25,6 +25,7 @@ import argparse
 import asyncio
 import fcntl
 import gc
+import inspect
 import json
 import os
 import pty
@@ -35,6 +36,7 @@ import termios
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 TARGET_TICK_MS = 50.0
@@ -154,6 +156,8 @@ def child_main(args: argparse.Namespace) -> int:
     probe = Probe()
 
     class BenchApp(NetmonApp):
+        # Textual finds a relative CSS_PATH beside the subclass's module, not NetmonApp's.
+        CSS_PATH = Path(inspect.getfile(NetmonApp)).with_name(NetmonApp.CSS_PATH)
         on_snapshot_published = probe.wrap_handler(NetmonApp.on_snapshot_published)
 
     app = BenchApp(Settings(tick=args.tick), feed, link)

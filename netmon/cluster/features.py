@@ -21,8 +21,9 @@ import numpy as np
 
 from netmon.core.values import PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP, FlowView
 
-#: How many leading packet sizes (signed by direction) a flow's features hold.
-FIRST_SIZES = 8
+# A flow's features hold as many leading packet sizes (signed by direction) as the
+# flow table keeps: FIRST_SIZES comes from there.
+from netmon.flows.keys import FIRST_SIZES
 
 #: Server-port buckets: well-known services by name, then the IANA ranges. Ports of one
 #: service's usual alternatives share a bucket (80/8080, 53/5353, 22/2222).

@@ -24,7 +24,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from netmon.core.values import HostView
-from netmon.flows.table import FlowTable, split_key
+from netmon.flows.keys import split_key
+from netmon.flows.table import FlowTable
 
 #: Feature names, in the order of :func:`host_features` columns.
 FEATURES = ("conns_per_min", "ports", "peers", "bytes_per_flow", "dur_mean_ms")

@@ -21,15 +21,16 @@ Pipeline per tick (:meth:`OnlineClusterer.update`, given the flows that changed)
    ``MiniBatchKMeans.partial_fit``; ``netmon.bench.cluster`` compares the two.)
 4. Display clusters: micro-clusters merged by average-linkage agglomeration cut at
    ``Tuning.merge_distance``, with a hysteresis band so last tick's merge decision
-   stands near the cut (:func:`merge_micro`); then matched to the previous tick's
-   display clusters by centroid distance (Hungarian, ``linear_sum_assignment``, see
-   :func:`match_clusters`) under ``Tuning.match_gate``. A cluster inherits the ID it
-   matches, also from a recently vanished cluster, so a behaviour that pauses and
-   returns keeps its ID; an ID is minted only when nothing matches. IDs with no
-   member flows for ``retire_ticks`` are hidden, and forgotten after ``forget_ticks``
-   ticks out of the model.
+   stands near the cut (:func:`netmon.cluster.matching.merge_micro`); then matched to
+   the previous tick's display clusters by centroid distance (Hungarian, see
+   :func:`netmon.cluster.matching.match_clusters`) under ``Tuning.match_gate``. A
+   cluster inherits the ID it matches, also from a recently vanished cluster, so a
+   behaviour that pauses and returns keeps its ID; an ID is minted only when nothing
+   matches. IDs with no member flows for ``retire_ticks`` are hidden, and forgotten
+   after ``forget_ticks`` ticks out of the model.
 5. Each flow takes the display cluster of its nearest micro-cluster; each display
-   cluster is named by :func:`label_for` from its centroid and members' server ports.
+   cluster is named by :func:`netmon.cluster.labels.label_for` from its centroid and
+   members' server ports.
 """
 
 from __future__ import annotations
@@ -39,16 +40,14 @@ from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.cluster.hierarchy import fcluster, linkage
-from scipy.optimize import linear_sum_assignment
-from scipy.spatial.distance import pdist, squareform
 from sklearn.cluster import Birch, MiniBatchKMeans
 from sklearn.metrics import pairwise_distances_argmin_min
 from sklearn.preprocessing import StandardScaler
 from threadpoolctl import ThreadpoolController
 
 from netmon.cluster.features import BINARY_FEATURES, feature_names, features, server_ports
-from netmon.core.values import PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP, proto_name
+from netmon.cluster.labels import label_for
+from netmon.cluster.matching import VANISHED_PENALTY, match_clusters, merge_micro
 
 #: Weight of each feature group after scaling, by name prefix (others: 1). Totals that
 #: grow with a flow's age weigh less than shape features (sizes, timing, flags) so a
@@ -412,83 +411,3 @@ class OnlineClusterer:
             z = self._centroid[cid] / self._weights * self._scale + self._mean
             self._labels[cid] = label_for(dict(zip(self.names, z.tolist(), strict=True)), seen)
 
-
-def merge_micro(centroids: np.ndarray, cut: float, previous: np.ndarray | None = None,
-                hysteresis: float = 0.0) -> np.ndarray:
-    """Group micro-cluster centroids into display clusters (0..k-1 per row): average
-    linkage cut at ``cut``. With ``previous`` (last tick's group of each centroid, -1 if
-    none) the merge decision gets a hysteresis band: pairs that shared a group look
-    ``hysteresis`` (relative) closer, pairs that did not look as much farther, so a
-    pair hovering at the cut does not merge and split on alternate ticks."""
-    if len(centroids) < 2:
-        return np.zeros(len(centroids), dtype=np.int64)
-    dist = pdist(centroids)
-    if previous is not None and hysteresis:
-        prev = np.asarray(previous)
-        known = prev >= 0
-        factor = np.where(prev[:, None] == prev[None, :], 1 - hysteresis, 1 + hysteresis)
-        factor[~(known[:, None] & known[None, :])] = 1.0
-        dist = dist * squareform(factor, checks=False)
-    tree = linkage(dist, method="average")
-    return fcluster(tree, t=cut, criterion="distance").astype(np.int64) - 1
-
-
-#: Extra matching cost of a cluster that was absent from the last tick's model.
-VANISHED_PENALTY = 0.25
-
-
-def match_clusters(centroids: np.ndarray, known: np.ndarray, gate: float,
-                   penalty: np.ndarray | None = None) -> np.ndarray:
-    """For each row of ``centroids``, the index of the ``known`` centroid it continues,
-    or -1 when none is within ``gate``: a minimum-cost one-to-one matching (Hungarian,
-    ``scipy.optimize.linear_sum_assignment``) on Euclidean distance plus ``penalty``
-    per known centroid. Order of either input does not matter."""
-    out = np.full(len(centroids), -1, dtype=np.int64)
-    if not len(centroids) or not len(known):
-        return out
-    cost = np.linalg.norm(centroids[:, None, :] - known[None, :, :], axis=2)
-    if penalty is not None:
-        cost += penalty[None, :]
-    rows, cols = linear_sum_assignment(cost)
-    ok = cost[rows, cols] <= gate
-    out[rows[ok]] = cols[ok]
-    return out
-
-
-def label_for(c: dict[str, float], ports: Counter) -> str:
-    """A readable name from a cluster's centroid (raw feature units, keys as in
-    :data:`netmon.cluster.features.FEATURE_NAMES`) and its members' server ports (port ->
-    weight), e.g. "TCP/443 bulk download", "TCP SYN-only probes to many ports"."""
-    proto_no = (PROTO_TCP, PROTO_UDP, PROTO_ICMP, 0)[
-        int(np.argmax([c["is_tcp"], c["is_udp"], c["is_icmp"], c["is_other"]]))]
-    name = proto_name(proto_no) if proto_no else "IP"
-    total = sum(ports.values()) or 1.0
-    port, top = ports.most_common(1)[0] if ports else (0, 0.0)
-    many = len(ports) >= 10 and top < 0.5 * total
-    where = f"{name}/{port}" if port and top >= 0.5 * total else name
-    pkts_ab, pkts_ba = np.expm1(c["log_pkts_a2b"]), np.expm1(c["log_pkts_b2a"])
-    volume = np.expm1(c["log_bytes_a2b"]) + np.expm1(c["log_bytes_b2a"])
-    duration = np.expm1(c["log_duration_ms"]) / 1000
-    size = np.expm1(c["log_size_mean"])
-    iat = np.expm1(c["log_iat_mean_ms"]) / 1000
-    balance = c["byte_balance"]
-    if proto_no in (PROTO_ICMP, PROTO_ICMPV6):
-        return f"{name} echo" if pkts_ba >= 0.5 * pkts_ab and abs(balance) < 0.3 \
-            else f"{name} one-way"
-    # SYNs seen but (mostly) no SYN-ACK: refused or unanswered connection attempts.
-    # (Short flows caught mid-connection have neither and fall through.)
-    if proto_no == PROTO_TCP and c["log_syn"] >= 0.35 and c["log_synack"] < 0.35 \
-            and pkts_ab + pkts_ba <= 4:
-        return "TCP SYN-only probes to many ports" if many else f"{where} SYN-only probes"
-    if volume >= 5e5 and abs(balance) > 0.6:
-        return f"{where} bulk {'download' if balance < 0 else 'upload'}"
-    if pkts_ab >= 20 and pkts_ba <= 0.05 * pkts_ab and c["iat_cv"] < 0.5:
-        return f"{where} constant-rate stream"
-    chatty = size < 300 and iat >= 0.02 and pkts_ba > 0.2 * pkts_ab
-    if proto_no == PROTO_TCP and duration >= 2.0 and chatty:
-        return f"{where} interactive"
-    if (pkts_ab + pkts_ba <= 24 and duration < 2.0) or (proto_no == PROTO_UDP and chatty):
-        return f"{where} request-response"
-    if pkts_ba <= 0.05 * pkts_ab:
-        return f"{where} one-way"
-    return f"{where} long-lived" if duration >= 10.0 else f"{where} mixed"

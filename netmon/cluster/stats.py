@@ -13,7 +13,8 @@ from collections import deque
 import numpy as np
 
 from netmon.core.values import ClusterView
-from netmon.flows.table import FlowTable, split_key
+from netmon.flows.keys import split_key
+from netmon.flows.table import FlowTable
 
 HISTORY = 240  # ticks of rate history per cluster (2 minutes at 0.5 s)
 TOP = 3

@@ -1,4 +1,5 @@
-"""``netmon demo``: real loopback traffic of several kinds, monitored live.
+"""``netmon demo``: the sources that drive real loopback traffic of several kinds and
+capture it, monitored live.
 
 Runs on the engine's reactor thread. :class:`DemoTraffic` is a source that produces
 no records itself: it drives :mod:`netmon.demo.traffic` (bulk downloads, small web
@@ -20,7 +21,8 @@ from typing import Any, ClassVar
 
 from twisted.internet import protocol
 
-from netmon.demo.traffic import TrafficPlan, start_traffic
+from netmon.demo.traffic.plan import TrafficPlan
+from netmon.demo.traffic.run import start_traffic
 from netmon.sources.base import Source
 
 ROUND_SECONDS = 40.0

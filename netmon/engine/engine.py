@@ -1,5 +1,9 @@
 """The engine: a Twisted reactor on its own thread that owns ingest and the flow table.
 
+It holds the lifecycle (start, stop, join, the reactor thread), the sinks sources
+feed, batching into the FlowTable and tick scheduling; what each tick publishes is
+built by :class:`netmon.engine.snapshot.SnapshotBuilder`.
+
 Threads: everything in :class:`Engine` except :meth:`Engine.start`, :meth:`Engine.stop`,
 :meth:`Engine.join` and :attr:`Engine.result` runs on the reactor thread, which owns
 the sources, the FlowTable and the flows-out writer. Other threads talk to it only
@@ -21,29 +25,18 @@ import numpy as np
 from twisted.internet import process as tprocess
 from twisted.internet import task
 
-from netmon.cluster.hosts import host_views
-from netmon.cluster.stats import ClusterStats
 from netmon.core.errors import EXIT_BAD_INPUT
 from netmon.core.settings import Settings
-from netmon.core.values import (
-    ClusterView,
-    ConnectionRecord,
-    FlowView,
-    HostView,
-    Snapshot,
-    SourceStatus,
-    Totals,
-)
+from netmon.core.values import ConnectionRecord, Snapshot
 from netmon.engine.clusterjob import ClusterJob
+from netmon.engine.snapshot import SnapshotBuilder
 from netmon.export.flowsout import FlowsOutWriter
 from netmon.flows.table import FlowTable, views_from_columns
 from netmon.ingest.batch import PacketBatch
 from netmon.ingest.framering import FrameRing
 from netmon.netflow.decoder import FlowRecords
-from netmon.sources.base import Source, SourceError
+from netmon.sources.base import EngineSinks, Source, SourceError
 from netmon.sources.capture import kill_leftovers
-from netmon.sources.collector import CollectorSource
-from netmon.sources.listener import ListenerSource
 
 log = logging.getLogger(__name__)
 
@@ -54,8 +47,6 @@ BATCH = 8192
 PENDING_RAW = 8 << 20
 #: How long sources get to stop (capture tools flush and report drops) at shutdown.
 STOP_TIMEOUT = 4.0
-#: Seconds between updates of the hosts view; stretched so it takes <= 5% of the time.
-HOSTS_EVERY = 2.0
 
 
 #: Sources that watch the present (flows age by the wall clock), not a recording.
@@ -112,7 +103,6 @@ class Engine:
     def __init__(self, settings: Settings, sources: list[Source],
                  publish: Callable[[Snapshot], None], *, hosts: bool = True) -> None:
         self.settings = settings
-        self.want_hosts = hosts  # nobody shows the hosts view: don't compute it
         self.sources = sources
         self.publish = publish
         self.reactor = make_reactor()
@@ -129,9 +119,6 @@ class Engine:
         self._expired_at = 0.0
         self._expire_step = min(1.0, settings.idle_timeout / 10)
         self._accepted = 0  # packets taken from sources (for --count)
-        self._seq = 0
-        self._started_wall = 0.0
-        self._last_tick = (0.0, 0, 0)  # (wall, packets, bytes) at the previous tick
         self._stopping = False
         self._finalised = False
         self._done_sources: set[int] = set()
@@ -149,14 +136,13 @@ class Engine:
                 src.name = f"{src.name} #{seen[src.name]}"
             seen.setdefault(src.name, 1)
             src.obs = self.table.observer_id(src.name)
-        self._hosts: tuple[HostView, ...] = ()
-        self._hosts_at = 0.0
-        self._hosts_every = HOSTS_EVERY
-        self._clusters: tuple[ClusterView, ...] = ()
         self.clustering = (ClusterJob(self.reactor, self.table, self._ended_flows,
                                       ports=not settings.no_ports, seed=settings.seed,
                                       on_done=self._resume_sources)
                            if settings.cluster else None)
+        self.snapshots = SnapshotBuilder(self.table, sources, self.clustering, self._clock,
+                                         top_flows=settings.top_flows, tick=settings.tick,
+                                         hosts=hosts)
         # --reproducible: a full-speed replay ticks by capture time (expiry and clustering
         # every `tick` seconds of capture) and waits for each clustering job, so clusters
         # and --flows-out do not depend on this machine's speed -- at the cost of
@@ -166,8 +152,6 @@ class Engine:
         self._next_ctick = 0.0
         self._paused = False
         self._queue: deque[PacketBatch] = deque()  # capture-tick mode: not yet counted
-        self._cstats = ClusterStats(self.table)
-        self._cluster_wall = 0.0
 
     # ------------------------------------------------------------ any thread
     def start(self) -> None:
@@ -203,18 +187,11 @@ class Engine:
             kill_leftovers()
 
     def _begin(self) -> None:
-        self._started_wall = time.time()
-        self._last_tick = (self._started_wall, 0, 0)
+        self.snapshots.begin(time.time())
+        sinks = EngineSinks(packets=self._sink, connections=self._conn_sink,
+                            flow_records=self._rec_sink, observer_id=self.table.observer_id)
         for src in self.sources:
-            if isinstance(src, ListenerSource):
-                src.record_sink = self._conn_sink
-            if isinstance(src, CollectorSource):
-                src.record_sink = self._rec_sink
-                src.observer_id = self.table.observer_id
-            sink = self._sink
-            if src.obs:
-                def sink(batch: PacketBatch, obs: int = src.obs) -> None:
-                    self._sink(batch.observed_at(obs))
+            sink = src.connect(sinks)
             try:
                 src.start(self.reactor, sink, self._source_done)
             except SourceError as exc:
@@ -322,7 +299,7 @@ class Engine:
             # tick only reports.
             if self.clustering is not None:
                 self._update_clusters()
-            self.publish(self._snapshot())
+            self.publish(self.snapshots.build(self.result.warnings))
             return
         self._flush()
         self.table.expire(self._clock())
@@ -330,7 +307,7 @@ class Engine:
         if self.clustering is not None:
             self.clustering.submit()
             self._update_clusters()
-        self.publish(self._snapshot())
+        self.publish(self.snapshots.build(self.result.warnings))
 
     def _drain(self) -> None:
         """Feed queued packets to the table, ticking at each `tick` of capture time; a
@@ -385,11 +362,8 @@ class Engine:
                                                   self.table.observers))
 
     def _update_clusters(self) -> None:
-        now = time.time()
-        dt = now - self._cluster_wall if self._cluster_wall else self.settings.tick
-        self._cluster_wall = now
+        self.snapshots.update_clusters()
         c = self.clustering
-        self._clusters = self._cstats.views(dt, c.labels, c.recent, c.threshold)
         if c.error and c.error not in self.result.warnings:
             self.result.warnings.append(c.error)
 
@@ -429,7 +403,8 @@ class Engine:
         if self.clustering is not None:
             self.clustering.finish()  # every flow seen gets its cluster
             self._update_clusters()
-        snap = self._snapshot(finished=True)  # before end_all: live flows still count
+        # Before end_all: live flows still count.
+        snap = self.snapshots.build(self.result.warnings, finished=True)
         labels = self.clustering.labels if self.clustering is not None else None
         if self._writer is not None:
             try:
@@ -441,68 +416,3 @@ class Engine:
         tprocess.reapAllProcesses()
         self.publish(snap)
         self.reactor.callLater(0, self.reactor.stop)
-
-    # ------------------------------------------------------------ snapshots
-    def _totals(self) -> Totals:
-        nonip = 0
-        skipped: dict[str, int] = {}
-        for src in self.sources:
-            feed = src.feed
-            if feed is None:
-                continue
-            dec = feed.decoder
-            nonip += dec.nonip
-            for reason, n in dec.skipped.items():
-                skipped[reason] = skipped.get(reason, 0) + n
-        t = self.table
-        nskipped = sum(skipped.values())
-        return Totals(
-            packets=t.packets + nonip + nskipped, bytes=t.bytes, ip_packets=t.packets,
-            nonip_frames=nonip,
-            skipped=nskipped, skipped_reasons=tuple(sorted(skipped.items())),
-            flows_live=len(t), flows_seen=t.flows_seen, flows_expired=t.expired,
-            flows_evicted=t.evicted,
-        )
-
-    def _top_flows(self) -> tuple[FlowView, ...]:
-        n = self.settings.top_flows
-        live = self.table.live_slots()
-        if not n or not len(live):
-            return ()
-        size = self.table.bytes_ab[live] + self.table.bytes_ba[live]
-        if len(live) > n:
-            pick = np.argpartition(size, -n)[-n:]
-            live, size = live[pick], size[pick]
-        order = np.argsort(-size, kind="stable")
-        labels = self.clustering.labels if self.clustering is not None else None
-        return tuple(self.table.views(live[order], labels=labels))
-
-    def _snapshot(self, finished: bool = False) -> Snapshot:
-        now = time.time()
-        totals = self._totals()
-        wall0, pk0, by0 = self._last_tick
-        dt = max(now - wall0, 1e-6)
-        pkt_rate = (self.table.packets - pk0) / dt
-        byte_rate = (self.table.bytes - by0) / dt
-        self._last_tick = (now, self.table.packets, self.table.bytes)
-        self._seq += 1
-        warnings = tuple(self.result.warnings)
-        statuses: tuple[SourceStatus, ...] = tuple(s.status() for s in self.sources)
-        return Snapshot(
-            seq=self._seq, wall_time=now, capture_time=self.table.latest_ts,
-            elapsed=now - self._started_wall, totals=totals, pkt_rate=pkt_rate,
-            byte_rate=byte_rate, sources=statuses, top_flows=self._top_flows(),
-            clusters=self._clusters, warnings=warnings, finished=finished,
-            hosts=self._host_views(now, finished),
-            ssh_excluded="; ".join(s.note for s in self.sources if s.note),
-        )
-
-    def _host_views(self, now: float, force: bool) -> tuple[HostView, ...]:
-        if not self.want_hosts:
-            return ()
-        if force or now - self._hosts_at >= self._hosts_every:
-            t0 = time.perf_counter()
-            self._hosts = host_views(self.table, self._clock())
-            self._hosts_every = max(HOSTS_EVERY, 20 * (time.perf_counter() - t0))
-            self._hosts_at = now
-        return self._hosts

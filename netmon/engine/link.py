@@ -265,8 +265,8 @@ class EngineUILink:
         return clustering.labels if clustering is not None else {}
 
     def _clusters(self) -> tuple[ClusterView, ...]:
-        # The clusters of the latest snapshot (the engine keeps them for the next one).
-        return tuple(getattr(self.engine, "_clusters", ()))
+        # The clusters of the latest snapshot (kept for the next one).
+        return self.engine.snapshots.clusters
 
     def _views(self, slots: np.ndarray) -> list[FlowView]:
         return self.engine.table.views(slots, labels=self._labels())

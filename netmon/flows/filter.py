@@ -34,7 +34,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from netmon.core.values import PROTO_ICMP, PROTO_ICMPV6, PROTO_NAMES, PROTO_TCP, PROTO_UDP, FlowView
-from netmon.flows.table import address_digest
+from netmon.flows.keys import address_digest
 
 #: Flow-table columns a filter reads (FlowTable attribute names, one row per flow).
 FILTER_COLUMNS = ("host_lo", "host_hi", "port_lo", "port_hi", "proto", "cluster", "obs")

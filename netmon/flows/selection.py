@@ -14,7 +14,8 @@ import numpy as np
 from netmon.core.link import FLOW_SORT_KEYS, FlowQuery, HostRow
 from netmon.core.values import PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP
 from netmon.flows.filter import FILTER_COLUMNS, Filter
-from netmon.flows.table import KEY_DTYPE, FlowTable, split_key
+from netmon.flows.keys import KEY_DTYPE, split_key
+from netmon.flows.table import FlowTable
 
 #: Sorting needs only the top ``offset + limit`` rows in order; below this share of the
 #: selection, the rest is cut off with a partition first.

@@ -5,8 +5,8 @@ nothing here is locked, so no other thread may touch a FlowTable. Other threads 
 immutable :class:`netmon.core.values.FlowView` copies or numpy copies.
 
 Semantics (shared/DESIGN.md "Flow semantics", chosen to agree with tshark):
-- key = protocol + the unordered pair of endpoints (address, port); ports are 0 for
-  protocols without them, so ICMP is keyed by the address pair;
+- key = protocol + the unordered pair of endpoints (address, port), see
+  :mod:`netmon.flows.keys`;
 - bytes are frame lengths on the wire;
 - the initiator ("a") is the sender of the first packet seen, or the SYN sender
   when the first TCP packet seen is the SYN-ACK;
@@ -22,80 +22,28 @@ on a 50 k-flow, 1 M-packet replay this is ~3x faster than a Python object per fl
 takes ~1/3 of the memory, and hands the clusterer ready-made feature columns.
 Statistics: sizes keep an exact integer sum of squares (exact variance); inter-
 arrival times keep Welford's mean and M2, merged per batch with Chan's formula.
+Reading flows out lives in :mod:`netmon.flows.views`, flows from exported records
+and the listener in :mod:`netmon.flows.external`; both are mixed into FlowTable.
 """
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 import numpy as np
 
-from netmon.core.values import ConnectionRecord, FlowView
+from netmon.core.values import FlowView
+from netmon.flows.external import ExternalRecordsMixin
+from netmon.flows.keys import FIRST_SIZES, address_digest, flow_keys
+from netmon.flows.views import FlowViewsMixin, views_from_columns
 from netmon.ingest.batch import PacketBatch
-
-if TYPE_CHECKING:
-    from netmon.netflow.decoder import FlowRecords
-
-#: How many leading packet sizes (signed by direction) a flow keeps for clustering.
-FIRST_SIZES = 8
-
-#: A flow key: protocol, address family, then the lo endpoint and the hi endpoint
-#: (16-byte address, big-endian port), lo being the smaller, then the observation
-#: point (which capture, SSH host or flow exporter saw it: the same 5-tuple seen at
-#: two places is two flows, so nothing is counted twice). As one bytes object it
-#: hashes fast and costs ~70 bytes per flow.
-KEY_DTYPE = np.dtype([("p", "u1"), ("f", "u1"), ("a", "V16"), ("ap", ">u2"),
-                      ("b", "V16"), ("bp", ">u2"), ("o", ">u2")])
-
-
-def address_digest(addrs16: np.ndarray) -> np.ndarray:
-    """A 64-bit digest of each 16-byte address (rows of an n x 16 uint8 array)."""
-    halves = np.ascontiguousarray(addrs16).view(">u8").astype(np.uint64)
-    return halves[:, 0] * np.uint64(0x9E3779B97F4A7C15) ^ halves[:, 1]
-
-
-def key_observer(key: bytes) -> int:
-    """The observation point (index into FlowTable.observers) of a flow key."""
-    return int.from_bytes(key[38:40], "big")
-
-
-def split_key(key: bytes) -> tuple[int, str, int, str, int]:
-    """(proto, lo address text, lo port, hi address text, hi port) of a flow key."""
-    fam = socket.AF_INET if key[1] == 4 else socket.AF_INET6
-    a = key[14:18] if key[1] == 4 else key[2:18]
-    b = key[32:36] if key[1] == 4 else key[20:36]
-    return (key[0], socket.inet_ntop(fam, a), int.from_bytes(key[18:20], "big"),
-            socket.inet_ntop(fam, b), int.from_bytes(key[36:38], "big"))
-
-def flow_keys(b: PacketBatch) -> tuple[np.ndarray, list[bytes]]:
-    """(lo_first, keys) of each packet: whether its sender is the key's lo endpoint,
-    and its flow key as bytes (see KEY_DTYPE)."""
-    s8 = b.src.view(">u8")
-    d8 = b.dst.view(">u8")
-    sh, sl, dh, dl = s8[:, 0], s8[:, 1], d8[:, 0], d8[:, 1]
-    # Orientation: the key starts with the smaller (address, port) endpoint.
-    lo_first = (sh < dh) | ((sh == dh) & ((sl < dl) | ((sl == dl) & (b.sport <= b.dport))))
-    keys = np.empty(len(b), dtype=KEY_DTYPE)
-    keys["p"] = b.proto
-    keys["f"] = b.fam
-    src = b.src.view("V16")[:, 0]
-    dst = b.dst.view("V16")[:, 0]
-    keys["a"] = np.where(lo_first, src, dst)
-    keys["ap"] = np.where(lo_first, b.sport, b.dport)
-    keys["b"] = np.where(lo_first, dst, src)
-    keys["bp"] = np.where(lo_first, b.dport, b.sport)
-    keys["o"] = 0 if b.obs is None else b.obs
-    return lo_first, keys.view(f"V{KEY_DTYPE.itemsize}").tolist()
-
 
 _INT_COLS = ("pkts_ab", "bytes_ab", "pkts_ba", "bytes_ba", "flow_id")
 _SMALL_COLS = ("syn", "synack", "fin", "rst", "psh")
 _FLOAT_COLS = ("first", "last", "sizesq", "iat_mean", "iat_m2")
 
 
-class FlowTable:
+class FlowTable(FlowViewsMixin, ExternalRecordsMixin):
     """Bidirectional flow table with idle/active timeouts and an LRU cap.
 
     Counters are kept in the key's lo->hi orientation (lo = the smaller (address,
@@ -444,265 +392,4 @@ class FlowTable:
         if len(slots):
             self._finish(slots, reason)
         return self.drain_finished(labels)
-
-    # ------------------------------------------------------------------ views
-    def views(self, slots: np.ndarray | Sequence[int], reason: str = "",
-              labels: dict[int, str] | None = None) -> list[FlowView]:
-        """Immutable copies of the flows in ``slots`` (vectorised reads)."""
-        sl = np.asarray(slots, dtype=np.int64)
-        if not len(sl):
-            return []
-        keys = [self.keys[s] for s in sl.tolist()]
-        return views_from_columns(self.columns(sl), keys, reason, labels, self.observers)
-
-    def columns(self, slots: np.ndarray | Sequence[int]) -> dict[str, np.ndarray]:
-        """Copies of the flows' counters as numpy columns, turned to initiator (a->b)
-        orientation: the input of vectorised feature extraction.
-
-        Keys: flow_id, proto, a_is_lo, port_a, port_b, pkts_a2b, bytes_a2b, pkts_b2a,
-        bytes_b2a, first, last, syn, synack, fin, rst, psh, size_mean, size_std,
-        iat_mean, iat_std, first_sizes (n x FIRST_SIZES, + = a->b, 0 = none).
-        """
-        sl = np.asarray(slots, dtype=np.int64)
-        a_lo = self.a_is_lo[sl]
-        n = self.pkts_ab[sl] + self.pkts_ba[sl]
-        nf = np.maximum(n, 1).astype(np.float64)
-        tot = (self.bytes_ab[sl] + self.bytes_ba[sl]).astype(np.float64)
-        smean = tot / nf
-        return {
-            "flow_id": self.flow_id[sl],
-            "proto": self.proto[sl].astype(np.int64),
-            "a_is_lo": a_lo,
-            "port_a": np.where(a_lo, self.port_lo[sl], self.port_hi[sl]),
-            "port_b": np.where(a_lo, self.port_hi[sl], self.port_lo[sl]),
-            "pkts_a2b": np.where(a_lo, self.pkts_ab[sl], self.pkts_ba[sl]),
-            "bytes_a2b": np.where(a_lo, self.bytes_ab[sl], self.bytes_ba[sl]),
-            "pkts_b2a": np.where(a_lo, self.pkts_ba[sl], self.pkts_ab[sl]),
-            "bytes_b2a": np.where(a_lo, self.bytes_ba[sl], self.bytes_ab[sl]),
-            "first": self.first[sl], "last": self.last[sl],
-            "syn": self.syn[sl], "synack": self.synack[sl], "fin": self.fin[sl],
-            "rst": self.rst[sl], "psh": self.psh[sl],
-            "size_mean": smean,
-            "size_std": np.sqrt(np.maximum(self.sizesq[sl] / nf - smean * smean, 0.0)),
-            "iat_mean": self.iat_mean[sl],
-            "iat_std": np.sqrt(self.iat_m2[sl] / np.maximum(n - 1, 1)),
-            "first_sizes": np.where(a_lo[:, None], self.first_sizes[sl], -self.first_sizes[sl]),
-            "cluster": self.cluster[sl].astype(np.int64),
-            "outlier": self.outlier[sl].astype(np.float64),
-            "exported": self.exported[sl],
-        }
-
-    def live_views(self) -> list[FlowView]:
-        """Views of every live flow (for exports; O(live flows))."""
-        return self.views(self.live_slots())
-
-    # ------------------------------------------------------------------ flow export
-    def add_records(self, r: FlowRecords, obs: np.ndarray, now: float) -> None:
-        """Account exported flow records (NetFlow v5/v9, IPFIX) seen at ``obs``.
-
-        Each record is one direction of a flow (or both, for RFC 5103 biflows) with
-        delta counts: records add up, and the two directions of a 5-tuple meet in one
-        bidirectional flow as packets do. The initiator is the sender of the record
-        that started earliest. What records do not say stays unknown rather than
-        guessed: packet sizes beyond each direction's mean, gaps beyond their mean,
-        first packet sizes; TCP flags are known only as "seen at least once". ``now``
-        (the clock) is when they arrived: exported flows age out from there.
-        """
-        n = len(r)
-        if not n:
-            return
-        # The earliest record creates a flow and names its initiator. Exporters often
-        # stamp both directions with the same millisecond: then the side that looks
-        # like the answer goes second -- RST without SYN, or else sending from the
-        # lower port -- and a SYN without ACK (a connection attempt) goes first.
-        fl = np.where(r.proto == 6, r.tcp_flags, 0)
-        answer = np.where((fl & 0x12) == 0x02, False,
-                          ((fl & 0x06) == 0x04) | (r.sport < r.dport))
-        order = np.lexsort((answer, r.start))
-        batch = PacketBatch(
-            ts=r.start[order], wirelen=r.octets[order], proto=r.proto[order],
-            fam=r.fam[order], src=r.src[order], sport=r.sport[order], dst=r.dst[order],
-            dport=r.dport[order], flags=np.zeros(n, dtype=np.int64),
-            obs=np.asarray(obs, dtype=np.uint16)[order])
-        start, end = batch.ts, r.end[order]
-        pk, by = r.packets[order], r.octets[order]
-        rpk, rby = r.rpackets[order], r.roctets[order]
-        tflags = np.where(batch.proto == 6, r.tcp_flags[order], 0)
-        fwd, klist = flow_keys(batch)
-        s, new = self._slots(klist)
-        if new:
-            self._init_new(s, fwd, batch, new)
-            self.exported[s[new]] = True
-        old_first = self.first[s].copy()
-        np.minimum.at(self.first, s, start)
-        np.maximum.at(self.last, s, np.maximum(end, start))
-        earlier = start < old_first  # a record older than its flow's first: it opened it
-        if earlier.any():
-            self.a_is_lo[s[earlier]] = fwd[earlier]
-        np.add.at(self.pkts_ab, s, np.where(fwd, pk, rpk))
-        np.add.at(self.pkts_ba, s, np.where(fwd, rpk, pk))
-        np.add.at(self.bytes_ab, s, np.where(fwd, by, rby))
-        np.add.at(self.bytes_ba, s, np.where(fwd, rby, by))
-        # Sizes as if each record's packets were all of its mean size: the variance
-        # between directions is known, the one within a record is not.
-        sq = np.where(pk > 0, by.astype(np.float64) ** 2 / np.maximum(pk, 1), 0.0)
-        sq += np.where(rpk > 0, rby.astype(np.float64) ** 2 / np.maximum(rpk, 1), 0.0)
-        np.add.at(self.sizesq, s, sq)
-        # Flags OR-ed over a record: SYN from the initiator's side counts as the SYN,
-        # from the other side as the SYN-ACK; each flag at most once per record.
-        from_a = fwd == self.a_is_lo[s]
-        syn = (tflags & 0x02) != 0
-        np.add.at(self.syn, s, (syn & from_a).astype(np.int32))
-        np.add.at(self.synack, s, (syn & ~from_a).astype(np.int32))
-        np.add.at(self.fin, s, ((tflags & 0x01) != 0).astype(np.int32))
-        np.add.at(self.rst, s, ((tflags & 0x04) != 0).astype(np.int32))
-        np.add.at(self.psh, s, ((tflags & 0x08) != 0).astype(np.int32))
-        u = np.unique(s)
-        # The mean gap is exact from the span and the count; its spread is unknown.
-        npk = self.pkts_ab[u] + self.pkts_ba[u]
-        self.iat_mean[u] = (self.last[u] - self.first[u]) / np.maximum(npk - 1, 1)
-        self.touch[u] = now
-        self.dirty[u] = True
-        self.exported_live = True
-        self.packets += int(pk.sum() + rpk.sum())
-        self.bytes += int(by.sum() + rby.sum())
-        self.latest_ts = max(self.latest_ts, float(end.max()))
-        self._enforce_cap()
-
-    # ------------------------------------------------------------------ listener
-    def add_connections(self, records: Sequence[ConnectionRecord]) -> None:
-        """Account the listener's connection records as TCP flows, the peer initiating.
-
-        A record carries its connection's totals so far, so the listener can report an
-        open connection now and then and once more when it ends: a record whose flow
-        is in the table (same key and start) replaces that flow's counters. A new
-        connection on a 5-tuple an earlier connection still holds ends the earlier
-        flow ("port-reuse"), so each connection is exactly one flow, in one slot like
-        a captured flow. Payload bytes and reads stand in for frame bytes and packets;
-        the handshake counts one SYN and one SYN-ACK, a client's close one FIN, any
-        other end one RST. Ended connections stay live until the idle timeout, as
-        captured flows do after their FIN.
-        """
-        n = len(records)
-        if not n:
-            return
-        # Each connection as its opening SYN, peer -> local (columns built directly:
-        # fewer temporary objects than PacketBatch.from_records, so less heap left over).
-        def addr16(addrs: list[bytes]) -> np.ndarray:  # IPv4 in the last 4 bytes
-            return np.frombuffer(b"".join([a.rjust(16, b"\0") for a in addrs]),
-                                 dtype=np.uint8).reshape(-1, 16)
-
-        peers = [r.peer for r in records]
-        batch = PacketBatch(
-            ts=np.array([r.start for r in records], dtype=np.float64),
-            wirelen=np.zeros(n, dtype=np.int64), proto=np.full(n, 6, dtype=np.int64),
-            fam=np.array([4 if len(a) == 4 else 6 for a in peers], dtype=np.int64),
-            src=addr16(peers), sport=np.array([r.peer_port for r in records], dtype=np.int64),
-            dst=addr16([r.local for r in records]),
-            dport=np.array([r.local_port for r in records], dtype=np.int64),
-            flags=np.full(n, 0x02, dtype=np.int64))
-        del peers
-        lo_first, klist = flow_keys(batch)
-        starts = batch.ts.tolist()
-
-        def account(lo: int, hi: int, slots: list[int], new: list[int]) -> None:
-            if new:  # (``new`` holds positions in the whole batch)
-                s_all = np.zeros(n, dtype=np.int64)
-                s_all[lo:hi] = slots
-                self._init_new(s_all, lo_first, batch, new)
-            s = np.array(slots, dtype=np.int64)
-            fwd = lo_first[lo:hi]
-            # Several reports of one connection: the last one holds its totals.
-            _, at_rev = np.unique(s[::-1], return_index=True)
-            keep = len(s) - 1 - at_rev
-            recs = [records[lo + i] for i in keep.tolist()]
-            s, fwd = s[keep], fwd[keep]
-            p_in = np.array([r.pkts_in for r in recs], dtype=np.int64)
-            p_out = np.array([r.pkts_out for r in recs], dtype=np.int64)
-            b_in = np.array([r.bytes_in for r in recs], dtype=np.int64)
-            b_out = np.array([r.bytes_out for r in recs], dtype=np.int64)
-            self.packets += int((p_in + p_out).sum() - (self.pkts_ab[s] + self.pkts_ba[s]).sum())
-            self.bytes += int((b_in + b_out).sum() - (self.bytes_ab[s] + self.bytes_ba[s]).sum())
-            self.pkts_ab[s] = np.where(fwd, p_in, p_out)
-            self.pkts_ba[s] = np.where(fwd, p_out, p_in)
-            self.bytes_ab[s] = np.where(fwd, b_in, b_out)
-            self.bytes_ba[s] = np.where(fwd, b_out, b_in)
-            end = np.array([r.end for r in recs])
-            self.last[s] = np.maximum(end, self.first[s])
-            self.sizesq[s] = [r.sizesq for r in recs]
-            self.iat_mean[s] = [r.iat_mean for r in recs]
-            self.iat_m2[s] = [r.iat_m2 for r in recs]
-            reason = [r.end_reason for r in recs]
-            self.syn[s] = 1
-            self.synack[s] = 1
-            self.fin[s] = [why == "client-closed" for why in reason]
-            self.rst[s] = [why not in ("", "client-closed") for why in reason]
-            self.psh[s] = p_in + p_out
-            sizes = np.zeros((len(recs), FIRST_SIZES), dtype=np.int32)
-            for row, r in enumerate(recs):
-                first = r.first_sizes[:FIRST_SIZES]
-                sizes[row, :len(first)] = first
-            self.first_sizes[s] = np.where(fwd[:, None], sizes, -sizes)
-            self.dirty[s] = True
-            self.latest_ts = max(self.latest_ts, float(end.max()))
-
-        index = self.index
-        lo = 0
-        slots: list[int] = []
-        new: list[int] = []
-        seen: dict[int, float] = {}  # slot -> connection start, for this run's slots
-        for i, key in enumerate(klist):
-            slot = index.get(key)
-            if slot is not None and seen.get(slot, starts[i]) != starts[i]:
-                # Two connections on one 5-tuple in this run: account the earlier one
-                # before the later one ends its flow.
-                account(lo, i, slots, new)
-                lo, slots, new, seen = i, [], [], {}
-            if slot is not None and slot not in seen and float(self.first[slot]) != starts[i]:
-                self._finish(np.array([slot], dtype=np.int64), "port-reuse")
-                slot = None
-            if slot is None:
-                slot = self._new_slot(key)
-                new.append(i)
-            seen[slot] = starts[i]
-            slots.append(slot)
-        account(lo, n, slots, new)
-        self._enforce_cap()
-
-
-def views_from_columns(cols: dict[str, np.ndarray], keys: list[bytes], reason: str,
-                       labels: dict[int, str] | None = None,
-                       observers: Sequence[str] = ()) -> list[FlowView]:
-    """FlowViews from :meth:`FlowTable.columns` output and the flows' keys
-    (``observers``: the table's observation point names, or a copy of them)."""
-    if not keys:
-        return []
-    labels = labels or {}
-    nobs = len(observers)
-    exported = cols["exported"].tolist() if "exported" in cols else [False] * len(keys)
-    npk = (cols["pkts_a2b"] + cols["pkts_b2a"]).tolist()
-    rows = zip(keys, cols["a_is_lo"].tolist(), cols["flow_id"].tolist(),
-               cols["pkts_a2b"].tolist(), cols["bytes_a2b"].tolist(),
-               cols["pkts_b2a"].tolist(), cols["bytes_b2a"].tolist(),
-               cols["first"].tolist(), cols["last"].tolist(), cols["syn"].tolist(),
-               cols["synack"].tolist(), cols["fin"].tolist(), cols["rst"].tolist(),
-               cols["psh"].tolist(), cols["size_mean"].tolist(), cols["size_std"].tolist(),
-               cols["iat_mean"].tolist(), cols["iat_std"].tolist(),
-               cols["first_sizes"].tolist(), npk, cols["cluster"].tolist(),
-               cols["outlier"].tolist(), exported, strict=True)
-    out = []
-    for (key, alo, fid, pab, bab, pba, bba, first, last, syn, synack, fin, rst, psh,
-         sm, ss, im, is_, sizes, n, cid, score, exp) in rows:
-        proto, lo, lop, hi, hip = split_key(key)
-        a, pa, b, pb = (lo, lop, hi, hip) if alo else (hi, hip, lo, lop)
-        out.append(FlowView(
-            flow_id=fid, proto=proto, addr_a=a, port_a=pa, addr_b=b, port_b=pb,
-            pkts_a2b=pab, bytes_a2b=bab, pkts_b2a=pba, bytes_b2a=bba,
-            first_epoch=first, last_epoch=last, syn=syn, synack=synack, fin=fin, rst=rst,
-            psh=psh, size_mean=sm, size_std=ss, iat_mean=im, iat_std=is_,
-            first_sizes=() if exp else tuple(sizes[:min(n, FIRST_SIZES)]), end_reason=reason,
-            cluster_id=cid if cid >= 0 else None, cluster_label=labels.get(cid, ""),
-            outlier=score, observer=observers[obs] if (obs := key_observer(key)) < nobs else "",
-            exported=exp))
-    return out
 

@@ -16,13 +16,24 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from netmon.ingest.linktypes import (
+    LINKTYPE_ETHERNET,
+    LINKTYPE_IPV4,
+    LINKTYPE_IPV6,
+    LINKTYPE_LINUX_SLL,
+    LINKTYPE_LINUX_SLL2,
+    LINKTYPE_RAW,
+    LINKTYPE_RAW_BSD12,
+    LINKTYPE_RAW_BSD14,
+)
+
 V4_PREFIX = bytes(12)  # IPv4 addresses sit in the last 4 of 16 bytes; family says which
 #: The per-packet header columns of a PacketBatch (the raw-frame columns follow them).
 _COLS = ("ts", "wirelen", "proto", "fam", "src", "sport", "dst", "dport", "flags")
 _AR16 = np.arange(16)
 _AR4 = np.arange(4)
-# Where the network-layer header starts and where its type is, per link type.
-_ETHER, _SLL, _SLL2, _RAW = 1, 113, 276, (101, 12, 14, 228, 229)
+#: Link types whose frames start with the IP header.
+_RAW = (LINKTYPE_RAW, LINKTYPE_RAW_BSD12, LINKTYPE_RAW_BSD14, LINKTYPE_IPV4, LINKTYPE_IPV6)
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,13 +206,14 @@ def decode_pcap_records(buf: bytes, offs: list[int], endian: str, tsmul: float,
     caplen = hdr[:, 2].astype(np.int64)
     wirelen = hdr[:, 3].astype(np.int64)
     p = starts + 16
-    if linktype == _ETHER:
+    # Where the network-layer header starts and where its type is, per link type.
+    if linktype == LINKTYPE_ETHERNET:
         link = 14
         et = (_take(A, p + 12) << 8) | _take(A, p + 13)
-    elif linktype == _SLL:
+    elif linktype == LINKTYPE_LINUX_SLL:
         link = 16
         et = (_take(A, p + 14) << 8) | _take(A, p + 15)
-    elif linktype == _SLL2:
+    elif linktype == LINKTYPE_LINUX_SLL2:
         link = 20
         et = (_take(A, p) << 8) | _take(A, p + 1)
     elif linktype in _RAW:

@@ -3,14 +3,19 @@
 Runs on the reactor thread only. A source turns bytes (from a file, a pipe or a
 capture process) into columnar PacketBatches and hands them to the engine's
 ``sink``; it reports its end once, through ``on_done``, with an error text or
-None. Sources never touch the FlowTable themselves.
+None. Sources that produce connections or flow records instead take those sinks
+from :class:`EngineSinks` in :meth:`Source.connect`, which the engine calls on
+every source before starting it. Sources never touch the FlowTable themselves.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
+
+import numpy as np
 
 from netmon.core.errors import (  # noqa: F401 - re-exported for the sources
     EXIT_BAD_FILTER,
@@ -23,14 +28,32 @@ from netmon.core.errors import (  # noqa: F401 - re-exported for the sources
     EXIT_USAGE,
     SourceError,
 )
-from netmon.core.values import SourceStatus
+from netmon.core.values import ConnectionRecord, SourceStatus
 from netmon.ingest.batch import PacketBatch
 from netmon.ingest.pcapstream import PcapStreamDecoder
+from netmon.netflow.decoder import FlowRecords
 
 Sink = Callable[[PacketBatch], None]
+#: Where a listener's connection records go.
+ConnectionSink = Callable[[list[ConnectionRecord]], None]
+#: Where a collector's flow records go, with the observation point of each row.
+FlowRecordSink = Callable[[FlowRecords, np.ndarray], None]
 DoneCallback = Callable[["Source", "SourceError | None"], None]
 
 
+@dataclass(frozen=True)
+class EngineSinks:
+    """The engine's sinks, offered to every source by :meth:`Source.connect`; each
+    source takes the ones for what it produces."""
+
+    #: Decoded packets (every pcap source).
+    packets: Sink
+    #: Connection records (the listener).
+    connections: ConnectionSink
+    #: Flow records from exporters (the collector).
+    flow_records: FlowRecordSink
+    #: Registers an observation point by name and returns its index in the flow table.
+    observer_id: Callable[[str], int]
 
 
 class Source(ABC):
@@ -52,6 +75,20 @@ class Source(ABC):
         self._sink: Sink | None = None
         self._on_done: DoneCallback | None = None
         self._done = False
+
+    def connect(self, sinks: EngineSinks) -> Sink:
+        """Take what this source needs of the engine's ``sinks`` (before :meth:`start`);
+        return the packet sink to start it with, which stamps every batch with this
+        source's observation point :attr:`obs` unless that is the first (0).
+        Sources that produce connections or flow records extend this to keep theirs."""
+        packets = sinks.packets
+        if not self.obs:
+            return packets
+
+        def stamped(batch: PacketBatch, obs: int = self.obs) -> None:
+            packets(batch.observed_at(obs))
+
+        return stamped
 
     def start(self, reactor: Any, sink: Sink, on_done: DoneCallback) -> None:
         """Begin producing records into ``sink``; call ``on_done`` once at the end."""

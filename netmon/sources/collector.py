@@ -3,7 +3,7 @@
 Runs on the reactor thread: a Twisted ``DatagramProtocol`` on a socket bound when the
 source is made (so "port in use" fails before anything starts). Each datagram goes
 through :class:`netmon.netflow.decoder.NetflowDecoder`, which keeps templates per exporter and
-observation domain; the decoded records go to the engine's ``record_sink`` tagged with
+observation domain; the decoded records go to the engine's flow-record sink tagged with
 their observation point, one per exporter address and domain ("exporter 10.0.0.1",
 "exporter 10.0.0.1/7" for a domain other than 0). Malformed datagrams are counted and
 dropped by the decoder; nothing a sender does can stop the source.
@@ -20,9 +20,9 @@ import numpy as np
 from twisted.internet import protocol, task
 
 from netmon.core.values import CollectorStats, SourceStatus
-from netmon.netflow.decoder import FlowRecords, NetflowDecoder
-from netmon.sources.base import Source
-from netmon.sources.listener import bind_listening_socket
+from netmon.netflow.decoder import NetflowDecoder
+from netmon.sources.base import EngineSinks, FlowRecordSink, Sink, Source
+from netmon.sources.sockets import bind_listening_socket
 
 #: The port flow exporters use by default (NetFlow's customary 2055).
 DEFAULT_PORT = 2055
@@ -33,8 +33,6 @@ RCVBUF = 16 << 20
 MAX_EXPORTERS = 1024
 #: Seconds between sweeps of data sets buffered for templates that never came.
 SWEEP = 1.0
-
-RecordSink = Callable[[FlowRecords, np.ndarray], None]
 
 
 class _Protocol(protocol.DatagramProtocol):
@@ -70,12 +68,17 @@ class CollectorSource(Source):
         self.port = self._sock.getsockname()[1]  # port 0: the one the kernel chose
         self.rcvbuf = _grow_rcvbuf(self._sock, RCVBUF)
         self.decoder = NetflowDecoder()
-        self.record_sink: RecordSink | None = None  # set by the engine
+        self.record_sink: FlowRecordSink | None = None  # the engine's (see connect)
         #: Registers an observation point by name, returns its index (the engine's).
         self.observer_id: Callable[[str], int] = lambda name: 0
         self._obs: dict[tuple[str, int], int] = {}
         self._port: Any = None
         self._sweeper: task.LoopingCall | None = None
+
+    def connect(self, sinks: EngineSinks) -> Sink:
+        self.record_sink = sinks.flow_records
+        self.observer_id = sinks.observer_id
+        return super().connect(sinks)
 
     def _begin(self, reactor: Any) -> None:
         sock = self._sock

@@ -20,7 +20,6 @@ as an escaped preview.
 
 from __future__ import annotations
 
-import errno
 import ipaddress
 import resource
 import socket
@@ -34,8 +33,9 @@ from twisted.internet import error as terror
 
 from netmon.core.values import ConnectionRecord, ListenerStats, SourceStatus
 from netmon.flows.table import FIRST_SIZES
-from netmon.sources.base import EXIT_LISTEN, Source, SourceError
+from netmon.sources.base import ConnectionSink, EngineSinks, Sink, Source, SourceError
 from netmon.sources.firstbytes import FirstBytes
+from netmon.sources.sockets import bind_listening_socket
 
 # How a connection ended (ConnectionRecord.end_reason; "" while it is open).
 END_CLIENT_CLOSED = "client-closed"
@@ -46,14 +46,10 @@ END_CONN_CAP = "connection-cap"
 END_LIFETIME = "lifetime-cap"
 END_STOPPED = "stopped"
 
-#: Kernel accept queue per port: bursts of connects wait there, not in SYN retries.
-BACKLOG = 1024
 #: Finished records are handed on in batches of this many (or at each sweep).
 RECORD_BATCH = 512
 #: Seconds between sweeps (timeouts, reports of open connections).
 SWEEP = 0.25
-
-RecordSink = Callable[[list[ConnectionRecord]], None]
 
 
 @dataclass(frozen=True)
@@ -78,47 +74,6 @@ def _packed(host: str) -> bytes:
     if addr.version == 6 and addr.ipv4_mapped is not None:
         addr = addr.ipv4_mapped
     return addr.packed
-
-
-def _unprivileged_start() -> int:
-    try:
-        with open("/proc/sys/net/ipv4/ip_unprivileged_port_start") as fh:
-            return int(fh.read())
-    except (OSError, ValueError):
-        return 1024
-
-
-def bind_listening_socket(host: str, port: int, backlog: int = BACKLOG, *,
-                          udp: bool = False) -> socket.socket:
-    """A non-blocking listening socket on (host, port) -- TCP, or UDP with ``udp`` --
-    or a one-line SourceError."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    where = f"[{host}]:{port}" if family == socket.AF_INET6 else f"{host}:{port}"
-    if udp:
-        where = f"udp {where}"
-    sock = socket.socket(family, socket.SOCK_DGRAM if udp else socket.SOCK_STREAM)
-    try:
-        if not udp:  # (a UDP port must not be shared with another collector)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        if family == socket.AF_INET6 and ipaddress.ip_address(host).is_unspecified:
-            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)  # IPv4 too
-        sock.bind((host, port))
-        if not udp:
-            sock.listen(backlog)
-        sock.setblocking(False)
-    except OSError as exc:
-        sock.close()
-        if exc.errno == errno.EADDRINUSE:
-            why = "the port is already in use (choose another, or stop what holds it)"
-        elif exc.errno == errno.EACCES and 0 < port < _unprivileged_start():
-            why = (f"ports below {_unprivileged_start()} need root or CAP_NET_BIND_SERVICE "
-                   "(choose a port >= 1024)")
-        elif exc.errno == errno.EADDRNOTAVAIL:
-            why = "no such address on this machine"
-        else:
-            why = exc.strerror or str(exc)
-        raise SourceError(f"cannot listen on {where}: {why}", EXIT_LISTEN) from None
-    return sock
 
 
 class ConnectionMeter:
@@ -246,7 +201,7 @@ class ListenerSource(Source):
         #: Where the sockets listen, as "host:port" (port 0 resolved).
         self.addresses = tuple(_where(s) for s in self._sockets)
         super().__init__("listen " + ", ".join(self.addresses))
-        self.record_sink: RecordSink | None = None
+        self.record_sink: ConnectionSink | None = None  # the engine's (see connect)
         self.now: Callable[[], float] = lambda: 0.0
         self.max_connections = self.limits.max_connections
         self._ports: list[Any] = []
@@ -272,6 +227,10 @@ class ListenerSource(Source):
         return len(self._open)
 
     # ------------------------------------------------------------ lifecycle
+    def connect(self, sinks: EngineSinks) -> Sink:
+        self.record_sink = sinks.connections
+        return super().connect(sinks)
+
     def _begin(self, reactor: Any) -> None:
         self.now = reactor.seconds
         self.max_connections = _room_for(self.limits.max_connections)

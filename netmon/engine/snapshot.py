@@ -1,0 +1,133 @@
+"""The engine's snapshot builder: totals, rates, cluster views, source status, host
+views and top flows, frozen into one immutable :class:`~netmon.core.values.Snapshot`.
+
+Threads: :class:`SnapshotBuilder` is owned by the engine and runs on the reactor
+thread, which owns the sources, the FlowTable and the cluster job it reads. Only the
+Snapshot it returns leaves that thread (through the engine's ``publish`` callback).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+from netmon.cluster.hosts import host_views
+from netmon.cluster.stats import ClusterStats
+from netmon.core.values import (
+    ClusterView,
+    FlowView,
+    HostView,
+    Snapshot,
+    SourceStatus,
+    Totals,
+)
+from netmon.engine.clusterjob import ClusterJob
+from netmon.flows.table import FlowTable
+from netmon.sources.base import Source
+
+#: Seconds between updates of the hosts view; stretched so it takes <= 5% of the time.
+HOSTS_EVERY = 2.0
+
+
+class SnapshotBuilder:
+    """The engine's state -> one Snapshot per tick (and a final one at the end)."""
+
+    def __init__(self, table: FlowTable, sources: Sequence[Source],
+                 clustering: ClusterJob | None, clock: Callable[[], float], *,
+                 top_flows: int, tick: float, hosts: bool) -> None:
+        self.table = table
+        self.sources = sources
+        self.clustering = clustering
+        self.top_flows = top_flows
+        self.want_hosts = hosts  # nobody shows the hosts view: don't compute it
+        self._clock = clock  # the engine's: wall clock live, capture time in replays
+        self._tick = tick
+        self._seq = 0
+        self._started_wall = 0.0
+        self._last_tick = (0.0, 0, 0)  # (wall, packets, bytes) at the previous tick
+        self._hosts: tuple[HostView, ...] = ()
+        self._hosts_at = 0.0
+        self._hosts_every = HOSTS_EVERY
+        #: The cluster views of the latest update (the UI link reads them too).
+        self.clusters: tuple[ClusterView, ...] = ()
+        self._cstats = ClusterStats(table)
+        self._cluster_wall = 0.0
+
+    def begin(self, now: float) -> None:
+        """The run starts at wall time ``now``: elapsed time and rates count from it."""
+        self._started_wall = now
+        self._last_tick = (now, 0, 0)
+
+    def update_clusters(self) -> None:
+        """Recompute the cluster views from the cluster job's latest labels."""
+        now = time.time()
+        dt = now - self._cluster_wall if self._cluster_wall else self._tick
+        self._cluster_wall = now
+        c = self.clustering
+        self.clusters = self._cstats.views(dt, c.labels, c.recent, c.threshold)
+
+    def build(self, warnings: Sequence[str], finished: bool = False) -> Snapshot:
+        """The Snapshot of this moment; rates are since the previous one."""
+        now = time.time()
+        totals = self._totals()
+        wall0, pk0, by0 = self._last_tick
+        dt = max(now - wall0, 1e-6)
+        pkt_rate = (self.table.packets - pk0) / dt
+        byte_rate = (self.table.bytes - by0) / dt
+        self._last_tick = (now, self.table.packets, self.table.bytes)
+        self._seq += 1
+        statuses: tuple[SourceStatus, ...] = tuple(s.status() for s in self.sources)
+        return Snapshot(
+            seq=self._seq, wall_time=now, capture_time=self.table.latest_ts,
+            elapsed=now - self._started_wall, totals=totals, pkt_rate=pkt_rate,
+            byte_rate=byte_rate, sources=statuses, top_flows=self._top_flows(),
+            clusters=self.clusters, warnings=tuple(warnings), finished=finished,
+            hosts=self._host_views(now, finished),
+            ssh_excluded="; ".join(s.note for s in self.sources if s.note),
+        )
+
+    def _totals(self) -> Totals:
+        nonip = 0
+        skipped: dict[str, int] = {}
+        for src in self.sources:
+            feed = src.feed
+            if feed is None:
+                continue
+            dec = feed.decoder
+            nonip += dec.nonip
+            for reason, n in dec.skipped.items():
+                skipped[reason] = skipped.get(reason, 0) + n
+        t = self.table
+        nskipped = sum(skipped.values())
+        return Totals(
+            packets=t.packets + nonip + nskipped, bytes=t.bytes, ip_packets=t.packets,
+            nonip_frames=nonip,
+            skipped=nskipped, skipped_reasons=tuple(sorted(skipped.items())),
+            flows_live=len(t), flows_seen=t.flows_seen, flows_expired=t.expired,
+            flows_evicted=t.evicted,
+        )
+
+    def _top_flows(self) -> tuple[FlowView, ...]:
+        n = self.top_flows
+        live = self.table.live_slots()
+        if not n or not len(live):
+            return ()
+        size = self.table.bytes_ab[live] + self.table.bytes_ba[live]
+        if len(live) > n:
+            pick = np.argpartition(size, -n)[-n:]
+            live, size = live[pick], size[pick]
+        order = np.argsort(-size, kind="stable")
+        labels = self.clustering.labels if self.clustering is not None else None
+        return tuple(self.table.views(live[order], labels=labels))
+
+    def _host_views(self, now: float, force: bool) -> tuple[HostView, ...]:
+        if not self.want_hosts:
+            return ()
+        if force or now - self._hosts_at >= self._hosts_every:
+            t0 = time.perf_counter()
+            self._hosts = host_views(self.table, self._clock())
+            self._hosts_every = max(HOSTS_EVERY, 20 * (time.perf_counter() - t0))
+            self._hosts_at = now
+        return self._hosts
