@@ -30,11 +30,11 @@ from twisted.internet.address import IPv4Address
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 
+from netmon.core.errors import EXIT_LISTEN, EXIT_USAGE, SourceError
 from netmon.core.settings import Settings, parse_listen
 from netmon.core.values import ConnectionRecord, Snapshot
 from netmon.engine.engine import Engine
 from netmon.flows.table import FlowTable
-from netmon.sources.base import EXIT_LISTEN, EXIT_USAGE, SourceError
 from netmon.sources.firstbytes import escape
 from netmon.sources.listener import ListenerSource, ListenLimits, RecordingProtocol, _Factory
 from tests.conftest import ROOT, netmon_cmd, run_netmon

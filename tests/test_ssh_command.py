@@ -19,8 +19,8 @@ from netmon.core.errors import (
     EXIT_PERMISSION,
     EXIT_SSH,
     EXIT_USAGE,
+    SourceError,
 )
-from netmon.sources.base import SourceError
 from netmon.sources.ssh import (
     NO_TOOL_MARK,
     SshCapture,

@@ -15,8 +15,9 @@ import sys
 from typing import TextIO
 
 from netmon import __version__
+from netmon.core.errors import EXIT_BAD_INPUT, EXIT_USAGE, SourceError
 from netmon.core.settings import Settings, load_settings, parse_listen
-from netmon.sources.base import EXIT_BAD_INPUT, EXIT_USAGE, Source, SourceError
+from netmon.sources.base import Source
 from netmon.sources.capture import CaptureSpec, LiveCapture, kill_leftovers
 from netmon.sources.files import FileSource, StdinSource
 from netmon.sources.interfaces import default_interface

@@ -44,7 +44,7 @@ TARGET_KEY_MS = 100.0
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m netmon.bench.ui", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m netmon.bench ui", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--flows", type=int, default=100_000, help="live flows (100000)")
     p.add_argument("--clusters", type=int, default=50, help="clusters per snapshot (50)")

@@ -25,7 +25,7 @@ import numpy as np
 from twisted.internet import process as tprocess
 from twisted.internet import task
 
-from netmon.core.errors import EXIT_BAD_INPUT
+from netmon.core.errors import EXIT_BAD_INPUT, SourceError
 from netmon.core.settings import Settings
 from netmon.core.values import ConnectionRecord, Snapshot
 from netmon.engine.clusterjob import ClusterJob
@@ -35,7 +35,7 @@ from netmon.flows.table import FlowTable, views_from_columns
 from netmon.ingest.batch import PacketBatch
 from netmon.ingest.framering import FrameRing
 from netmon.netflow.decoder import FlowRecords
-from netmon.sources.base import EngineSinks, Source, SourceError
+from netmon.sources.base import EngineSinks, Source
 from netmon.sources.capture import kill_leftovers
 
 log = logging.getLogger(__name__)

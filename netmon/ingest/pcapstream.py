@@ -341,8 +341,12 @@ class PcapStreamDecoder(FrameDecoder):
                 break
             body = off + 8
             bend = off + blen - 4
-            if btype == 6:  # Enhanced Packet Block
-                iface, hi, lo, caplen, wirelen = struct.unpack_from(e + "IIIII", buf, body)
+            if btype == 6 or btype == 2:  # Enhanced Packet Block, obsolete Packet Block
+                if btype == 6:
+                    iface, hi, lo, caplen, wirelen = struct.unpack_from(e + "IIIII", buf, body)
+                else:
+                    iface, _drops, hi, lo, caplen, wirelen = struct.unpack_from(
+                        e + "HHIIII", buf, body)
                 self.frames += 1
                 if iface >= len(self._ifaces) or body + 20 + caplen > bend:
                     self.skipped["bad-packet-block"] += 1
@@ -369,21 +373,6 @@ class PcapStreamDecoder(FrameDecoder):
                         out.append(rec)
                         if raw is not None:
                             raw.append((body + 4, caplen, linktype))
-            elif btype == 2:  # obsolete Packet Block
-                iface, _drops, hi, lo, caplen, wirelen = struct.unpack_from(e + "HHIIII", buf,
-                                                                           body)
-                self.frames += 1
-                if iface >= len(self._ifaces) or body + 20 + caplen > bend:
-                    self.skipped["bad-packet-block"] += 1
-                else:
-                    linktype, div, tsoff, _ = self._ifaces[iface]
-                    ts = ((hi << 32) | lo) / div + tsoff
-                    self.last_ts = ts
-                    rec = decode(linktype, buf, body + 20, body + 20 + caplen, ts, wirelen)
-                    if rec is not None:
-                        out.append(rec)
-                        if raw is not None:
-                            raw.append((body + 20, caplen, linktype))
             elif btype == 1:  # Interface Description Block
                 self._ifaces.append(self._read_idb(buf, body, bend, e))
                 self.linktypes.append(self._ifaces[-1][0])

@@ -17,17 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from netmon.core.errors import (  # noqa: F401 - re-exported for the sources
-    EXIT_BAD_FILTER,
-    EXIT_BAD_INPUT,
-    EXIT_CAPTURE_FAILED,
-    EXIT_LISTEN,
-    EXIT_NO_INTERFACE,
-    EXIT_NO_TOOL,
-    EXIT_PERMISSION,
-    EXIT_USAGE,
-    SourceError,
-)
+from netmon.core.errors import SourceError
 from netmon.core.values import ConnectionRecord, SourceStatus
 from netmon.ingest.batch import PacketBatch
 from netmon.ingest.pcapstream import PcapStreamDecoder

@@ -24,16 +24,15 @@ from typing import Any
 from twisted.internet import error as terror
 from twisted.internet import protocol
 
-from netmon.sources.base import (
+from netmon.core.errors import (
     EXIT_BAD_FILTER,
     EXIT_CAPTURE_FAILED,
     EXIT_NO_INTERFACE,
     EXIT_NO_TOOL,
     EXIT_PERMISSION,
-    PcapFeed,
-    Source,
     SourceError,
 )
+from netmon.sources.base import PcapFeed, Source
 
 #: pids of capture processes still running, for last-resort cleanup at exit.
 LIVE_CHILDREN: set[int] = set()

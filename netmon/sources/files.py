@@ -19,8 +19,9 @@ from typing import Any
 import numpy as np
 from twisted.internet import abstract
 
+from netmon.core.errors import EXIT_BAD_INPUT, SourceError
 from netmon.ingest.batch import PacketBatch
-from netmon.sources.base import EXIT_BAD_INPUT, PcapFeed, Source, SourceError
+from netmon.sources.base import PcapFeed, Source
 
 CHUNK = 1 << 20
 #: Paced replay never waits longer than this for the next packet: merged traces have

@@ -11,7 +11,7 @@ import errno
 import ipaddress
 import socket
 
-from netmon.sources.base import EXIT_LISTEN, SourceError
+from netmon.core.errors import EXIT_LISTEN, SourceError
 
 #: Kernel accept queue per port: bursts of connects wait there, not in SYN retries.
 BACKLOG = 1024

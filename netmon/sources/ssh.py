@@ -28,12 +28,12 @@ import shlex
 import shutil
 from dataclasses import dataclass
 
-from netmon.core.errors import EXIT_SSH
-from netmon.sources.base import (
+from netmon.core.errors import (
     EXIT_BAD_FILTER,
     EXIT_NO_INTERFACE,
     EXIT_NO_TOOL,
     EXIT_PERMISSION,
+    EXIT_SSH,
     EXIT_USAGE,
     SourceError,
 )

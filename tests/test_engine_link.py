@@ -30,7 +30,7 @@ from netmon.flows.selection import flag_text
 from netmon.flows.table import FlowTable
 from netmon.sources.files import StdinSource
 from tests.conftest import captures_dir
-from tests.test_filterlang import dumpcap_accepts
+from tests.test_flow_filter import dumpcap_accepts
 
 HTTP_CAPTURE = "01_http_espn.pcapng"
 
