@@ -237,7 +237,8 @@ def synthetic_cost(flows: int = 10_000, ticks: int = 20, seed: int = 0, model: s
 
 # --------------------------------------------------------------------------- main
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m netmon.bench cluster", description=__doc__.split("\n")[0],
+    p = argparse.ArgumentParser(prog="python -m netmon.bench cluster",
+                                description=__doc__.split("\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog="examples:\n  python -m netmon.bench.cluster\n"
                                        "  python -m netmon.bench.cluster --duration 15 "
