@@ -448,7 +448,7 @@ async def test_header_lists_every_source_with_its_own_state() -> None:
 async def test_an_exported_flow_says_what_it_cannot_show() -> None:
     from dataclasses import replace as dc_replace
 
-    from netmon.ui.screens.flow import flow_stats
+    from netmon.ui.screens.flow_detail import flow_stats
 
     dc_flow = dc_replace(make_world(10, 1).flows[0], exported=True, observer="exporter 10.0.0.1/7",
                          first_sizes=())

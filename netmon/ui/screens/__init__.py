@@ -1,8 +1,8 @@
 """netmon's screens (UI thread only): main, a cluster's flows, a flow, a packet, help."""
 
 from netmon.ui.screens._base import NetmonScreen, Refresher
-from netmon.ui.screens.flow import FlowScreen
-from netmon.ui.screens.flows import FlowsScreen
+from netmon.ui.screens.flow_detail import FlowScreen
+from netmon.ui.screens.flow_list import FlowsScreen
 from netmon.ui.screens.help import HelpScreen, TooSmallScreen
 from netmon.ui.screens.main import MainScreen
 from netmon.ui.screens.packet import PacketScreen

@@ -14,7 +14,7 @@ from textual.widgets import Footer
 
 from netmon.core.link import ExportRequest, FlowQuery
 from netmon.ui.screens._base import NetmonScreen
-from netmon.ui.screens.flows import FlowsScreen
+from netmon.ui.screens.flow_list import FlowsScreen
 from netmon.ui.widgets import ClusterTable, FilterBar, LiveTable, RateChart, ViewState
 
 

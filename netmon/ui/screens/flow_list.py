@@ -20,7 +20,7 @@ from netmon.core.values import ClusterView
 from netmon.ui.format import grouped, safe_text
 from netmon.ui.messages import FlowsListed, HostsListed
 from netmon.ui.screens._base import NetmonScreen, Refresher
-from netmon.ui.screens.flow import FlowScreen
+from netmon.ui.screens.flow_detail import FlowScreen
 from netmon.ui.widgets import (
     FLOW_SORTS,
     HOST_SORTS,
