@@ -66,7 +66,8 @@ def measure(repeats: int) -> list[dict]:
             "shape": name, "datagrams": len(datagrams), "bytes": size, "worst_us": us,
             "normal_us": normals[size], "ratio": us / normals[size],
             "vs_1400": us / typical, "mean_us": sum(times) / len(times) * 1e6,
-            "per_byte_ns": sum(times) * 1e9 / sum(map(len, datagrams)), "records": dec.records, "shed": dec.shed,
+            "per_byte_ns": sum(times) * 1e9 / sum(map(len, datagrams)),
+            "records": dec.records, "shed": dec.shed,
             "caps": dict(dec.shed_reasons), "malformed": dec.malformed,
             "unknown_dropped": dec.unknown_dropped})
     rows.append({"shape": "(normal ~1,400 bytes)", "datagrams": 1,

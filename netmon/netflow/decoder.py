@@ -185,9 +185,11 @@ class NetflowDecoder:
                     raise Malformed("bad set length")
                 txn.budget.take("sets")
                 if set_id == tset or set_id == oset:
-                    ops = self._cache.ops(version, set_id, data[off + 4:off + set_len],
-                                          txn.budget)
+                    ops, cut = self._cache.ops(version, set_id, data[off + 4:off + set_len],
+                                               txn.budget)
                     self._apply_templates(txn, ops, exporter, version, domain)
+                    if cut is not None:  # the templates before the cap count
+                        raise Shed(cut)
                 elif set_id >= 256:
                     txn.data_sets += 1
                     key = (exporter, version, domain, set_id)

@@ -43,7 +43,7 @@ class Limits:
     decodes: int = 8  #: templates whose records become columns (each is ~40 us)
     #: records decoded, held ones included (4-byte records would cost 10x per byte
     #: what 46-byte ones do; a 65,507-byte datagram of 46-byte records has 1,420)
-    records: int = 2048
+    records: int = 1536
     var_fields: int = 512  #: fields of variable-length records walked (~0.5 us each)
 
 
@@ -83,22 +83,32 @@ class TemplateCache:
         self._sets: dict[tuple[int, int, bytes], list[TemplateOp] | str] = {}
         self._compiled: dict[tuple[bool, tuple], Template] = {}
 
-    def ops(self, version: int, set_id: int, body: bytes, budget: Budget) -> list[TemplateOp]:
-        """The operations of one template set; raises Malformed or Shed."""
+    def ops(self, version: int, set_id: int, body: bytes, budget: Budget
+            ) -> tuple[list[TemplateOp], str | None]:
+        """The operations of one template set, and the cap that cut it short (None: the
+        whole set); raises Malformed."""
         key = (version, set_id, body)
         ops = self._sets.get(key)
         if ops is None:
+            cut: list[str] = []
             try:
-                ops = parse_template_set(version, set_id, body, budget, self.compile)
+                ops = parse_template_set(version, set_id, body, budget, self.compile, cut)
             except Malformed as bad:
                 ops = bad.args[0]
+            if cut:  # a set cut short is not remembered (the next budget may take it all)
+                assert not isinstance(ops, str)
+                return ops, cut[0]
             if len(self._sets) >= self.SETS:
                 self._sets.clear()
-            self._sets[key] = ops  # (a set cut by Shed is not kept: it raised)
+            self._sets[key] = ops
         if isinstance(ops, str):
             raise Malformed(ops)
-        budget.take("template_records", len(ops))
-        return ops
+        if len(ops) > budget.template_records:
+            ops = ops[:budget.template_records]
+            budget.template_records = 0
+            return ops, "template_records"
+        budget.template_records -= len(ops)
+        return ops, None
 
     def compile(self, fields_: list[tuple[int, int, int]], options: bool,
                 budget: Budget) -> Template:
@@ -141,20 +151,36 @@ def _compile(fields_: list[tuple[int, int, int]], options: bool, budget: Budget)
 
 
 def parse_template_set(version: int, set_id: int, body: bytes, budget: Budget | None = None,
-                       compile_: Compile | None = None) -> list[TemplateOp]:
+                       compile_: Compile | None = None, cut: list[str] | None = None
+                       ) -> list[TemplateOp]:
     """The template records of one (options) template set or flowset. With a budget,
-    raises Shed once its template record, field or compile caps are reached;
+    stops at the record that would pass its template record, field or compile caps,
+    returning those before it and appending the cap's name to ``cut``;
     ``compile_(fields, options, budget)`` compiles (default: uncached)."""
+    try:
+        return _parse_set(version, set_id, body, budget, compile_ or _compile, cut)
+    except _Cut as stop:
+        if cut is None:
+            raise Shed(stop.args[1]) from None
+        cut.append(stop.args[1])
+        return stop.args[0]
+
+
+class _Cut(Exception):
+    """Internal: (ops parsed so far, cap name)."""
+
+
+def _parse_set(version: int, set_id: int, body: bytes, budget: Budget | None,
+               make: Compile, cut: list[str] | None) -> list[TemplateOp]:
     ipfix = version == 10
     options = set_id in (1, 3)
     head = 6 if set_id == 1 else 4  # v9 options: id, scope length, option length
     budget = budget or Budget.of(Limits(*[1 << 30] * len(fields(Limits))))
-    make = compile_ or _compile
     ops: list[TemplateOp] = []
     off, end = 0, len(body)
     while end - off >= head:  # fewer bytes than a record header: padding
         if len(ops) >= budget.template_records:  # withdrawals are 4 bytes: cap the loop
-            raise Shed("template_records")
+            raise _Cut(ops, "template_records")
         tid, count = struct.unpack_from("!HH", body, off)
         if tid == 0:  # template ID 0 is never valid: zero padding
             break
@@ -188,7 +214,12 @@ def parse_template_set(version: int, set_id: int, body: bytes, budget: Budget | 
             raise Malformed("zero record length")
         if count > (end - off) // 4:  # each field specifier takes 4 bytes at least
             raise Malformed("template overrun")
-        budget.take("template_fields", count)
+        if count > budget.template_fields:  # before the parse: that is the cost
+            raise _Cut(ops, "template_fields")
         fields_, off = _template_fields(body, off, count, ipfix)
-        ops.append(("def", tid, make(fields_, options, budget)))
+        budget.template_fields -= count
+        try:
+            ops.append(("def", tid, make(fields_, options, budget)))
+        except Shed as cap:
+            raise _Cut(ops, cap.args[0]) from None
     return ops

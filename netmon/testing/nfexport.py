@@ -262,12 +262,15 @@ def crafted_shapes(now: int = CRAFT_NOW) -> dict[str, list[bytes]]:
     tiny = flowset(2, template_record(256, [addr]))
     shapes["tiny data sets"] = [ipfix_message(
         [tiny, _fill(flowset(256, b"\x0a\x00\x00\x01"), room - len(tiny))], now=now)]
-    # ... and one per template, over many templates known already.
-    defs = [flowset(2, b"".join(template_record(256 + 100 * k + i, [addr, (7, 2)])
-                                for i in range(100))) for k in range(40)]
-    sets = b"".join(flowset(256 + i, b"\x0a\x00\x00\x01\x00\x50") for i in range(4000))
+    # ... and one per template, over many templates known already (each different:
+    # templates of the same fields share their compiled form, and decode together).
+    def odd(i: int) -> list[FieldSpec]:
+        return [addr, (200 + i % 50, 1 + i // 50)]
+    defs = [flowset(2, b"".join(template_record(256 + 16 * k + i, odd(16 * k + i))
+                                for i in range(16))) for k in range(40)]
+    sets = b"".join(flowset(256 + i, bytes(5 + i // 50)) for i in range(640))
     shapes["tiny sets of many templates"] = [*(ipfix_message([d], now=now) for d in defs),
-                                             ipfix_message([sets[:room]], now=now)]
+                                             ipfix_message([sets], now=now)]
     # Sets held across datagrams (each of another export time), then their template.
     held = [ipfix_message([flowset(256, b"\x0a\x00\x00\x01" * 300)], now=now - i, seq=i)
             for i in range(1000)]
