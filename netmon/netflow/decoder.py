@@ -177,16 +177,19 @@ class NetflowDecoder:
             ctx, off, tset, oset = Ctx(float(secs), None,
                                         self._init_ms.get((exporter, domain))), 16, 2, 3
         txn = Txn(Budget.of(self.limits))
+        budget = txn.budget
         end = len(data)
         try:
             while end - off >= 4:  # a v9 datagram may end in a few bytes of padding
                 set_id, set_len = struct.unpack_from("!HH", data, off)
                 if set_len < 4 or off + set_len > end:
                     raise Malformed("bad set length")
-                txn.budget.take("sets")
+                if budget.sets <= 0:  # (Budget.take, inline: this runs per set)
+                    raise Shed("sets")
+                budget.sets -= 1
                 if set_id == tset or set_id == oset:
                     ops, cut = self._cache.ops(version, set_id, data[off + 4:off + set_len],
-                                               txn.budget)
+                                               budget)
                     self._apply_templates(txn, ops, exporter, version, domain)
                     if cut is not None:  # the templates before the cap count
                         raise Shed(cut)

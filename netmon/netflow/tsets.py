@@ -61,7 +61,8 @@ class Budget:
 
     @classmethod
     def of(cls, limits: Limits) -> Budget:
-        return cls(*(getattr(limits, f.name) for f in fields(Limits)))
+        return cls(limits.sets, limits.template_records, limits.template_fields,
+                   limits.compiles, limits.decodes, limits.records, limits.var_fields)
 
     def take(self, cap: str, n: int = 1) -> None:
         """Charge ``n`` to ``cap``, or raise Shed(cap) when fewer than ``n`` are left."""

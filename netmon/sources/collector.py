@@ -163,7 +163,7 @@ class CollectorSource(Source):
             unknown_buffered=d.unknown_buffered,
             versions=tuple(sorted(d.by_version.items())), shed=d.shed + self.kernel_drops,
             shed_reasons=tuple(sorted({**d.shed_reasons, "kernel": self.kernel_drops}.items()))
-            if d.shed or self.kernel_drops else ())
+            if self.kernel_drops else tuple(sorted(d.shed_reasons.items())))
 
     def status(self) -> SourceStatus:
         st = self.stats()
