@@ -7,13 +7,19 @@ What it hands out (:class:`FlowRecords`) is immutable by convention and may cros
 
 This module holds the decoder's state: templates per exporter, version, observation
 domain and template ID; data sets waiting for their template; sequence numbers. How
-templates and records become columns is :mod:`netmon.netflow.templates`.
+templates and records become columns is :mod:`netmon.netflow.templates`; template
+sets and the per-datagram work caps are :mod:`netmon.netflow.tsets`; one datagram's
+staged changes :mod:`netmon.netflow.txn`.
 
 - A datagram is all or nothing: its template changes, buffered sets and sequence
   numbers are staged in a :class:`Txn` and applied only once the whole datagram has
   parsed, so a malformed tail cannot leave half of a datagram behind.
 - Data sets for templates not seen yet are held (bounded, for ``unknown_hold`` seconds)
   and decoded when their template arrives: exporters send templates only now and then.
+  They are kept per template key, so a template finds its own sets without a scan.
+- Work is linear in the datagram and capped (:class:`netmon.netflow.tsets.Limits`): a
+  datagram reaching a cap is cut there and counted in ``shed``, never decoded at a
+  cost a sender chooses.
 """
 
 from __future__ import annotations
