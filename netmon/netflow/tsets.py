@@ -40,7 +40,7 @@ class Limits:
     template_records: int = 128  #: template definitions and withdrawals applied
     template_fields: int = 2048  #: field specifiers parsed (template sets not cached)
     compiles: int = 16  #: templates compiled (field lists not seen before)
-    decodes: int = 8  #: templates whose records become columns (each is ~40 us)
+    decodes: int = 6  #: templates whose records become columns (each ~30-40 us)
     #: records decoded, held ones included (4-byte records would cost 10x per byte
     #: what 46-byte ones do; a 65,507-byte datagram of 46-byte records has 1,420)
     records: int = 1536
