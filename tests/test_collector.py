@@ -189,3 +189,27 @@ def test_same_millisecond_records_still_find_the_initiator() -> None:
     scan, web = views[50000], views[80]
     assert (scan.addr_a, scan.syn, scan.synack, scan.rst) == ("10.0.0.5", 1, 0, 1)
     assert (web.addr_a, web.pkts_a2b, web.bytes_b2a) == ("10.0.0.6", 4, 9000)
+
+
+def test_datagrams_the_kernel_drops_count_as_shed() -> None:
+    """Datagrams dropped by the kernel because netmon did not read them in time (its
+    receive buffer full) show in the collector's stats as shed, never as nothing."""
+    from netmon.sources.collector import CollectorSource
+
+    src = CollectorSource("127.0.0.1", 0)
+    try:
+        assert src._sock is not None
+        src._sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # nobody reads it
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            for _ in range(300):
+                s.sendto(b"x" * 1000, ("127.0.0.1", src.port))
+        src.read_kernel_drops()
+        st = src.stats()
+        status = src.status()
+    finally:
+        src.stop()
+    assert src.kernel_drops > 200  # a few fit in 4 KB (doubled by the kernel)
+    assert st.shed == src.kernel_drops and dict(st.shed_reasons) == {"kernel": st.shed}
+    assert f"{st.shed:,} shed" in st.summary()
+    assert status.dropped == st.shed
+    assert status.to_json()["collector"]["shed"] == st.shed

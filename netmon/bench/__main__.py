@@ -17,6 +17,7 @@ BENCHMARKS = {
     "cluster": "clustering quality on labelled loopback traffic",
     "listener": "listener connections/s, memory per connection",
     "fuzz": "long mutation fuzzing of every untrusted-input parser",
+    "collector_shapes": "NetFlow/IPFIX decoder's worst us per crafted datagram vs normal",
     "soak": "minutes of looped replay: memory growth, exact counts",
     "ui": "UI-thread cost per tick and per key at 100 k flows",
     "tui": "replay packets/s with the TUI running vs headless",

@@ -11,6 +11,9 @@ Runs on the main thread only. Targets:
   table's record path, seeded with v5, v9 and IPFIX datagrams of IPv4 and IPv6 flows,
   templates, options templates and withdrawals.
 
+``--collector-shapes`` runs :mod:`netmon.bench.collector_shapes` instead: the decoder's
+worst cost per crafted datagram against normal datagrams of the same size.
+
 A "crash" is any exception other than the ones a parser documents. The property
 tests in tests/ run the same targets for a few seconds on every CI run; this
 benchmark runs them for minutes.
@@ -212,7 +215,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=60.0, help="per target")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--target", choices=sorted(TARGETS), action="append")
+    parser.add_argument("--collector-shapes", action="store_true",
+                        help="time crafted NetFlow/IPFIX shapes instead (bench collector_shapes)")
     args = parser.parse_args(argv)
+    if args.collector_shapes:
+        from netmon.bench import collector_shapes
+
+        return collector_shapes.main([])
     if not CAPTURES.is_dir():
         print(f"note: {CAPTURES} absent: pcap seeds are synthetic only")
     bad = 0

@@ -218,7 +218,9 @@ class CollectorStats:
 
     ``lost`` is records the exporters' sequence numbers say never arrived;
     ``malformed`` datagrams were dropped whole; ``unknown_dropped`` data sets waited
-    for a template that never came.
+    for a template that never came; ``shed`` datagrams were not decoded in full: the
+    kernel dropped them (netmon was not reading fast enough) or one reached a cap on
+    the work one datagram may cause, and its rest was skipped (``shed_reasons``).
     """
 
     address: str
@@ -231,6 +233,8 @@ class CollectorStats:
     unknown_dropped: int = 0
     unknown_buffered: int = 0
     versions: tuple[tuple[int, int], ...] = ()  # (version, datagrams)
+    shed: int = 0
+    shed_reasons: tuple[tuple[str, int], ...] = ()  # ("kernel", n), (cap name, n), ...
 
     def summary(self) -> str:
         """One line: "2 exporters, 1,234 records, 0 lost, 1 malformed"."""
@@ -240,6 +244,8 @@ class CollectorStats:
             parts.append(f"{self.lost:,} lost")
         if self.malformed:
             parts.append(f"{self.malformed:,} malformed")
+        if self.shed:
+            parts.append(f"{self.shed:,} shed")
         if self.unknown_dropped or self.unknown_buffered:
             parts.append(f"{self.unknown_dropped + self.unknown_buffered:,} sets "
                          "without template")
@@ -251,7 +257,8 @@ class CollectorStats:
                 "malformed": self.malformed, "lost": self.lost,
                 "templates": self.templates, "unknown_dropped": self.unknown_dropped,
                 "unknown_buffered": self.unknown_buffered,
-                "versions": {str(v): n for v, n in self.versions}}
+                "versions": {str(v): n for v, n in self.versions}, "shed": self.shed,
+                "shed_reasons": dict(self.shed_reasons)}
 
 
 @dataclass(frozen=True, slots=True)

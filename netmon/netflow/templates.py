@@ -14,7 +14,6 @@ kind of fixed layout, then share the vectorised path.
 
 from __future__ import annotations
 
-import struct
 from dataclasses import dataclass
 
 import numpy as np
@@ -115,16 +114,23 @@ class Malformed(Exception):
     """A datagram that breaks its format; ``args[0]`` is the reason counted."""
 
 
+class Shed(Exception):
+    """A per-datagram work cap was reached (see :class:`netmon.netflow.tsets.Limits`);
+    ``args[0]`` names the cap. The rest of the datagram is skipped, and counted."""
+
+
 @dataclass(frozen=True, slots=True)
 class Ctx:
     """What a data set's times are relative to: the export time of its datagram and,
-    for v5/v9, the exporter's uptime (ms) at that time."""
+    for v5/v9, the exporter's uptime (ms) at that time. Records of several datagrams
+    decoded at once (one template's held sets) carry one value per record: numpy
+    arrays in place of the numbers."""
 
-    export: float
-    uptime: int | None
+    export: float | np.ndarray
+    uptime: int | np.ndarray | None
     #: IPFIX: the exporter's systemInitTimeMilliseconds (IE 160) as sent in options
     #: data (softflowd does), for records that give times as uptime offsets only.
-    init_ms: int | None = None
+    init_ms: int | np.ndarray | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,13 +207,19 @@ def compile_template(fields: list[tuple[int, int, int]], options: bool) -> Templ
     return Template(lengths, options, minlen, variable, roles, dtype, picks, init_at)
 
 
-def walk_records(tpl: Template, data: bytes, b0: int, b1: int) -> tuple[int, bytes]:
+def walk_records(tpl: Template, data: bytes, b0: int, b1: int, max_records: int = -1
+                 ) -> tuple[int, bytes]:
     """Walk the variable-length records of ``data[b0:b1]``: their number, and the fields
-    netmon reads copied into the fixed layout of ``tpl.dtype`` (integers as 8 bytes)."""
+    netmon reads copied into the fixed layout of ``tpl.dtype`` (integers as 8 bytes).
+    Raises Shed("var_fields") before walking record ``max_records`` + 1 (when >= 0):
+    this walk is Python per field, a hundred times the cost per byte of a fixed-length
+    record, so the caller caps it per datagram."""
     out = bytearray()
     lengths, picks, minlen = tpl.lengths, tpl.picks, tpl.minlen
     n, off = 0, b0
     while b1 - off >= minlen:  # fewer bytes than the shortest record: padding
+        if n == max_records:
+            raise Shed("var_fields")
         for i, ln in enumerate(lengths):
             if ln == VARLEN:
                 if off >= b1:
@@ -269,7 +281,7 @@ def _time(rec: np.ndarray, roles: frozenset[str], ctx: Ctx, which: str) -> np.nd
     if ctx.init_ms is not None and ctx.uptime is None:  # ... given in options data
         return (x.astype(np.float64) + ctx.init_ms) / 1e3
     if ctx.uptime is not None:  # v5/v9: ms of sysUptime, the header gives "now" in it
-        ref = np.uint32(ctx.uptime)
+        ref = np.asarray(ctx.uptime).astype(np.uint32)
     else:  # IPFIX without an init time: take the flows as ending at the export time
         ref = _col(rec, "up_end" if "up_end" in roles else "up_start").astype(np.uint32)
     # int32 of the uint32 difference: survives the uptime counter wrapping (49.7 days)
@@ -330,77 +342,3 @@ def build_records(rec: np.ndarray, roles: frozenset[str], ctx: Ctx) -> FlowRecor
         rpackets=_ints(rec, roles, "rpackets", "rpackets_total"),
         roctets=_ints(rec, roles, "roctets", "roctets_total"),
         tcp_flags=_ints(rec, roles, "flags") * (proto == 6))
-
-
-def _template_fields(body: bytes, off: int, count: int, ipfix: bool
-                     ) -> tuple[list[tuple[int, int, int]], int]:
-    """``count`` field specifiers at ``off``: [(ie, pen, length)] and the offset after."""
-    out = []
-    end = len(body)
-    for _ in range(count):
-        if off + 4 > end:
-            raise Malformed("template overrun")
-        ie, ln = struct.unpack_from("!HH", body, off)
-        off += 4
-        pen = 0
-        if ipfix and ie & 0x8000:  # enterprise bit: a 4-byte enterprise number follows
-            if off + 4 > end:
-                raise Malformed("template overrun")
-            pen = struct.unpack_from("!I", body, off)[0]
-            ie &= 0x7FFF
-            off += 4
-        if ln == 0:
-            raise Malformed("zero-length field")
-        out.append((ie, pen, ln))
-    return out, off
-
-
-#: What a template set says: ("def", id, template), ("withdraw", id, None) or
-#: ("withdraw all", options?, None).
-TemplateOp = tuple[str, int, Template | None]
-
-
-def parse_template_set(version: int, set_id: int, body: bytes) -> list[TemplateOp]:
-    """The template records of one (options) template set or flowset."""
-    ipfix = version == 10
-    options = set_id in (1, 3)
-    head = 6 if set_id == 1 else 4  # v9 options: id, scope length, option length
-    ops: list[TemplateOp] = []
-    off, end = 0, len(body)
-    while end - off >= head:  # fewer bytes than a record header: padding
-        tid, count = struct.unpack_from("!HH", body, off)
-        if tid == 0:  # template ID 0 is never valid: zero padding
-            break
-        if ipfix and count == 0:  # withdrawal (RFC 7011 8.1)
-            if tid == set_id:
-                ops.append(("withdraw all", int(options), None))
-            elif tid >= 256:
-                ops.append(("withdraw", tid, None))
-            else:
-                raise Malformed("bad template id")
-            off += 4
-            continue
-        if tid < 256:
-            raise Malformed("bad template id")
-        if set_id == 1:  # v9 options template: scope and option lengths in bytes
-            scope_len = count
-            opt_len = struct.unpack_from("!H", body, off + 4)[0]
-            if scope_len % 4 or opt_len % 4:
-                raise Malformed("bad scope")
-            count = (scope_len + opt_len) // 4
-            off += 6
-        elif set_id == 3:  # IPFIX options template: then the scope field count
-            if off + 6 > end:
-                raise Malformed("template overrun")
-            if struct.unpack_from("!H", body, off + 4)[0] > count:
-                raise Malformed("bad scope")
-            off += 6
-        else:
-            off += 4
-        if count == 0:
-            raise Malformed("zero record length")
-        fields, off = _template_fields(body, off, count, ipfix)
-        ops.append(("def", tid, compile_template(fields, options)))
-    return ops
-
-

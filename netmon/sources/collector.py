@@ -6,11 +6,16 @@ through :class:`netmon.netflow.decoder.NetflowDecoder`, which keeps templates pe
 observation domain; the decoded records go to the engine's flow-record sink tagged with
 their observation point, one per exporter address and domain ("exporter 10.0.0.1",
 "exporter 10.0.0.1/7" for a domain other than 0). Malformed datagrams are counted and
-dropped by the decoder; nothing a sender does can stop the source.
+dropped by the decoder; nothing a sender does can stop the source: the decoder caps
+the work one datagram may cause (:class:`netmon.netflow.tsets.Limits`), so with Twisted
+reading at most 256 KB per reactor event the reactor keeps ticking under crafted load,
+and what is not decoded is counted as ``shed``, with the datagrams the kernel dropped
+because its receive buffer was full (Linux: the socket's ``drops`` in /proc/net/udp).
 """
 
 from __future__ import annotations
 
+import os
 import socket
 import time
 from collections.abc import Callable
@@ -43,6 +48,25 @@ class _Protocol(protocol.DatagramProtocol):
         self.source.datagram(data, addr[0])
 
 
+def kernel_drops(inode: int) -> int | None:
+    """Datagrams the kernel dropped for the UDP socket ``inode`` (its receive buffer was
+    full), from /proc/net/udp and udp6; None where there is no such table (not Linux)."""
+    want = str(inode)
+    found = None
+    for path in ("/proc/net/udp", "/proc/net/udp6"):
+        try:
+            with open(path, encoding="ascii", errors="replace") as table:
+                next(table, None)  # the column names
+                for line in table:
+                    cols = line.split()
+                    if len(cols) >= 13 and cols[9] == want:
+                        return int(cols[12])
+            found = 0
+        except (OSError, ValueError):
+            continue
+    return found
+
+
 def _grow_rcvbuf(sock: socket.socket, size: int) -> int:
     """Ask for ``size`` bytes of receive buffer (forcing past rmem_max when allowed)."""
     force = getattr(socket, "SO_RCVBUFFORCE", 33)
@@ -68,6 +92,8 @@ class CollectorSource(Source):
         self.port = self._sock.getsockname()[1]  # port 0: the one the kernel chose
         self.rcvbuf = _grow_rcvbuf(self._sock, RCVBUF)
         self.decoder = NetflowDecoder()
+        self._inode = os.fstat(self._sock.fileno()).st_ino  # (the reactor's dup shares it)
+        self.kernel_drops = 0  #: datagrams the kernel dropped (read each sweep)
         self.record_sink: FlowRecordSink | None = None  # the engine's (see connect)
         #: Registers an observation point by name, returns its index (the engine's).
         self.observer_id: Callable[[str], int] = lambda name: 0
@@ -109,6 +135,13 @@ class CollectorSource(Source):
 
     def _sweep(self) -> None:
         self.decoder.expire(time.time())
+        self.read_kernel_drops()
+
+    def read_kernel_drops(self) -> None:
+        """Update ``kernel_drops`` from the kernel's count for this socket."""
+        drops = kernel_drops(self._inode)
+        if drops is not None:
+            self.kernel_drops = drops
 
     def stop(self) -> None:
         if self._sweeper is not None and self._sweeper.running:
@@ -128,9 +161,11 @@ class CollectorSource(Source):
             datagrams=d.datagrams, records=d.records, malformed=d.malformed,
             lost=d.lost, templates=d.templates, unknown_dropped=d.unknown_dropped,
             unknown_buffered=d.unknown_buffered,
-            versions=tuple(sorted(d.by_version.items())))
+            versions=tuple(sorted(d.by_version.items())), shed=d.shed + self.kernel_drops,
+            shed_reasons=tuple(sorted({**d.shed_reasons, "kernel": self.kernel_drops}.items()))
+            if self.kernel_drops else tuple(sorted(d.shed_reasons.items())))
 
     def status(self) -> SourceStatus:
         st = self.stats()
         return SourceStatus(name=self.name, state=self.state, detail=st.summary(),
-                            dropped=st.lost, collector=st)
+                            dropped=st.lost + st.shed, collector=st)

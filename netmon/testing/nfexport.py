@@ -83,6 +83,13 @@ def template_record(template_id: int, fields: Sequence[FieldSpec]) -> bytes:
     return out
 
 
+def options_template_record(template_id: int, fields: Sequence[FieldSpec], scope: int = 1
+                            ) -> bytes:
+    """An IPFIX options template record: the first ``scope`` fields are its scope."""
+    plain = template_record(template_id, fields)
+    return plain[:4] + struct.pack("!H", scope) + plain[4:]
+
+
 def flowset(set_id: int, body: bytes, *, align: int = 1) -> bytes:
     """A set (v9: flowset): ID, length, body, zero padding up to a multiple of ``align``."""
     body += bytes(-(len(body) + 4) % align)
@@ -193,3 +200,82 @@ def ipfix_withdrawal(template_id: int, *, domain: int = 0, now: float | None = N
     """An IPFIX message withdrawing ``template_id`` (2: every template of the domain)."""
     return ipfix_message([flowset(2, struct.pack("!HH", template_id, 0))], domain=domain,
                          seq=seq, now=now)
+
+
+# ------------------------------------------------------------------ crafted shapes
+#: Export time of the crafted shapes (whole seconds: v9 and IPFIX send no fraction).
+CRAFT_NOW = 1_700_000_000
+#: The largest UDP payload over IPv4.
+MAX_UDP = 65_507
+
+
+def normal_ipfix(size: int, *, now: int = CRAFT_NOW) -> bytes:
+    """An IPFIX message as softflowd-like exporters send it (its template, then one data
+    set of IPv4 flows under it), with as many records as fit in about ``size`` bytes."""
+    head = 16 + 4 + len(template_record(256, IPFIX_FIELDS[4])) + 4
+    n = max(1, (size - head) // struct.calcsize(_IPFIX_REC[4]))
+    flows = [Flow(f"10.{i >> 16 & 255}.{i >> 8 & 255}.{i & 255}", "192.0.2.1", 1024 + i % 60000,
+                  443, 6, 3, 1500, now - 2, now - 1, 0x1b) for i in range(n)]
+    return ipfix_datagrams(flows, now=now, per_datagram=n)[0]
+
+
+def _fill(unit: bytes, room: int) -> bytes:
+    return unit * (room // len(unit))
+
+
+def crafted_shapes(now: int = CRAFT_NOW) -> dict[str, list[bytes]]:
+    """Datagram sequences a hostile sender may craft to make a collector work hard per
+    byte received, by name; each is meant for one fresh decoder, in order. Sizes are
+    the largest UDP allows unless the shape needs many datagrams."""
+    room = MAX_UDP - 16 - 4  # one IPFIX set filling a message
+    addr = (8, 4)
+    shapes: dict[str, list[bytes]] = {}
+    # Issue 19's: empty (and 1-byte) sets for a template never defined, then templates.
+    empty = flowset(299, b"") * 7000
+    tpls = b"".join(template_record(300 + i, [addr]) for i in range((room - len(empty) - 4) // 12))
+    shapes["pending sets + templates"] = [ipfix_message([empty, flowset(2, tpls)], now=now)]
+    one = flowset(299, b"\x00") * 5000
+    tpls = b"".join(template_record(300 + i, [addr]) for i in range((room - len(one) - 4) // 12))
+    shapes["1-byte pending sets + templates"] = [ipfix_message([one, flowset(2, tpls)], now=now)]
+    # Records of one variable-length field, one byte each (its length: 0).
+    var = flowset(2, template_record(256, [(8, 65535)]))
+    shapes["1-byte variable-length records"] = [
+        ipfix_message([var, flowset(256, bytes(room - len(var)))], now=now)]
+    # Templates, each different (no cache helps), of addresses and an unknown field.
+    many = b"".join(template_record(256 + i, [addr, (200 + i % 50, 1 + i // 50)])
+                    for i in range(room // 12))
+    shapes["distinct templates"] = [ipfix_message([flowset(2, many)], now=now)]
+    opts = b"".join(options_template_record(256 + i, [addr, (200 + i % 50, 1 + i // 50)])
+                    for i in range(room // 14))
+    shapes["distinct options templates"] = [ipfix_message([flowset(3, opts)], now=now)]
+    shapes["one template of 16k fields"] = [ipfix_message(
+        [flowset(2, template_record(256, [addr] + [(200, 1)] * ((room - 12) // 4)))], now=now)]
+    v9 = b"".join(template_record(256 + i, [addr, (200 + i % 50, 1 + i // 50)])
+                  for i in range((MAX_UDP - 24) // 12))
+    shapes["v9 distinct templates"] = [v9_packet([flowset(0, v9)], count=1, now=now)]
+    # Withdrawals: of single templates and of all, alternating, after templates.
+    storm = b"".join(struct.pack("!HHHH", 256 + i, 0, 2, 0) for i in range(room // 8))
+    shapes["withdrawal storm"] = [*ipfix_datagrams(
+        [Flow("10.0.0.1", "10.0.0.2", 1, 2, 6, 1, 40, now - 1, now)], now=now),
+        ipfix_message([flowset(2, storm)], now=now)]
+    # Many tiny data sets of a known template (one record of 4 bytes each) ...
+    tiny = flowset(2, template_record(256, [addr]))
+    shapes["tiny data sets"] = [ipfix_message(
+        [tiny, _fill(flowset(256, b"\x0a\x00\x00\x01"), room - len(tiny))], now=now)]
+    # ... and one per template, over many templates known already (each different:
+    # templates of the same fields share their compiled form, and decode together).
+    def odd(i: int) -> list[FieldSpec]:
+        return [addr, (200 + i % 50, 1 + i // 50)]
+    defs = [flowset(2, b"".join(template_record(256 + 16 * k + i, odd(16 * k + i))
+                                for i in range(16))) for k in range(40)]
+    sets = b"".join(flowset(256 + i, bytes(5 + i // 50)) for i in range(640))
+    shapes["tiny sets of many templates"] = [*(ipfix_message([d], now=now) for d in defs),
+                                             ipfix_message([sets], now=now)]
+    # Sets held across datagrams (each of another export time), then their template.
+    held = [ipfix_message([flowset(256, b"\x0a\x00\x00\x01" * 300)], now=now - i, seq=i)
+            for i in range(1000)]
+    shapes["held sets flood, then template"] = [*held, ipfix_message([tiny], now=now)]
+    shapes["largest v5"] = v5_datagrams(
+        [Flow("10.0.0.1", "10.0.0.2", i, 80, 6, 1, 40, now - 1, now) for i in range(30)],
+        now=now)
+    return shapes
