@@ -35,8 +35,10 @@ _PCAPNG_SHB = b"\x0a\x0d\x0d\x0a"
 _PCAPNG_BOM_LE = b"\x4d\x3c\x2b\x1a"
 _PCAPNG_BOM_BE = b"\x1a\x2b\x3c\x4d"
 
-#: Largest record netmon believes in; bigger lengths mean a corrupt stream.
-MAX_RECORD = 1 << 18  # 256 KiB, tcpdump's own maximum snaplen
+#: Largest record netmon believes in; bigger lengths mean a corrupt stream. Not the file
+#: header's snaplen: writers put 65535 there whatever they write (scapy's ``wrpcap``),
+#: and tshark, like netmon, reads any record up to its own maximum.
+MAX_RECORD = 1 << 18  # 256 KiB, tcpdump's and Wireshark's maximum snaplen
 MAX_BLOCK = 1 << 24  # 16 MiB for a pcapng block (options included)
 
 #: Smallest total length of a pcapng block whose fixed fields are read (IDB, PB, SPB, EPB).
@@ -76,7 +78,6 @@ class PcapStreamDecoder(FrameDecoder):
         self._caplen = struct.Struct("<I")
         self._endian = "<"
         self._tsmul = 1e-6
-        self._snaplen = MAX_RECORD
         self._linktype = LINKTYPE_ETHERNET
         # pcapng state: per interface (linktype, ticks per second divisor, ts offset)
         self._ng_end = "<"
@@ -91,6 +92,7 @@ class PcapStreamDecoder(FrameDecoder):
                 self._feed_pcap(out)
             else:
                 self._feed_pcapng(out)
+        self.late = 0
         return out
 
     def feed_batch(self, data: bytes) -> PacketBatch:
@@ -99,7 +101,8 @@ class PcapStreamDecoder(FrameDecoder):
         Same packets and counters as :meth:`feed`; pcap streams take the vectorised
         fast path (netmon.ingest.batch), which is what live capture and most files are. Rows
         locate their frame's bytes in the decoder buffer (PacketBatch ``raw_*``), except
-        those decoded while resynchronising a corrupt pcap stream.
+        those decoded while resynchronising a corrupt pcap stream and fragments held for
+        their first fragment (netmon.ingest.fragments).
         """
         if not self._append(data):
             return PacketBatch.empty()
@@ -111,7 +114,7 @@ class PcapStreamDecoder(FrameDecoder):
         n = len(buf)
         off = self._off
         unpack = self._caplen.unpack_from
-        limit = max(self._snaplen, 65535)
+        limit = MAX_RECORD
         offs: list[int] = []
         add = offs.append
         # The one per-record Python loop left: find where each record starts. Kept
@@ -137,7 +140,7 @@ class PcapStreamDecoder(FrameDecoder):
         batch = PacketBatch.empty()
         if offs:
             batch, fast = decode_pcap_records(buf, offs, self._endian, self._tsmul,
-                                              self._linktype, self._decode_frame)
+                                              self._linktype, self._decode_frame, self)
             self.frames += len(offs)
             self.ip_frames += fast
             sec, frac = self._rec.unpack_from(buf, offs[-1])[:2]
@@ -166,18 +169,23 @@ class PcapStreamDecoder(FrameDecoder):
         return bool(self.fmt) or self._read_file_header()
 
     def close(self) -> list[tuple]:
-        """Mark end of input. Sets :attr:`warning` if the stream stopped mid-record."""
+        """Mark end of input; return the held fragments whose first fragment never
+        came (ports 0). Sets :attr:`warning` if the stream stopped mid-record."""
+        return self.close_batch().records()
+
+    def close_batch(self) -> PacketBatch:
+        """:meth:`close`, returning the held fragments as a batch with their bytes."""
+        self.frags.expire_all()
         left = len(self._buf) - self._off
         if not self.fmt and not self.error:
             self.error = ("not a pcap or pcapng capture (too short)" if left
                           else "empty input: no capture data")
         elif left and not self.error:
-            if True:
-                self.warning = (f"capture cut short in the middle of a packet "
-                                f"({left} trailing bytes ignored after {self.frames} packets)")
+            self.warning = (f"capture cut short in the middle of a packet "
+                            f"({left} trailing bytes ignored after {self.frames} packets)")
         self._buf = b""
         self._off = 0
-        return []
+        return PacketBatch.from_records(self.frags.take())
 
     @property
     def pending_bytes(self) -> int:
@@ -194,15 +202,13 @@ class PcapStreamDecoder(FrameDecoder):
             if len(buf) < 24:
                 return False
             endian, tsmul = _PCAP_MAGICS[magic]
-            snaplen, network = struct.unpack_from(endian + "II", buf, 16)
+            network = struct.unpack_from(endian + "I", buf, 20)[0]
             self.fmt = "pcap"
             self._endian = endian
             self._rec = struct.Struct(endian + "IIII")
             self._lens = struct.Struct(endian + "II")
             self._caplen = struct.Struct(endian + "I")
             self._tsmul = tsmul
-            # Some writers put 0 or silly values here; only use it as a sanity bound.
-            self._snaplen = snaplen if 0 < snaplen <= MAX_RECORD else MAX_RECORD
             self._linktype = network & 0x0FFFFFFF
             self.linktypes = [self._linktype]
             self._off = 24
@@ -221,7 +227,7 @@ class PcapStreamDecoder(FrameDecoder):
         unpack = self._rec.unpack_from
         tsmul = self._tsmul
         linktype = self._linktype
-        limit = max(self._snaplen, 65535)
+        limit = MAX_RECORD
         decode = self._decode_frame
         frames = 0
         ts = self.last_ts
@@ -252,7 +258,10 @@ class PcapStreamDecoder(FrameDecoder):
             frames += 1
             rec = decode(linktype, buf, off + 16, end, ts, wirelen)
             if rec is not None:
-                out.append(rec)
+                if rec.__class__ is tuple:
+                    out.append(rec)
+                else:
+                    out.extend(rec)  # a tunnel (outer, then inner), released fragments
             off = end
         self.frames += frames
         self.last_ts = ts
@@ -299,9 +308,9 @@ class PcapStreamDecoder(FrameDecoder):
         at = np.array(raw, dtype=np.int64)
         # One chunk per link type seen (the same buffer): interfaces may differ.
         linktypes, chunk = np.unique(at[:, 2], return_inverse=True)
+        chunk = np.where(at[:, 0] < 0, -1, chunk.reshape(-1))  # released fragments
         return PacketBatch.from_records(out).with_raw(
-            (buf,) * len(linktypes), tuple(linktypes.tolist()), chunk.reshape(-1),
-            at[:, 0], at[:, 1])
+            (buf,) * len(linktypes), tuple(linktypes.tolist()), chunk, at[:, 0], at[:, 1])
 
     def _feed_pcapng(self, out: list, raw: list | None = None) -> None:
         """Decode the complete blocks; with ``raw``, also note each emitted record's
@@ -355,10 +364,12 @@ class PcapStreamDecoder(FrameDecoder):
                     ts = ((hi << 32) | lo) / div + tsoff
                     self.last_ts = ts
                     rec = decode(linktype, buf, body + 20, body + 20 + caplen, ts, wirelen)
-                    if rec is not None:
+                    if rec.__class__ is tuple:  # inline: the per-packet path
                         out.append(rec)
                         if raw is not None:
                             raw.append((body + 20, caplen, linktype))
+                    elif rec is not None:
+                        self._emit_list(rec, out, raw, body + 20, caplen, linktype)
             elif btype == 3:  # Simple Packet Block: no timestamp, interface 0
                 (wirelen,) = struct.unpack_from(e + "I", buf, body)
                 self.frames += 1
@@ -369,15 +380,27 @@ class PcapStreamDecoder(FrameDecoder):
                     caplen = min(wirelen, bend - body - 4, snap or MAX_BLOCK)
                     rec = decode(linktype, buf, body + 4, body + 4 + caplen, self.last_ts,
                                  wirelen)
-                    if rec is not None:
+                    if rec.__class__ is tuple:
                         out.append(rec)
                         if raw is not None:
                             raw.append((body + 4, caplen, linktype))
+                    elif rec is not None:
+                        self._emit_list(rec, out, raw, body + 4, caplen, linktype)
             elif btype == 1:  # Interface Description Block
                 self._ifaces.append(self._read_idb(buf, body, bend, e))
                 self.linktypes.append(self._ifaces[-1][0])
             off += blen
         self._off = off
+
+    def _emit_list(self, recs: list, out: list, raw: list | None, at: int, caplen: int,
+                   linktype: int) -> None:
+        """Add the records of one frame (a tunnel's, or a first fragment with the
+        fragments it released: those ``late`` ones have no bytes here)."""
+        out.extend(recs)
+        late, self.late = self.late, 0
+        if raw is not None:
+            raw.extend([(at, caplen, linktype)] * (len(recs) - late))
+            raw.extend([(-1, -1, linktype)] * late)
 
     @staticmethod
     def _read_idb(buf: bytes, body: int, bend: int, e: str) -> tuple[int, int, float, int]:
