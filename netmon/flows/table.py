@@ -8,9 +8,8 @@ Semantics (shared/DESIGN.md "Flow semantics", chosen to agree with tshark):
 - key = protocol + the unordered pair of endpoints (address, port), see
   :mod:`netmon.flows.keys`;
 - bytes are frame lengths on the wire;
-- a tunnel's outer flow (GRE, IP-in-IP, VXLAN, GENEVE) keeps its own counts and is
-  flagged ``tunnel``; its frames are counted in the totals once, as its inner flows'
-  packets (rows with the TUNNEL bit are left out of ``packets`` and ``bytes``);
+- a tunnel's outer flow keeps its own counts and is flagged ``tunnel``; totals count
+  its frames once, as inner packets (TUNNEL rows stay out of ``packets``/``bytes``);
 - the initiator ("a") is the sender of the first packet seen, or the SYN sender
   when the first TCP packet seen is the SYN-ACK;
 - a flow idle for ``idle_timeout`` seconds, or older than ``active_timeout``, ends
@@ -122,8 +121,7 @@ class FlowTable(FlowViewsMixin, ExternalRecordsMixin):
         #: Flows built from exported flow records (NetFlow/IPFIX): no per-packet detail;
         #: they age out by ``touch``, the clock time their last record arrived.
         self.exported = grown(getattr(self, "exported", None), np.bool_)
-        #: Outer flows of tunnels whose inner packets were decoded (their frames are
-        #: counted again in the inner flows; see the module docstring).
+        #: Outer flows of decoded tunnels (their frames count again in the inner flows).
         self.tunnel = grown(getattr(self, "tunnel", None), np.bool_)
         #: Observation point of each flow (index into ``observers``; also in its key).
         self.obs = grown(getattr(self, "obs", None), np.uint16)

@@ -6,7 +6,8 @@ call returns the packets completed by that chunk as plain tuples laid out like
 :class:`netmon.core.values.PacketRecord`. Call :meth:`PcapStreamDecoder.close` at end of
 input to learn whether the stream ended inside a record.
 
-This module reads the containers (pcap file and record headers, pcapng blocks); each
+This module reads the pcap file and record headers (pcapng blocks: the
+:class:`~netmon.ingest.pcapng.PcapngReader` mixin); each
 frame's headers are decoded by the :class:`~netmon.ingest.framedecoder.FrameDecoder`
 mixin, and runs of pcap records by :mod:`netmon.ingest.batch` (given ``_decode_frame``
 for the frames off its fast path). Dissection above transport is tshark's job, on
@@ -24,6 +25,7 @@ import numpy as np
 from netmon.ingest.batch import PacketBatch, decode_pcap_records
 from netmon.ingest.framedecoder import FrameDecoder
 from netmon.ingest.linktypes import LINKTYPE_ETHERNET
+from netmon.ingest.pcapng import PCAPNG_SHB, PcapngReader
 
 _PCAP_MAGICS = {
     b"\xd4\xc3\xb2\xa1": ("<", 1e-6),
@@ -31,23 +33,16 @@ _PCAP_MAGICS = {
     b"\x4d\x3c\xb2\xa1": ("<", 1e-9),
     b"\xa1\xb2\x3c\x4d": (">", 1e-9),
 }
-_PCAPNG_SHB = b"\x0a\x0d\x0d\x0a"
-_PCAPNG_BOM_LE = b"\x4d\x3c\x2b\x1a"
-_PCAPNG_BOM_BE = b"\x1a\x2b\x3c\x4d"
 
 #: Largest record netmon believes in; bigger lengths mean a corrupt stream. Not the file
 #: header's snaplen: writers put 65535 there whatever they write (scapy's ``wrpcap``),
 #: and tshark, like netmon, reads any record up to its own maximum.
 MAX_RECORD = 1 << 18  # 256 KiB, tcpdump's and Wireshark's maximum snaplen
-MAX_BLOCK = 1 << 24  # 16 MiB for a pcapng block (options included)
-
-#: Smallest total length of a pcapng block whose fixed fields are read (IDB, PB, SPB, EPB).
-_NG_MIN_BLOCK = {1: 20, 2: 32, 3: 16, 6: 32}
 
 _LENS_AT = np.arange(8, 16)  # caplen and wirelen within a pcap record header
 
 
-class PcapStreamDecoder(FrameDecoder):
+class PcapStreamDecoder(PcapngReader, FrameDecoder):
     """Decode a pcap or pcapng byte stream incrementally.
 
     Attributes read by the owner after any ``feed``: ``frames`` (records read),
@@ -213,7 +208,7 @@ class PcapStreamDecoder(FrameDecoder):
             self.linktypes = [self._linktype]
             self._off = 24
             return True
-        if magic == _PCAPNG_SHB:
+        if magic == PCAPNG_SHB:
             self.fmt = "pcapng"
             return True
         self.error = f"not a pcap or pcapng capture (unknown magic number {magic.hex()})"
@@ -296,131 +291,3 @@ class PcapStreamDecoder(FrameDecoder):
                 continue
             return cand, cand
         return -1, max(start, n - 15)
-
-    # ------------------------------------------------------------------ pcapng
-    def _feed_pcapng_batch(self) -> PacketBatch:
-        buf = self._buf
-        out: list[tuple] = []
-        raw: list[tuple[int, int, int]] = []
-        self._feed_pcapng(out, raw)
-        if not out:
-            return PacketBatch.empty()
-        at = np.array(raw, dtype=np.int64)
-        # One chunk per link type seen (the same buffer): interfaces may differ.
-        linktypes, chunk = np.unique(at[:, 2], return_inverse=True)
-        chunk = np.where(at[:, 0] < 0, -1, chunk.reshape(-1))  # released fragments
-        return PacketBatch.from_records(out).with_raw(
-            (buf,) * len(linktypes), tuple(linktypes.tolist()), chunk, at[:, 0], at[:, 1])
-
-    def _feed_pcapng(self, out: list, raw: list | None = None) -> None:
-        """Decode the complete blocks; with ``raw``, also note each emitted record's
-        (data offset, captured length, link type)."""
-        buf = self._buf
-        n = len(buf)
-        off = self._off
-        decode = self._decode_frame
-        while off + 12 <= n:
-            btype_raw = buf[off:off + 4]
-            if btype_raw == _PCAPNG_SHB:
-                if off + 12 > n:
-                    break
-                bom = buf[off + 8:off + 12]
-                if bom == _PCAPNG_BOM_LE:
-                    self._ng_end = "<"
-                elif bom == _PCAPNG_BOM_BE:
-                    self._ng_end = ">"
-                else:
-                    self.error = "corrupt pcapng: bad byte-order magic in section header"
-                    break
-                self._ifaces = []
-            e = self._ng_end
-            btype, blen = struct.unpack_from(e + "II", buf, off)
-            if blen < 12 or blen % 4 or blen > MAX_BLOCK:
-                self.error = (f"corrupt pcapng: impossible block length {blen} "
-                              f"after {self.frames} packets")
-                break
-            if off + blen > n:
-                break
-            # Fix (tests/test_pcapstream.py): a block too short for its own fixed fields
-            # made the reads below raise struct.error at the end of the data, or read the
-            # next block's bytes. Such a file is corrupt (Wireshark stops there too).
-            if blen < _NG_MIN_BLOCK.get(btype, 12):
-                self.error = (f"corrupt pcapng: block type {btype} too short ({blen} bytes) "
-                              f"after {self.frames} packets")
-                break
-            body = off + 8
-            bend = off + blen - 4
-            if btype == 6 or btype == 2:  # Enhanced Packet Block, obsolete Packet Block
-                if btype == 6:
-                    iface, hi, lo, caplen, wirelen = struct.unpack_from(e + "IIIII", buf, body)
-                else:
-                    iface, _drops, hi, lo, caplen, wirelen = struct.unpack_from(
-                        e + "HHIIII", buf, body)
-                self.frames += 1
-                if iface >= len(self._ifaces) or body + 20 + caplen > bend:
-                    self.skipped["bad-packet-block"] += 1
-                else:
-                    linktype, div, tsoff, _ = self._ifaces[iface]
-                    ts = ((hi << 32) | lo) / div + tsoff
-                    self.last_ts = ts
-                    rec = decode(linktype, buf, body + 20, body + 20 + caplen, ts, wirelen)
-                    if rec.__class__ is tuple:  # inline: the per-packet path
-                        out.append(rec)
-                        if raw is not None:
-                            raw.append((body + 20, caplen, linktype))
-                    elif rec is not None:
-                        self._emit_list(rec, out, raw, body + 20, caplen, linktype)
-            elif btype == 3:  # Simple Packet Block: no timestamp, interface 0
-                (wirelen,) = struct.unpack_from(e + "I", buf, body)
-                self.frames += 1
-                if not self._ifaces:
-                    self.skipped["bad-packet-block"] += 1
-                else:
-                    linktype, _, _, snap = self._ifaces[0]
-                    caplen = min(wirelen, bend - body - 4, snap or MAX_BLOCK)
-                    rec = decode(linktype, buf, body + 4, body + 4 + caplen, self.last_ts,
-                                 wirelen)
-                    if rec.__class__ is tuple:
-                        out.append(rec)
-                        if raw is not None:
-                            raw.append((body + 4, caplen, linktype))
-                    elif rec is not None:
-                        self._emit_list(rec, out, raw, body + 4, caplen, linktype)
-            elif btype == 1:  # Interface Description Block
-                self._ifaces.append(self._read_idb(buf, body, bend, e))
-                self.linktypes.append(self._ifaces[-1][0])
-            off += blen
-        self._off = off
-
-    def _emit_list(self, recs: list, out: list, raw: list | None, at: int, caplen: int,
-                   linktype: int) -> None:
-        """Add the records of one frame (a tunnel's, or a first fragment with the
-        fragments it released: those ``late`` ones have no bytes here)."""
-        out.extend(recs)
-        late, self.late = self.late, 0
-        if raw is not None:
-            raw.extend([(at, caplen, linktype)] * (len(recs) - late))
-            raw.extend([(-1, -1, linktype)] * late)
-
-    @staticmethod
-    def _read_idb(buf: bytes, body: int, bend: int, e: str) -> tuple[int, int, float, int]:
-        linktype, _reserved, snaplen = struct.unpack_from(e + "HHI", buf, body)
-        div = 1_000_000
-        tsoff = 0.0
-        p = body + 8
-        while p + 4 <= bend:
-            code, length = struct.unpack_from(e + "HH", buf, p)
-            if code == 0:
-                break
-            v = p + 4
-            if v + length > bend:  # fix: an option running past the block would raise
-                break
-            if code == 9 and length >= 1:  # if_tsresol
-                r = buf[v]
-                # Fix: an int divisor, so ticks / div is one correctly rounded division;
-                # float(ticks) first lost up to 128 ns on ns-resolution timestamps.
-                div = 2 ** (r & 0x7F) if r & 0x80 else 10 ** r
-            elif code == 14 and length >= 8:  # if_tsoffset, seconds
-                (tsoff,) = struct.unpack_from(e + "q", buf, v)
-            p = v + ((length + 3) & ~3)
-        return linktype, div, float(tsoff), snaplen
