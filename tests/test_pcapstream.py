@@ -20,6 +20,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from netmon.core.values import PacketRecord
+from netmon.ingest.batch import TUNNEL
+from netmon.ingest.framedecoder import MAX_IPV6_EXT
 from netmon.ingest.linktypes import (
     LINKTYPE_ETHERNET,
     LINKTYPE_IPV4,
@@ -31,7 +33,7 @@ from netmon.ingest.linktypes import (
     LINKTYPE_NULL,
     LINKTYPE_RAW,
 )
-from netmon.ingest.pcapstream import PcapStreamDecoder
+from netmon.ingest.pcapstream import MAX_RECORD, PcapStreamDecoder
 from netmon.ingest.pcapwrite import (
     pcap_header,
     pcap_record,
@@ -75,6 +77,7 @@ from netmon.testing.frames import (
     tcp,
     udp,
 )
+from tests.tshark_oracle import compare, write_pcap
 
 A4, B4, C4 = "10.0.0.1", "10.0.0.2", "192.168.7.9"
 A6, B6 = "2001:db8::1", "2001:db8:ffff::2"
@@ -139,8 +142,9 @@ def state(dec: PcapStreamDecoder) -> dict:
 
 
 def check_accounting(out: list[tuple], dec: PcapStreamDecoder) -> None:
-    """Every frame read is exactly one of: emitted IP record, non-IP, skipped."""
-    assert len(out) == dec.ip_frames
+    """Every frame read is exactly one of: emitted IP record, non-IP, skipped (a
+    tunnel's frame emits its outer record, marked TUNNEL, and its inner one)."""
+    assert len(out) - sum(rec[7] >= TUNNEL for rec in out) == dec.ip_frames
     frame_skips = sum(dec.skipped.values()) - dec.skipped["corrupt-record-header"]
     assert dec.frames == dec.ip_frames + dec.nonip + frame_skips
     assert 0 <= dec.partial <= dec.ip_frames
@@ -559,19 +563,25 @@ def test_ipv4_fragments_inherit_first_fragment_ports() -> None:
         (6, A4, 6000, B4, 80, 0),  # later TCP fragments carry no flags
         (6, A4, 6000, B4, 80, 0),
         (17, A4, 4444, B4, 5555, 0),
+        (17, A4, 4444, B4, 5555, 0),
+        # Held for a first fragment that never came: released unmatched at the end.
         (17, A4, 0, B4, 0, 0),
         (17, A4, 0, B4, 0, 0),
         (17, C4, 0, B4, 0, 0),
-        (17, A4, 4444, B4, 5555, 0),
     ]
-    assert [r.wirelen for r in recs] == [len(f) for f in frames]
-    assert dec.partial == 0 and not dec.skipped
+    assert [r.wirelen for r in recs] == [len(f) for f in frames[:6] + frames[9:] + frames[6:9]]
+    assert dec.partial == 0 and not dec.skipped and dec.frags.unmatched == 3
 
 
-def test_ipv4_later_fragment_before_first_gets_no_ports() -> None:
+def test_ipv4_later_fragment_before_first_is_held_for_its_ports() -> None:
+    """Issue 19: fragments arriving before their first fragment (last-first) are held
+    and released into the datagram's flow when the first one comes."""
     frags = _v4_fragments(7, 17, udp(1, 2, b"z" * 40))
-    recs, _ = decode(pcap(LINKTYPE_RAW, [frags[2], frags[0], frags[1]]))
-    assert [(r.sport, r.dport) for r in recs] == [(0, 0), (1, 2), (1, 2)]
+    for order in ([2, 0, 1], [2, 1, 0], [1, 2, 0]):
+        recs, dec = decode(pcap(LINKTYPE_RAW, [frags[i] for i in order]))
+        assert [(r.sport, r.dport) for r in recs] == [(1, 2)] * 3, order
+        assert sorted(r.wirelen for r in recs) == sorted(len(f) for f in frags)
+        assert dec.frags.unmatched == 0 and dec.frags.held == 0
 
 
 def test_ipv4_df_is_not_a_fragment() -> None:
@@ -628,10 +638,12 @@ def test_ipv6_fragments() -> None:
         frag(4, 0, False, l4),  # atomic fragment: a whole datagram
         frag(4, 1, False, l4[8:]),  # ...whose ident must not hand out ports
     ]
-    recs, _ = decode(pcap(LINKTYPE_RAW, frames))
+    recs, dec = decode(pcap(LINKTYPE_RAW, frames))
+    # Fragments without a first fragment are held, then released unmatched at the end.
     assert [(r.proto, r.sport, r.dport) for r in recs] == [
-        (17, 2000, 3000), (17, 2000, 3000), (17, 2000, 3000), (17, 0, 0),
-        (17, 2000, 3000), (17, 2000, 3000), (17, 2000, 3000), (17, 0, 0)]
+        (17, 2000, 3000), (17, 2000, 3000), (17, 2000, 3000),
+        (17, 2000, 3000), (17, 2000, 3000), (17, 2000, 3000), (17, 0, 0), (17, 0, 0)]
+    assert dec.frags.unmatched == 2
     assert all(r.src == packed(A6) and r.dst == packed(B6) for r in recs)
 
 
@@ -1034,3 +1046,49 @@ def test_valid_property_inputs_decode_cleanly(base: int) -> None:
     """The captures the mutation test starts from are themselves clean."""
     recs, dec = decode(VALID[base])
     assert recs and not dec.error and not dec.warning and not dec.skipped
+
+
+# --- issue 19: hostile input against tshark ---------------------------------------------------
+
+
+def test_records_longer_than_snaplen_are_read_like_tshark(tmp_path) -> None:
+    """scapy's wrpcap writes snaplen 65535 whatever the packet size: a 66,042-byte
+    record is a record (tshark reads it), not a corrupt header."""
+    big = eth4(ipv4(A4, B4, 17, udp(7000, 7001, b"j" * 60000)))
+    big += b"\0" * (66042 - len(big))  # trailer past the IP datagram
+    frames = [eth4(V4_TCP), big, eth4(V4_UDP)]
+    path = write_pcap(tmp_path / "snap.pcap", LINKTYPE_ETHERNET, frames, snaplen=65535)
+    table, dec = compare(path)
+    assert dec.frames == 3 and not dec.skipped and not dec.warning and table.packets == 3
+    # Only a length no reader accepts (above MAX_RECORD) is corrupt.
+    data = bytearray(path.read_bytes())
+    struct.pack_into("<II", data, 24 + 16 + len(frames[0]) + 8, MAX_RECORD + 1, MAX_RECORD + 1)
+    _, dec = feed_whole(bytes(data))
+    assert dec.skipped["corrupt-record-header"] == 1
+
+
+@pytest.mark.parametrize("count", [16, 17, 40, MAX_IPV6_EXT])
+def test_long_ipv6_extension_chains_like_tshark(tmp_path, count: int) -> None:
+    """17+ extension headers made a protocol-0, port-0 flow that hid the UDP flow."""
+    chain = [(IPV6_DEST_OPTS, ipv6_dest_opts(0))] * count
+    frames = [eth6(ipv6(A6, B6, 17, udp(5000 + i, 53, b"q"), ext=chain)) for i in range(2)]
+    table, _ = compare(write_pcap(tmp_path / "ext.pcap", LINKTYPE_ETHERNET, frames))
+    assert sorted((f.proto, f.port_a) for f in table.live_views()) == [(17, 5000), (17, 5001)]
+
+
+def test_too_long_ipv6_extension_chain_is_skipped_with_a_reason() -> None:
+    chain = [(IPV6_DEST_OPTS, ipv6_dest_opts(0))] * (MAX_IPV6_EXT + 1)
+    frames = [ipv6(A6, B6, 17, udp(1, 2), ext=chain), V6_UDP]
+    recs, dec = decode(pcap(LINKTYPE_RAW, frames))
+    assert [fields(r) for r in recs] == [EXP_V6_UDP]
+    assert dec.skipped == {"ipv6-ext-chain-too-long": 1} and dec.ip_frames == 1
+
+
+def test_any_number_of_vlan_tags_like_tshark(tmp_path) -> None:
+    """20 stacked tags were skipped as short-link-header; tshark decodes them."""
+    frames = [eth4(V4_TCP, vlans=list(range(1, 21))), eth6(V6_UDP, vlans=list(range(1, 41))),
+              eth4(V4_UDP, vlans=[5])]
+    table, dec = compare(write_pcap(tmp_path / "vlan.pcap", LINKTYPE_ETHERNET, frames))
+    assert table.packets == 3 and not dec.skipped
+    recs, _ = decode(pcap(LINKTYPE_ETHERNET, frames))
+    assert [fields(r) for r in recs] == [EXP_V4_TCP, EXP_V6_UDP, EXP_V4_UDP]

@@ -80,6 +80,11 @@ class ClusterStats:
         t = self.table
         live = t.live_slots()
         dpk, dby = self._deltas(live)
+        # A tunnel's outer flow carries frames its inner flows count too: leave it out
+        # of rates and shares, so they add up to the totals (each frame once).
+        tun = t.tunnel[live]
+        if tun.any():
+            dpk, dby = np.where(tun, 0, dpk), np.where(tun, 0, dby)
         cl = t.cluster[live].astype(np.int64)
         shown = np.isin(cl, np.fromiter(labels, dtype=np.int64, count=len(labels)))
         live, cl, dpk, dby = live[shown], cl[shown], dpk[shown], dby[shown]

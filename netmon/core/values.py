@@ -125,6 +125,9 @@ class FlowView:
     #: Built from exported flow records (NetFlow/IPFIX): counts and times come from the
     #: exporter; packet sizes, gaps and first packets are unknown (see netmon.cluster.features).
     exported: bool = False
+    #: The outer flow of a tunnel (GRE, IP-in-IP, VXLAN, GENEVE) whose inner packets
+    #: are also flows: totals count its frames once, as the inner flows' packets.
+    tunnel: bool = False
 
     @property
     def packets(self) -> int:
@@ -154,7 +157,7 @@ class FlowView:
             "first_sizes": list(self.first_sizes), "end_reason": self.end_reason,
             "cluster_id": self.cluster_id, "cluster_label": self.cluster_label,
             "outlier": round(self.outlier, 3), "observer": self.observer,
-            "exported": self.exported,
+            "exported": self.exported, "tunnel": self.tunnel,
         }
 
 
@@ -332,6 +335,8 @@ class Totals:
     flows_seen: int = 0
     flows_expired: int = 0
     flows_evicted: int = 0
+    #: IP fragments whose first fragment never came (counted in a port-0 flow).
+    fragments_unmatched: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -365,6 +370,7 @@ class Snapshot:
             "skipped_reasons": dict(t.skipped_reasons),
             "flows_live": t.flows_live, "flows_seen": t.flows_seen,
             "flows_expired": t.flows_expired, "flows_evicted": t.flows_evicted,
+            "fragments_unmatched": t.fragments_unmatched,
             "pkt_rate": round(self.pkt_rate, 1), "byte_rate": round(self.byte_rate, 1),
             "sources": [s.to_json() for s in self.sources],
             "top_flows": [f.to_json() for f in self.top_flows],

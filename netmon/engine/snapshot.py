@@ -89,7 +89,7 @@ class SnapshotBuilder:
         )
 
     def _totals(self) -> Totals:
-        nonip = 0
+        nonip = unmatched = 0
         skipped: dict[str, int] = {}
         for src in self.sources:
             feed = src.feed
@@ -97,6 +97,7 @@ class SnapshotBuilder:
                 continue
             dec = feed.decoder
             nonip += dec.nonip
+            unmatched += dec.frags.unmatched
             for reason, n in dec.skipped.items():
                 skipped[reason] = skipped.get(reason, 0) + n
         t = self.table
@@ -106,7 +107,7 @@ class SnapshotBuilder:
             nonip_frames=nonip,
             skipped=nskipped, skipped_reasons=tuple(sorted(skipped.items())),
             flows_live=len(t), flows_seen=t.flows_seen, flows_expired=t.expired,
-            flows_evicted=t.evicted,
+            flows_evicted=t.evicted, fragments_unmatched=unmatched,
         )
 
     def _top_flows(self) -> tuple[FlowView, ...]:

@@ -8,6 +8,8 @@ Semantics (shared/DESIGN.md "Flow semantics", chosen to agree with tshark):
 - key = protocol + the unordered pair of endpoints (address, port), see
   :mod:`netmon.flows.keys`;
 - bytes are frame lengths on the wire;
+- a tunnel's outer flow keeps its own counts and is flagged ``tunnel``; totals count
+  its frames once, as inner packets (TUNNEL rows stay out of ``packets``/``bytes``);
 - the initiator ("a") is the sender of the first packet seen, or the SYN sender
   when the first TCP packet seen is the SYN-ACK;
 - a flow idle for ``idle_timeout`` seconds, or older than ``active_timeout``, ends
@@ -36,7 +38,7 @@ from netmon.core.values import FlowView
 from netmon.flows.external import ExternalRecordsMixin
 from netmon.flows.keys import FIRST_SIZES, address_digest, flow_keys
 from netmon.flows.views import FlowViewsMixin, views_from_columns
-from netmon.ingest.batch import PacketBatch
+from netmon.ingest.batch import TUNNEL, PacketBatch
 
 _INT_COLS = ("pkts_ab", "bytes_ab", "pkts_ba", "bytes_ba", "flow_id")
 _SMALL_COLS = ("syn", "synack", "fin", "rst", "psh")
@@ -119,6 +121,8 @@ class FlowTable(FlowViewsMixin, ExternalRecordsMixin):
         #: Flows built from exported flow records (NetFlow/IPFIX): no per-packet detail;
         #: they age out by ``touch``, the clock time their last record arrived.
         self.exported = grown(getattr(self, "exported", None), np.bool_)
+        #: Outer flows of decoded tunnels (their frames count again in the inner flows).
+        self.tunnel = grown(getattr(self, "tunnel", None), np.bool_)
         #: Observation point of each flow (index into ``observers``; also in its key).
         self.obs = grown(getattr(self, "obs", None), np.uint16)
         self.touch = grown(getattr(self, "touch", None), np.float64)
@@ -191,6 +195,11 @@ class FlowTable(FlowViewsMixin, ExternalRecordsMixin):
 
         if new:
             self._init_new(s, fwd, b, new)
+        outer = b.flags >= TUNNEL  # one compare per row: cheap next to the rest
+        if outer.any():
+            self.packets -= int(outer.sum())
+            self.bytes -= int(wl[outer].sum())
+            self.tunnel[s[outer]] = True
         # Group packets by flow, keeping arrival order inside each group.
         order = np.argsort(s, kind="stable")
         ss = s[order]
@@ -293,6 +302,7 @@ class FlowTable(FlowViewsMixin, ExternalRecordsMixin):
         self.cluster[ns] = -1
         self.outlier[ns] = 0.0
         self.exported[ns] = False
+        self.tunnel[ns] = False
         self.obs[ns] = 0 if b.obs is None else b.obs[at]
         # The initiator sent the first packet, unless that was a SYN-ACK: then the
         # other side opened the connection.

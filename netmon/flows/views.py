@@ -36,7 +36,8 @@ class FlowViewsMixin:
 
         Keys: flow_id, proto, a_is_lo, port_a, port_b, pkts_a2b, bytes_a2b, pkts_b2a,
         bytes_b2a, first, last, syn, synack, fin, rst, psh, size_mean, size_std,
-        iat_mean, iat_std, first_sizes (n x FIRST_SIZES, + = a->b, 0 = none).
+        iat_mean, iat_std, first_sizes (n x FIRST_SIZES, + = a->b, 0 = none),
+        cluster, outlier, exported, tunnel.
         """
         sl = np.asarray(slots, dtype=np.int64)
         a_lo = self.a_is_lo[sl]
@@ -65,6 +66,7 @@ class FlowViewsMixin:
             "cluster": self.cluster[sl].astype(np.int64),
             "outlier": self.outlier[sl].astype(np.float64),
             "exported": self.exported[sl],
+            "tunnel": self.tunnel[sl],
         }
 
     def live_views(self) -> list[FlowView]:
@@ -82,6 +84,7 @@ def views_from_columns(cols: dict[str, np.ndarray], keys: list[bytes], reason: s
     labels = labels or {}
     nobs = len(observers)
     exported = cols["exported"].tolist() if "exported" in cols else [False] * len(keys)
+    tunnel = cols["tunnel"].tolist() if "tunnel" in cols else [False] * len(keys)
     npk = (cols["pkts_a2b"] + cols["pkts_b2a"]).tolist()
     rows = zip(keys, cols["a_is_lo"].tolist(), cols["flow_id"].tolist(),
                cols["pkts_a2b"].tolist(), cols["bytes_a2b"].tolist(),
@@ -91,10 +94,10 @@ def views_from_columns(cols: dict[str, np.ndarray], keys: list[bytes], reason: s
                cols["psh"].tolist(), cols["size_mean"].tolist(), cols["size_std"].tolist(),
                cols["iat_mean"].tolist(), cols["iat_std"].tolist(),
                cols["first_sizes"].tolist(), npk, cols["cluster"].tolist(),
-               cols["outlier"].tolist(), exported, strict=True)
+               cols["outlier"].tolist(), exported, tunnel, strict=True)
     out = []
     for (key, alo, fid, pab, bab, pba, bba, first, last, syn, synack, fin, rst, psh,
-         sm, ss, im, is_, sizes, n, cid, score, exp) in rows:
+         sm, ss, im, is_, sizes, n, cid, score, exp, tun) in rows:
         proto, lo, lop, hi, hip = split_key(key)
         a, pa, b, pb = (lo, lop, hi, hip) if alo else (hi, hip, lo, lop)
         out.append(FlowView(
@@ -105,6 +108,6 @@ def views_from_columns(cols: dict[str, np.ndarray], keys: list[bytes], reason: s
             first_sizes=() if exp else tuple(sizes[:min(n, FIRST_SIZES)]), end_reason=reason,
             cluster_id=cid if cid >= 0 else None, cluster_label=labels.get(cid, ""),
             outlier=score, observer=observers[obs] if (obs := key_observer(key)) < nobs else "",
-            exported=exp))
+            exported=exp, tunnel=tun))
     return out
 

@@ -5,8 +5,10 @@ in netmon). :class:`PacketBatch` holds a batch of decoded packets as numpy colum
 :func:`decode_pcap_records` decodes a run of pcap records whose offsets are known,
 all at once: the common cases (Ethernet / Linux cooked / raw IP carrying IPv4
 without fragments, or IPv6 without extension headers, then TCP, UDP, ICMP) are read
-with numpy fancy indexing; every other frame goes through the decoder's per-frame
-code, so the result is the same as decoding frame by frame, only ~5x cheaper.
+with numpy fancy indexing; every other frame (VLAN tags, extension headers,
+fragments, tunnels: GRE, IP-in-IP, UDP to or from the VXLAN/GENEVE ports) goes through
+the decoder's per-frame code, so the result is the same as decoding frame by frame,
+only ~5x cheaper.
 """
 
 from __future__ import annotations
@@ -34,6 +36,12 @@ _AR16 = np.arange(16)
 _AR4 = np.arange(4)
 #: Link types whose frames start with the IP header.
 _RAW = (LINKTYPE_RAW, LINKTYPE_RAW_BSD12, LINKTYPE_RAW_BSD14, LINKTYPE_IPV4, LINKTYPE_IPV6)
+#: Bit in ``flags`` marking a tunnel's outer packet, whose frame is also counted by
+#: the inner packet's row (netmon.ingest.tunnels); TCP flags and ICMP types are bytes.
+TUNNEL = 0x100
+#: UDP ports (VXLAN, GENEVE) and IP protocols (IPv4/IPv6 in IP, GRE) of tunnels: such
+#: frames leave the fast path (netmon.ingest.tunnels keeps the authoritative sets).
+_TUNNEL_UDP = (4789, 6081)
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,7 +56,8 @@ class PacketBatch:
     link type of each; per row, ``raw_chunk`` indexes ``bufs`` and ``raw_off`` /
     ``raw_len`` locate the frame's captured bytes in it (all three -1 when unknown,
     e.g. after a resynchronisation). The raw columns are None when no row has bytes
-    (batches built from records). :meth:`concat` joins the ``bufs`` tuples and shifts
+    (batches built from records). A tunnel's outer packet has the :data:`TUNNEL` bit
+    set in ``flags``. :meth:`concat` joins the ``bufs`` tuples and shifts
     the chunk indexes, so batches from different buffers or link types concatenate
     without copying a byte; :attr:`buf` / :attr:`linktype` read a one-buffer batch.
     """
@@ -191,12 +200,15 @@ def _take(a: np.ndarray, idx: np.ndarray) -> np.ndarray:
 
 def decode_pcap_records(buf: bytes, offs: list[int], endian: str, tsmul: float,
                         linktype: int,
-                        slow: Callable[[int, bytes, int, int, float, int], tuple | None],
-                        ) -> tuple[PacketBatch, int]:
+                        slow: Callable[[int, bytes, int, int, float, int],
+                                       tuple | list | None],
+                        decoder: object) -> tuple[PacketBatch, int]:
     """Decode the pcap records starting at ``offs`` in ``buf``.
 
     ``slow`` is the decoder's per-frame function (linktype, buf, start, end, ts,
-    wirelen) for frames off the fast path. Returns (batch, fast-path IP frames).
+    wirelen) for frames off the fast path; when it returns a list, the last
+    ``decoder.late`` records of it are fragments of earlier frames (no bytes here).
+    Returns (batch, fast-path IP frames).
     """
     n = len(offs)
     A = np.frombuffer(buf, dtype=np.uint8)
@@ -245,7 +257,14 @@ def decode_pcap_records(buf: bytes, offs: list[int], endian: str, tsmul: float,
     l4end = np.where(v6, np.where(plen > 0, np.minimum(40 + plen, avail), avail),
                      np.minimum(tl, avail)) - (l4 - ip)
     need = np.select([proto == 6, proto == 17, (proto == 1) | (proto == 58)], [14, 4, 1], 0)
-    fast = (v4 | v6) & (l4end >= need)
+    # Ports of every row (garbage where there are none: masked below), also to send
+    # tunnels to the per-frame decoder.
+    sp = (_take(A, l4) << 8) | _take(A, l4 + 1)
+    dp = (_take(A, l4 + 2) << 8) | _take(A, l4 + 3)
+    tunnel = (proto == 47) | (proto == 4) | (proto == 41) | ((proto == 17) & (
+        (sp == _TUNNEL_UDP[0]) | (dp == _TUNNEL_UDP[0]) | (sp == _TUNNEL_UDP[1])
+        | (dp == _TUNNEL_UDP[1])))
+    fast = (v4 | v6) & (l4end >= need) & ~tunnel
 
     idx = np.flatnonzero(fast)
     fam = np.where(v6, 6, 4)[idx]
@@ -264,25 +283,43 @@ def decode_pcap_records(buf: bytes, offs: list[int], endian: str, tsmul: float,
     pr = proto[idx]
     q = l4[idx]
     ported = (pr == 6) | (pr == 17)
-    sport = np.where(ported, (_take(A, q) << 8) | _take(A, q + 1), 0)
-    dport = np.where(ported, (_take(A, q + 2) << 8) | _take(A, q + 3), 0)
+    sport = np.where(ported, sp[idx], 0)
+    dport = np.where(ported, dp[idx], 0)
     flags = np.select([pr == 6, (pr == 1) | (pr == 58)], [_take(A, q + 13), _take(A, q)], 0)
     batch = PacketBatch(ts[idx], wirelen[idx], pr, fam, src, sport, dst, dport, flags)
 
     slow_idx = np.flatnonzero(~fast)
     recs = []
     where = []
+    late: list[int] = []  # positions in recs of released fragments (no bytes here)
     for i in slow_idx.tolist():
         start = offs[i] + 16
         rec = slow(linktype, buf, start, start + int(caplen[i]), float(ts[i]), int(wirelen[i]))
-        if rec is not None:
+        if rec is None:
+            continue
+        if rec.__class__ is tuple:
             recs.append(rec)
             where.append(i)
+        else:  # a tunnel (outer, then inner) and/or fragments released by this one
+            k = decoder.late
+            if k:
+                decoder.late = 0
+                late.extend(range(len(recs) + len(rec) - k, len(recs) + len(rec)))
+            recs.extend(rec)
+            where.extend([i] * len(rec))
+    nfast = len(idx)
+    unknown = None
     if recs:
         merged = PacketBatch.concat([batch, PacketBatch.from_records(recs)])
         at = np.concatenate([idx, np.array(where, dtype=np.int64)])
         order = np.argsort(at, kind="stable")
         batch, idx = merged.rows(order), at[order]
+        if late:
+            unknown = np.zeros(len(at), dtype=np.bool_)
+            unknown[nfast + np.array(late)] = True
+            unknown = unknown[order]
     # Every emitted row is record idx[i]: its frame starts after the 16-byte header.
-    return batch.with_raw((buf,), (linktype,), np.zeros(len(idx), dtype=np.int64),
-                          starts[idx] + 16, caplen[idx]), len(batch) - len(recs)
+    chunk, off, length = np.zeros(len(idx), dtype=np.int64), starts[idx] + 16, caplen[idx]
+    if unknown is not None:
+        chunk[unknown] = off[unknown] = length[unknown] = -1
+    return batch.with_raw((buf,), (linktype,), chunk, off, length), nfast

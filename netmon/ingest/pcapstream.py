@@ -6,7 +6,8 @@ call returns the packets completed by that chunk as plain tuples laid out like
 :class:`netmon.core.values.PacketRecord`. Call :meth:`PcapStreamDecoder.close` at end of
 input to learn whether the stream ended inside a record.
 
-This module reads the containers (pcap file and record headers, pcapng blocks); each
+This module reads the pcap file and record headers (pcapng blocks: the
+:class:`~netmon.ingest.pcapng.PcapngReader` mixin); each
 frame's headers are decoded by the :class:`~netmon.ingest.framedecoder.FrameDecoder`
 mixin, and runs of pcap records by :mod:`netmon.ingest.batch` (given ``_decode_frame``
 for the frames off its fast path). Dissection above transport is tshark's job, on
@@ -24,6 +25,7 @@ import numpy as np
 from netmon.ingest.batch import PacketBatch, decode_pcap_records
 from netmon.ingest.framedecoder import FrameDecoder
 from netmon.ingest.linktypes import LINKTYPE_ETHERNET
+from netmon.ingest.pcapng import PCAPNG_SHB, PcapngReader
 
 _PCAP_MAGICS = {
     b"\xd4\xc3\xb2\xa1": ("<", 1e-6),
@@ -31,21 +33,16 @@ _PCAP_MAGICS = {
     b"\x4d\x3c\xb2\xa1": ("<", 1e-9),
     b"\xa1\xb2\x3c\x4d": (">", 1e-9),
 }
-_PCAPNG_SHB = b"\x0a\x0d\x0d\x0a"
-_PCAPNG_BOM_LE = b"\x4d\x3c\x2b\x1a"
-_PCAPNG_BOM_BE = b"\x1a\x2b\x3c\x4d"
 
-#: Largest record netmon believes in; bigger lengths mean a corrupt stream.
-MAX_RECORD = 1 << 18  # 256 KiB, tcpdump's own maximum snaplen
-MAX_BLOCK = 1 << 24  # 16 MiB for a pcapng block (options included)
-
-#: Smallest total length of a pcapng block whose fixed fields are read (IDB, PB, SPB, EPB).
-_NG_MIN_BLOCK = {1: 20, 2: 32, 3: 16, 6: 32}
+#: Largest record netmon believes in; bigger lengths mean a corrupt stream. Not the file
+#: header's snaplen: writers put 65535 there whatever they write (scapy's ``wrpcap``),
+#: and tshark, like netmon, reads any record up to its own maximum.
+MAX_RECORD = 1 << 18  # 256 KiB, tcpdump's and Wireshark's maximum snaplen
 
 _LENS_AT = np.arange(8, 16)  # caplen and wirelen within a pcap record header
 
 
-class PcapStreamDecoder(FrameDecoder):
+class PcapStreamDecoder(PcapngReader, FrameDecoder):
     """Decode a pcap or pcapng byte stream incrementally.
 
     Attributes read by the owner after any ``feed``: ``frames`` (records read),
@@ -76,7 +73,6 @@ class PcapStreamDecoder(FrameDecoder):
         self._caplen = struct.Struct("<I")
         self._endian = "<"
         self._tsmul = 1e-6
-        self._snaplen = MAX_RECORD
         self._linktype = LINKTYPE_ETHERNET
         # pcapng state: per interface (linktype, ticks per second divisor, ts offset)
         self._ng_end = "<"
@@ -91,6 +87,7 @@ class PcapStreamDecoder(FrameDecoder):
                 self._feed_pcap(out)
             else:
                 self._feed_pcapng(out)
+        self.late = 0
         return out
 
     def feed_batch(self, data: bytes) -> PacketBatch:
@@ -99,7 +96,8 @@ class PcapStreamDecoder(FrameDecoder):
         Same packets and counters as :meth:`feed`; pcap streams take the vectorised
         fast path (netmon.ingest.batch), which is what live capture and most files are. Rows
         locate their frame's bytes in the decoder buffer (PacketBatch ``raw_*``), except
-        those decoded while resynchronising a corrupt pcap stream.
+        those decoded while resynchronising a corrupt pcap stream and fragments held for
+        their first fragment (netmon.ingest.fragments).
         """
         if not self._append(data):
             return PacketBatch.empty()
@@ -111,7 +109,7 @@ class PcapStreamDecoder(FrameDecoder):
         n = len(buf)
         off = self._off
         unpack = self._caplen.unpack_from
-        limit = max(self._snaplen, 65535)
+        limit = MAX_RECORD
         offs: list[int] = []
         add = offs.append
         # The one per-record Python loop left: find where each record starts. Kept
@@ -137,7 +135,7 @@ class PcapStreamDecoder(FrameDecoder):
         batch = PacketBatch.empty()
         if offs:
             batch, fast = decode_pcap_records(buf, offs, self._endian, self._tsmul,
-                                              self._linktype, self._decode_frame)
+                                              self._linktype, self._decode_frame, self)
             self.frames += len(offs)
             self.ip_frames += fast
             sec, frac = self._rec.unpack_from(buf, offs[-1])[:2]
@@ -166,18 +164,23 @@ class PcapStreamDecoder(FrameDecoder):
         return bool(self.fmt) or self._read_file_header()
 
     def close(self) -> list[tuple]:
-        """Mark end of input. Sets :attr:`warning` if the stream stopped mid-record."""
+        """Mark end of input; return the held fragments whose first fragment never
+        came (ports 0). Sets :attr:`warning` if the stream stopped mid-record."""
+        return self.close_batch().records()
+
+    def close_batch(self) -> PacketBatch:
+        """:meth:`close`, returning the held fragments as a batch with their bytes."""
+        self.frags.expire_all()
         left = len(self._buf) - self._off
         if not self.fmt and not self.error:
             self.error = ("not a pcap or pcapng capture (too short)" if left
                           else "empty input: no capture data")
         elif left and not self.error:
-            if True:
-                self.warning = (f"capture cut short in the middle of a packet "
-                                f"({left} trailing bytes ignored after {self.frames} packets)")
+            self.warning = (f"capture cut short in the middle of a packet "
+                            f"({left} trailing bytes ignored after {self.frames} packets)")
         self._buf = b""
         self._off = 0
-        return []
+        return PacketBatch.from_records(self.frags.take())
 
     @property
     def pending_bytes(self) -> int:
@@ -194,20 +197,18 @@ class PcapStreamDecoder(FrameDecoder):
             if len(buf) < 24:
                 return False
             endian, tsmul = _PCAP_MAGICS[magic]
-            snaplen, network = struct.unpack_from(endian + "II", buf, 16)
+            network = struct.unpack_from(endian + "I", buf, 20)[0]
             self.fmt = "pcap"
             self._endian = endian
             self._rec = struct.Struct(endian + "IIII")
             self._lens = struct.Struct(endian + "II")
             self._caplen = struct.Struct(endian + "I")
             self._tsmul = tsmul
-            # Some writers put 0 or silly values here; only use it as a sanity bound.
-            self._snaplen = snaplen if 0 < snaplen <= MAX_RECORD else MAX_RECORD
             self._linktype = network & 0x0FFFFFFF
             self.linktypes = [self._linktype]
             self._off = 24
             return True
-        if magic == _PCAPNG_SHB:
+        if magic == PCAPNG_SHB:
             self.fmt = "pcapng"
             return True
         self.error = f"not a pcap or pcapng capture (unknown magic number {magic.hex()})"
@@ -221,7 +222,7 @@ class PcapStreamDecoder(FrameDecoder):
         unpack = self._rec.unpack_from
         tsmul = self._tsmul
         linktype = self._linktype
-        limit = max(self._snaplen, 65535)
+        limit = MAX_RECORD
         decode = self._decode_frame
         frames = 0
         ts = self.last_ts
@@ -252,7 +253,10 @@ class PcapStreamDecoder(FrameDecoder):
             frames += 1
             rec = decode(linktype, buf, off + 16, end, ts, wirelen)
             if rec is not None:
-                out.append(rec)
+                if rec.__class__ is tuple:
+                    out.append(rec)
+                else:
+                    out.extend(rec)  # a tunnel (outer, then inner), released fragments
             off = end
         self.frames += frames
         self.last_ts = ts
@@ -287,117 +291,3 @@ class PcapStreamDecoder(FrameDecoder):
                 continue
             return cand, cand
         return -1, max(start, n - 15)
-
-    # ------------------------------------------------------------------ pcapng
-    def _feed_pcapng_batch(self) -> PacketBatch:
-        buf = self._buf
-        out: list[tuple] = []
-        raw: list[tuple[int, int, int]] = []
-        self._feed_pcapng(out, raw)
-        if not out:
-            return PacketBatch.empty()
-        at = np.array(raw, dtype=np.int64)
-        # One chunk per link type seen (the same buffer): interfaces may differ.
-        linktypes, chunk = np.unique(at[:, 2], return_inverse=True)
-        return PacketBatch.from_records(out).with_raw(
-            (buf,) * len(linktypes), tuple(linktypes.tolist()), chunk.reshape(-1),
-            at[:, 0], at[:, 1])
-
-    def _feed_pcapng(self, out: list, raw: list | None = None) -> None:
-        """Decode the complete blocks; with ``raw``, also note each emitted record's
-        (data offset, captured length, link type)."""
-        buf = self._buf
-        n = len(buf)
-        off = self._off
-        decode = self._decode_frame
-        while off + 12 <= n:
-            btype_raw = buf[off:off + 4]
-            if btype_raw == _PCAPNG_SHB:
-                if off + 12 > n:
-                    break
-                bom = buf[off + 8:off + 12]
-                if bom == _PCAPNG_BOM_LE:
-                    self._ng_end = "<"
-                elif bom == _PCAPNG_BOM_BE:
-                    self._ng_end = ">"
-                else:
-                    self.error = "corrupt pcapng: bad byte-order magic in section header"
-                    break
-                self._ifaces = []
-            e = self._ng_end
-            btype, blen = struct.unpack_from(e + "II", buf, off)
-            if blen < 12 or blen % 4 or blen > MAX_BLOCK:
-                self.error = (f"corrupt pcapng: impossible block length {blen} "
-                              f"after {self.frames} packets")
-                break
-            if off + blen > n:
-                break
-            # Fix (tests/test_pcapstream.py): a block too short for its own fixed fields
-            # made the reads below raise struct.error at the end of the data, or read the
-            # next block's bytes. Such a file is corrupt (Wireshark stops there too).
-            if blen < _NG_MIN_BLOCK.get(btype, 12):
-                self.error = (f"corrupt pcapng: block type {btype} too short ({blen} bytes) "
-                              f"after {self.frames} packets")
-                break
-            body = off + 8
-            bend = off + blen - 4
-            if btype == 6 or btype == 2:  # Enhanced Packet Block, obsolete Packet Block
-                if btype == 6:
-                    iface, hi, lo, caplen, wirelen = struct.unpack_from(e + "IIIII", buf, body)
-                else:
-                    iface, _drops, hi, lo, caplen, wirelen = struct.unpack_from(
-                        e + "HHIIII", buf, body)
-                self.frames += 1
-                if iface >= len(self._ifaces) or body + 20 + caplen > bend:
-                    self.skipped["bad-packet-block"] += 1
-                else:
-                    linktype, div, tsoff, _ = self._ifaces[iface]
-                    ts = ((hi << 32) | lo) / div + tsoff
-                    self.last_ts = ts
-                    rec = decode(linktype, buf, body + 20, body + 20 + caplen, ts, wirelen)
-                    if rec is not None:
-                        out.append(rec)
-                        if raw is not None:
-                            raw.append((body + 20, caplen, linktype))
-            elif btype == 3:  # Simple Packet Block: no timestamp, interface 0
-                (wirelen,) = struct.unpack_from(e + "I", buf, body)
-                self.frames += 1
-                if not self._ifaces:
-                    self.skipped["bad-packet-block"] += 1
-                else:
-                    linktype, _, _, snap = self._ifaces[0]
-                    caplen = min(wirelen, bend - body - 4, snap or MAX_BLOCK)
-                    rec = decode(linktype, buf, body + 4, body + 4 + caplen, self.last_ts,
-                                 wirelen)
-                    if rec is not None:
-                        out.append(rec)
-                        if raw is not None:
-                            raw.append((body + 4, caplen, linktype))
-            elif btype == 1:  # Interface Description Block
-                self._ifaces.append(self._read_idb(buf, body, bend, e))
-                self.linktypes.append(self._ifaces[-1][0])
-            off += blen
-        self._off = off
-
-    @staticmethod
-    def _read_idb(buf: bytes, body: int, bend: int, e: str) -> tuple[int, int, float, int]:
-        linktype, _reserved, snaplen = struct.unpack_from(e + "HHI", buf, body)
-        div = 1_000_000
-        tsoff = 0.0
-        p = body + 8
-        while p + 4 <= bend:
-            code, length = struct.unpack_from(e + "HH", buf, p)
-            if code == 0:
-                break
-            v = p + 4
-            if v + length > bend:  # fix: an option running past the block would raise
-                break
-            if code == 9 and length >= 1:  # if_tsresol
-                r = buf[v]
-                # Fix: an int divisor, so ticks / div is one correctly rounded division;
-                # float(ticks) first lost up to 128 ns on ns-resolution timestamps.
-                div = 2 ** (r & 0x7F) if r & 0x80 else 10 ** r
-            elif code == 14 and length >= 8:  # if_tsoffset, seconds
-                (tsoff,) = struct.unpack_from(e + "q", buf, v)
-            p = v + ((length + 3) & ~3)
-        return linktype, div, float(tsoff), snaplen

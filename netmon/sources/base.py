@@ -127,19 +127,23 @@ class PcapFeed:
 
     def data(self, chunk: bytes) -> None:
         self.bytes_in += len(chunk)
-        batch = self.decoder.feed_batch(chunk)
+        self._deliver(self.decoder.feed_batch(chunk))
+
+    def _deliver(self, batch: PacketBatch) -> None:
         if len(batch):
             sink = self._sink_getter()
             if sink is not None:
                 sink(batch)
 
     def end(self) -> None:
-        self.decoder.close()
+        # Fragments still held for a first fragment that never came count now.
+        self._deliver(self.decoder.close_batch())
 
     def restart(self) -> None:
         """A new stream (a restarted capture writes a new file header): fresh decoder,
         counters carried over so nothing counted so far is lost."""
         old, new = self.decoder, PcapStreamDecoder()
+        new.frags = old.frags  # held fragments wait on across the restart
         for name in ("frames", "ip_frames", "nonip", "partial", "resync_bytes"):
             setattr(new, name, getattr(old, name))
         new.skipped = old.skipped

@@ -183,6 +183,49 @@ def ipv6_fragment(next_header: int, offset_units: int, more: bool, ident: int) -
     )
 
 
+# --- tunnels ------------------------------------------------------------------------
+
+#: IP protocol numbers and UDP ports of the tunnels the builders make.
+PROTO_IPIP = 4
+PROTO_IPV6_IN_IP = 41
+PROTO_GRE = 47
+VXLAN_PORT = 4789
+GENEVE_PORT = 6081
+#: GRE/GENEVE protocol type of a bridged Ethernet frame.
+ETHERTYPE_TEB = 0x6558
+
+
+def gre(payload: bytes, protocol: int, *, key: int | None = None, seq: int | None = None,
+        checksum: bool = False) -> bytes:
+    """A GRE (version 0) header + ``payload`` of ethertype ``protocol``; put it in IP
+    protocol 47. ``key``, ``seq`` and ``checksum`` add those optional words (RFC 2890)."""
+    bits = (0x8000 if checksum else 0) | (0x2000 if key is not None else 0) | (
+        0x1000 if seq is not None else 0)
+    words = b""
+    if checksum:
+        words += struct.pack("!HH", _checksum(struct.pack("!HH", bits, protocol) + payload), 0)
+    if key is not None:
+        words += struct.pack("!I", key)
+    if seq is not None:
+        words += struct.pack("!I", seq)
+    return struct.pack("!HH", bits, protocol) + words + payload
+
+
+def vxlan(frame: bytes, vni: int) -> bytes:
+    """A VXLAN header (I flag, ``vni``) + an Ethernet ``frame``: a UDP payload for
+    port 4789."""
+    return struct.pack("!II", 0x08000000, (vni & 0xFFFFFF) << 8) + frame
+
+
+def geneve(payload: bytes, vni: int, protocol: int = ETHERTYPE_TEB, *,
+           options: bytes = b"") -> bytes:
+    """A GENEVE header (version 0, ``options`` padded to 4 bytes) + ``payload`` of
+    ethertype ``protocol``: a UDP payload for port 6081."""
+    options += b"\0" * (-len(options) % 4)
+    return struct.pack("!BBHI", len(options) // 4, 0, protocol, (vni & 0xFFFFFF) << 8) + (
+        options + payload)
+
+
 # --- transport layer ------------------------------------------------------------------
 
 
