@@ -25,7 +25,7 @@ import numpy as np
 from twisted.internet import process as tprocess
 from twisted.internet import task
 
-from netmon.core.errors import EXIT_BAD_INPUT, SourceError
+from netmon.core.errors import EXIT_BAD_INPUT, EXIT_INTERNAL, SourceError
 from netmon.core.settings import Settings
 from netmon.core.values import ConnectionRecord, Snapshot
 from netmon.engine.clusterjob import ClusterJob
@@ -75,6 +75,7 @@ class EngineResult:
         self.stop_reason = ""
         self.flows_written = 0
         self.flows_out_error = ""
+        self.internal_error = ""  # a bug that stopped a part of netmon (not the counting)
 
     @property
     def exit_code(self) -> int:
@@ -85,16 +86,22 @@ class EngineResult:
         (after the screen is gone, or at the end of a headless run); return the exit
         code they call for, or None when nothing went wrong."""
         for warning in self.warnings:
-            print(f"netmon: warning: {warning}", file=err)
+            if not (self.internal_error and self.internal_error in warning):  # once, below
+                print(f"netmon: warning: {warning}", file=err)
         if self.flows_out_error:
             print(f"netmon: {self.flows_out_error}", file=err)
         elif flows_out:
             print(f"netmon: wrote {self.flows_written} flows to {flows_out}", file=err)
+        if self.internal_error:
+            print(f"netmon: internal error: {self.internal_error}; every packet was still "
+                  "counted (the log has the traceback: please report it)", file=err)
         for error in self.errors:
             print(f"netmon: {error.message}", file=err)
         if self.errors:
             return self.exit_code
-        return EXIT_BAD_INPUT if self.flows_out_error else None
+        if self.flows_out_error:
+            return EXIT_BAD_INPUT
+        return EXIT_INTERNAL if self.internal_error else None
 
 
 class Engine:
@@ -366,6 +373,7 @@ class Engine:
         c = self.clustering
         if c.error and c.error not in self.result.warnings:
             self.result.warnings.append(c.error)
+            self.result.internal_error = c.bug
 
     def _shutdown(self, reason: str) -> None:
         if self._stopping:
