@@ -31,7 +31,7 @@ from netmon.core.values import ConnectionRecord, Snapshot
 from netmon.engine.clusterjob import ClusterJob
 from netmon.engine.snapshot import SnapshotBuilder
 from netmon.export.flowsout import FlowsOutWriter
-from netmon.flows.table import FlowTable, views_from_columns
+from netmon.flows.table import FlowTable
 from netmon.ingest.batch import PacketBatch
 from netmon.ingest.framering import FrameRing
 from netmon.netflow.decoder import FlowRecords
@@ -358,15 +358,20 @@ class Engine:
             self.clustering.add_ended(self.table.take_finished())
         elif self._writer is None:
             self.table.discard_finished()
-        elif self.table.finished_count:
-            self._writer.write(self.table.drain_finished())
+        else:
+            for cols, keys, reason in self.table.take_finished():
+                self._ended_flows(cols, keys, reason, {})
 
     def _ended_flows(self, cols: dict, keys: list[bytes], reason: str,
                      labels: dict[int, str]) -> None:
-        # FlowViews cost ~5 us each: build them only when they are written out.
-        if self._writer is not None and keys:
-            self._writer.write(views_from_columns(cols, keys, reason, labels,
-                                                  self.table.observers))
+        if self._writer is None or not keys:
+            return
+        try:
+            self._writer.write(cols, keys, reason, labels, self.table.observers)
+        except OSError as exc:  # a full disk: keep counting, say so at the end
+            self.result.flows_out_error = f"cannot write {self._writer.path}: {exc}"
+            self._writer.abort()
+            self._writer = None
 
     def _update_clusters(self) -> None:
         self.snapshots.update_clusters()
@@ -411,12 +416,15 @@ class Engine:
         if self.clustering is not None:
             self.clustering.finish()  # every flow seen gets its cluster
             self._update_clusters()
-        # Before end_all: live flows still count.
+        # Before end_live: live flows still count.
         snap = self.snapshots.build(self.result.warnings, finished=True)
         labels = self.clustering.labels if self.clustering is not None else None
         if self._writer is not None:
+            self.table.end_live()
+            for cols, keys, reason in self.table.take_finished():
+                self._ended_flows(cols, keys, reason, labels or {})
+        if self._writer is not None:
             try:
-                self._writer.write(self.table.end_all(labels=labels))
                 self.result.flows_written = self._writer.commit()
             except OSError as exc:
                 self.result.flows_out_error = f"cannot write {self._writer.path}: {exc}"
