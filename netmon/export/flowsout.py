@@ -15,7 +15,10 @@ from collections.abc import Sequence
 import numpy as np
 
 from netmon.export.atomic import AtomicFile
-from netmon.export.flowlines import render
+from netmon.export.flowlines import PendingFlows
+
+#: Flows gathered before a bulk render (bounded memory; see PendingFlows for why).
+BATCH = 8192
 
 
 class FlowsOutWriter:
@@ -25,17 +28,27 @@ class FlowsOutWriter:
         self.path = path
         # Created up front so a bad path fails before capture starts, not at exit.
         self._file = AtomicFile(path, "flows")
+        self._pending = PendingFlows()
+        self._observers: Sequence[str] = ()
         self.count = 0
 
     def write(self, cols: dict[str, np.ndarray], keys: Sequence[bytes], reason: str,
               labels: dict[int, str] | None = None, observers: Sequence[str] = ()) -> None:
-        """Append flows given as :meth:`FlowTable.columns` and their keys."""
-        for lines in render(cols, keys, reason, labels, observers):
-            self._file.write(lines)
+        """Append flows given as :meth:`FlowTable.columns` and their keys (``observers``:
+        the table's observation point names, a list that only grows)."""
+        self._pending.add(cols, keys, reason, labels)
+        self._observers = observers
         self.count += len(keys)
+        if self._pending.rows >= BATCH:
+            self._flush()
+
+    def _flush(self) -> None:
+        for lines in self._pending.render(self._observers):
+            self._file.write(lines)
 
     def commit(self) -> int:
         """Make the file appear at ``path``; return the number of flows written."""
+        self._flush()
         self._file.publish()
         return self.count
 
