@@ -53,12 +53,11 @@ def _digits(values: np.ndarray) -> np.ndarray:
         out[i] = v - q * 10
         v = q
     out[0] = v
-    if width > 1:  # leading zeros become padding (the last digit stays, for 0)
-        lead = np.logical_and.accumulate(out[:-1] == 0, axis=0)
-        out += _ZERO
-        out[:-1][lead] = 0
-    else:
-        out += _ZERO
+    keep = out[:-1] != 0  # leading zeros become padding (the last digit stays, for 0)
+    for i in range(1, width - 1):
+        keep[i] |= keep[i - 1]
+    out += _ZERO
+    out[:-1] *= keep
     return out.T
 
 
@@ -138,9 +137,10 @@ def _addresses(fam: np.ndarray, addr: np.ndarray) -> np.ndarray:
                           _digits(octets[:, 2]), dot, _digits(octets[:, 3])], axis=1)
     six = np.flatnonzero(fam != 4)
     if len(six):
-        raw = addr.view(np.uint8).reshape(len(addr), 16)
-        text = _texts([socket.inet_ntop(socket.AF_INET6, raw[i].tobytes()).encode()
-                       for i in six])
+        raw = addr.view(np.uint8).reshape(len(addr), 16)[six].tobytes()
+        ntop = socket.inet_ntop
+        text = _texts([ntop(socket.AF_INET6, raw[i:i + 16]).encode()
+                       for i in range(0, len(raw), 16)])
         width = max(out.shape[1], text.shape[1])
         out = np.pad(out, ((0, 0), (0, width - out.shape[1])))
         out[six] = 0

@@ -7,8 +7,9 @@ pyshark drives tshark with asyncio, so every call gets a fresh event loop of its
 closed when done; tshark is killed and reaped (pyshark's cleanup, bounded by
 ``timeout``). The temporary capture (captured payload) is a 0600 file with no name
 (``O_TMPFILE``), read by tshark through ``/proc/<netmon's pid>/fd/N``: it vanishes
-with its descriptor, however netmon ends (``kill -9`` included). Where the kernel or
-filesystem lacks ``O_TMPFILE``, it is a named 0600 file removed when done.
+with its descriptor, however netmon ends (``kill -9`` included). Where the filesystem
+lacks ``O_TMPFILE`` the file is unlinked the instant after it is made; only without
+``/proc`` (not Linux) does it keep its name until the dissection is done.
 
 Why the tree is rendered here: pyshark's layer objects flatten tshark's tree (every
 field of a layer at one level, repeated fields regrouped by name). netmon keeps
@@ -130,7 +131,9 @@ def capture_file() -> tuple[int, str, bool]:
         fd = os.open(directory, os.O_TMPFILE | os.O_RDWR | os.O_CLOEXEC, 0o600)
     except (AttributeError, OSError):  # no O_TMPFILE on this OS or filesystem
         fd, path = tempfile.mkstemp(prefix="netmon-dissect-", suffix=".pcapng")  # 0600
-        return fd, path, True
+        if not os.path.isdir("/proc/self/fd"):  # not Linux: a name until it is done
+            return fd, path, True
+        os.unlink(path)  # named for an instant only
     # tshark is netmon's child: it opens the file through netmon's descriptor table.
     return fd, f"/proc/{os.getpid()}/fd/{fd}", False
 
