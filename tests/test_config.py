@@ -11,7 +11,7 @@ import pytest
 
 from netmon.app.cli import build_parser, settings_from_args, ssh_exclusion
 from netmon.core.errors import SourceError
-from netmon.core.settings import Settings, config_path, load_settings
+from netmon.core.settings import LIMITS, Settings, config_path, load_settings
 from netmon.sources.interfaces import default_interface
 from tests.conftest import run_netmon
 
@@ -110,3 +110,97 @@ def test_every_setting_is_documented_in_the_readme() -> None:
     missing = [f.name for f in fields(Settings)
                if f"| `{f.name.replace('_', '-')}` |" not in readme]
     assert not missing, f"settings missing from the README's table: {missing}"
+
+
+# ------------------------------------------------------------------ numeric ranges
+def _kind(name: str) -> type:
+    return type(getattr(Settings, name))
+
+
+def _out_of_range(name: str) -> list[str]:
+    """Values just outside the setting's range, and ones of the wrong kind."""
+    limit, kind = LIMITS[name], _kind(name)
+    step = 1 if kind is int else 0.01
+    low = limit.low if limit.above else limit.low - step
+    bad = [str(kind(low)), str(kind(limit.high + step))]
+    return bad + (["1.5"] if kind is int else ["nan", "inf"])
+
+
+def _run_all(runs: list[tuple[list[str], dict]]) -> list[subprocess.CompletedProcess]:
+    """Run the real command once per (args, env), a few at a time (each is a start-up)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(8) as pool:
+        return list(pool.map(lambda run: run_netmon(*run[0], env=run[1]), runs))
+
+
+def _assert_range_error(proc: subprocess.CompletedProcess, name: str, origin: str) -> None:
+    assert proc.returncode == 2, (origin, proc.stderr)
+    assert "Traceback" not in proc.stderr, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("netmon: "), proc.stderr
+    assert origin in lines[0] and LIMITS[name].describe(_kind(name)) in lines[0], lines[0]
+
+
+def test_every_numeric_setting_has_a_range() -> None:
+    from dataclasses import fields
+
+    numeric = {f.name for f in fields(Settings) if _kind(f.name) in (int, float)}
+    assert numeric == set(LIMITS)
+    assert LIMITS["seed"].describe(int) == "a whole number from 0 to 4_294_967_295"
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    assert "| `seed` | `0` | 0 to 4_294_967_295 (whole) |" in readme
+    assert "| `idle-timeout` | `60.0` | > 0 to 100_000_000 |" in readme
+
+
+def test_out_of_range_flags_are_one_line_and_exit_2() -> None:
+    flags = {opt for action in build_parser()._actions for opt in action.option_strings}
+    runs, named = [], []
+    for name in LIMITS:
+        flag = "--" + name.replace("_", "-")
+        if flag not in flags:  # top-flows, ring-mb: config file and environment only
+            continue
+        for value in _out_of_range(name):
+            runs.append((["--headless", "-r", "x.pcap", f"{flag}={value}"], {}))
+            named.append((name, f"argument {flag}" if flag != "--count" else "--count"))
+    assert len(named) >= 13 * 3
+    for proc, (name, origin) in zip(_run_all(runs), named, strict=True):
+        _assert_range_error(proc, name, origin)
+
+
+def test_out_of_range_environment_is_one_line_and_exit_2() -> None:
+    runs, named = [], []
+    for name in LIMITS:
+        var = f"NETMON_{name.upper()}"
+        for value in _out_of_range(name):
+            runs.append((["--headless", "-r", "x.pcap"], {var: value}))
+            named.append((name, var))
+    for proc, (name, origin) in zip(_run_all(runs), named, strict=True):
+        _assert_range_error(proc, name, origin)
+
+
+def test_out_of_range_config_values_are_one_line_and_exit_2(tmp_path: Path) -> None:
+    runs, named = [], []
+    for name in LIMITS:
+        key = name.replace("_", "-")
+        for i, value in enumerate(_out_of_range(name)):
+            cfg = tmp_path / f"{name}{i}.toml"
+            cfg.write_text(f"{key} = {value}\n")  # TOML has nan and inf too
+            runs.append((["--headless", "--config", str(cfg), "-r", "x.pcap"], {}))
+            named.append((name, f"{key} in {cfg}"))
+    for proc, (name, origin) in zip(_run_all(runs), named, strict=True):
+        _assert_range_error(proc, name, origin)
+
+
+def test_range_ends_are_accepted(tmp_path: Path) -> None:
+    for name, limit in LIMITS.items():
+        kind = _kind(name)
+        ends = [limit.high] + ([] if limit.above else [limit.low])
+        for end in ends:
+            value = kind(end)
+            assert getattr(load_settings({f"NETMON_{name.upper()}": str(value)}), name) == value
+            cfg = tmp_path / "c.toml"
+            cfg.write_text(f"{name} = {value}\n")
+            assert getattr(load_settings({}, cfg).validated(), name) == value
+    with pytest.raises(SourceError, match="seed = -1"):
+        Settings(seed=-1).validated()

@@ -3,11 +3,15 @@
 
 from __future__ import annotations
 
+import io
 import json
+import os
 from collections import Counter
 from pathlib import Path
 
-from tests.conftest import captures_dir, run_netmon
+import pytest
+
+from tests.conftest import ROOT, captures_dir, run_netmon
 
 
 def replay(tmp_path: Path, name: str, *extra: str) -> tuple[dict, list[dict]]:
@@ -65,3 +69,71 @@ def test_no_cluster_leaves_flows_unclustered(tmp_path: Path) -> None:
     final, flows = replay(tmp_path, "01_http_espn.pcapng", "--no-cluster")
     assert final["clusters"] == []
     assert all(f["cluster_id"] is None for f in flows)
+
+
+def _udp_capture(path: Path, flows: int, spread: float) -> int:
+    """``flows`` UDP flows of 3 packets each, started over ``spread`` seconds of capture
+    time; returns the packet count."""
+    from netmon.ingest.linktypes import LINKTYPE_ETHERNET
+    from netmon.ingest.pcapwrite import PcapWriter
+    from netmon.testing.frames import ethernet, ipv4, udp
+
+    start = 1_700_000_000.0
+    with path.open("wb") as fh:
+        w = PcapWriter(fh, LINKTYPE_ETHERNET)
+        for i in range(flows):
+            for k in range(3):
+                frame = ethernet(ipv4("10.0.0.1", "10.0.0.2", 17,
+                                      udp(20000 + i, 53, b"q" * (20 + k))), 0x0800)
+                w.write(start + i * spread / flows + k * 0.001, frame)
+    return flows * 3
+
+
+@pytest.mark.parametrize("how", [
+    {},  # a fast replay: the first job is the last one, run at shutdown
+    {"reproducible": True},  # jobs at capture ticks, waited for mid-run
+    {"speed": 10.0, "tick": 0.1},  # paced: the failure arrives as a Deferred's errback
+])
+def test_a_bug_in_the_cluster_job_is_an_internal_error_not_a_silent_0(
+        tmp_path: Path, how: dict) -> None:
+    """A clusterer that raises (seed -1 reaches numpy only past the CLI's range check,
+    so it stands for any programming error) keeps counting and writing flows, then
+    ends the run with one line and exit code 1 instead of 0."""
+    from netmon.core.errors import EXIT_INTERNAL
+    from netmon.core.settings import Settings
+    from netmon.engine.engine import Engine
+    from netmon.sources.files import FileSource
+
+    pcap, out = tmp_path / "t.pcap", tmp_path / "flows.jsonl"
+    packets = _udp_capture(pcap, 40, 6.0)
+    snaps: list = []
+    engine = Engine(Settings(read=str(pcap), seed=-1, idle_timeout=1.0, flows_out=str(out),
+                             **how), [FileSource(str(pcap), speed=how.get("speed"))],
+                    snaps.append)
+    engine.start()
+    assert engine.join(60)
+    err = io.StringIO()
+    assert engine.result.report(str(out), err) == EXIT_INTERNAL == 1
+    lines = err.getvalue().splitlines()
+    assert lines[-1].startswith("netmon: internal error: clustering failed: ValueError:")
+    assert not any("warning" in line for line in lines), lines  # said once, as the error
+    assert snaps[-1].totals.packets == packets
+    assert any("clustering failed" in w for w in snaps[-1].warnings)  # the screen says it
+    flows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(flows) == 40 and all(f["cluster_id"] is None for f in flows)
+
+
+def test_the_cli_reports_a_cluster_job_bug_with_exit_1(tmp_path: Path) -> None:
+    """The same through the real command: a clusterer that cannot be built (no
+    scikit-learn on the path) is a bug, not a silent success."""
+    pcap = tmp_path / "t.pcap"
+    _udp_capture(pcap, 10, 0.01)
+    blocker = tmp_path / "block"
+    blocker.mkdir()
+    (blocker / "sklearn").mkdir()
+    (blocker / "sklearn" / "__init__.py").write_text("raise ImportError('sklearn blocked')\n")
+    env = {"PYTHONPATH": f"{blocker}{os.pathsep}{ROOT}"}
+    proc = run_netmon("--headless", "-r", str(pcap), env=env)
+    assert proc.returncode == 1, proc.stderr
+    assert proc.stderr.splitlines()[-1].startswith("netmon: internal error: clustering "
+                                                   "failed: ImportError: sklearn blocked")

@@ -12,11 +12,12 @@ import atexit
 import logging
 import os
 import sys
+from collections.abc import Callable
 from typing import TextIO
 
 from netmon import __version__
 from netmon.core.errors import EXIT_BAD_INPUT, EXIT_USAGE, SourceError
-from netmon.core.settings import Settings, load_settings, parse_listen
+from netmon.core.settings import Settings, load_settings, parse_listen, parse_setting
 from netmon.sources.base import Source
 from netmon.sources.capture import CaptureSpec, LiveCapture, kill_leftovers
 from netmon.sources.files import FileSource, StdinSource
@@ -35,8 +36,9 @@ examples:
   netmon interfaces                      list capture interfaces
   netmon demo                            loopback traffic of several kinds, monitored
 
-exit codes: 0 ok, 2 usage, 3 no tshark/dumpcap, 4 no capture permission,
-  5 unknown interface, 6 bad capture filter, 7 unreadable or damaged input,
+exit codes: 0 ok, 1 internal error (a bug), 2 usage, 3 no tshark/dumpcap,
+  4 no capture permission, 5 unknown interface, 6 bad capture filter, 7 unreadable or
+  damaged input,
   8 cannot listen (port in use or privileged), 9 capture failed,
   10 ssh login refused or host key unknown;
   143/129 after SIGTERM/SIGHUP (flows are still written).
@@ -46,6 +48,16 @@ exit codes: 0 ok, 2 usage, 3 no tshark/dumpcap, 4 no capture permission,
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # one line, not a usage dump
         raise SourceError(f"{message} (see 'netmon --help')", EXIT_USAGE)
+
+
+def _setting(name: str) -> Callable[[str], object]:
+    """An argparse type for a numeric setting: the error gives its accepted range."""
+    def parse(text: str) -> object:
+        try:
+            return parse_setting(name, text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(f"invalid value {text!r} ({exc})") from None
+    return parse
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -66,7 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--include-ssh", action="store_true", default=None,
                      help="over SSH, also capture this session's own packets (excluded by "
                      "default: the screen updates would feed back into the data)")
-    src.add_argument("--speed", type=float, metavar="X",
+    src.add_argument("--speed", type=_setting("speed"), metavar="X",
                      help="pace a replay at X times capture speed (default: as fast as "
                      "possible)")
     src.add_argument("--capture-tool", metavar="TOOL",
@@ -81,21 +93,23 @@ def build_parser() -> argparse.ArgumentParser:
     out.add_argument("--flows-out", metavar="PATH",
                      help="write every flow seen as JSON Lines to PATH on exit")
     stop = p.add_argument_group("stopping")
-    stop.add_argument("--duration", type=float, metavar="S", help="stop after S seconds")
-    stop.add_argument("-c", "--count", type=int, metavar="N", help="stop after N packets")
+    stop.add_argument("--duration", type=_setting("duration"), metavar="S",
+                      help="stop after S seconds")
+    stop.add_argument("-c", "--count", type=_setting("count"), metavar="N",
+                      help="stop after N packets")
     lis = p.add_argument_group("listener (a source of its own: records every TCP connection)")
     lis.add_argument("--listen", action="append", metavar="[HOST:]PORT",
                      help="listen on PORT (repeatable); HOST is 127.0.0.1 unless given "
                      "(0.0.0.0 or [::] for every interface). Nothing is ever sent back")
-    lis.add_argument("--listen-max-conns", type=int, metavar="N",
+    lis.add_argument("--listen-max-conns", type=_setting("listen_max_conns"), metavar="N",
                      help="open connections at once, all ports (1000); more are refused")
-    lis.add_argument("--listen-max-per-source", type=int, metavar="N",
+    lis.add_argument("--listen-max-per-source", type=_setting("listen_max_per_source"), metavar="N",
                      help="open connections at once per source address (50)")
-    lis.add_argument("--listen-idle-timeout", type=float, metavar="S",
+    lis.add_argument("--listen-idle-timeout", type=_setting("listen_idle_timeout"), metavar="S",
                      help="close a connection silent this long (30)")
-    lis.add_argument("--listen-max-bytes", type=int, metavar="N",
+    lis.add_argument("--listen-max-bytes", type=_setting("listen_max_bytes"), metavar="N",
                      help="close a connection after N bytes received (1000000)")
-    lis.add_argument("--listen-max-lifetime", type=float, metavar="S",
+    lis.add_argument("--listen-max-lifetime", type=_setting("listen_max_lifetime"), metavar="S",
                      help="close a connection open this long (300)")
     far = p.add_argument_group("other machines (sources of their own; combine freely)")
     far.add_argument("--ssh", action="append", metavar="[USER@]HOST[:IFACE]",
@@ -114,17 +128,17 @@ def build_parser() -> argparse.ArgumentParser:
                      help="cluster on behaviour alone (server ports are not a feature)")
     clu.add_argument("--no-cluster", dest="cluster", action="store_false", default=None,
                      help="count flows only, no clustering")
-    clu.add_argument("--seed", type=int, metavar="N", help="clusterer seed (0)")
+    clu.add_argument("--seed", type=_setting("seed"), metavar="N", help="clusterer seed (0)")
     clu.add_argument("--reproducible", action="store_true", default=None,
                      help="replays: cluster every tick of capture time and wait for it, "
                      "so a file gives the same clusters on any machine (slower)")
     tune = p.add_argument_group("flow table")
-    tune.add_argument("--tick", type=float, metavar="S", help="snapshot interval (0.5)")
-    tune.add_argument("--idle-timeout", type=float, metavar="S",
+    tune.add_argument("--tick", type=_setting("tick"), metavar="S", help="snapshot interval (0.5)")
+    tune.add_argument("--idle-timeout", type=_setting("idle_timeout"), metavar="S",
                       help="end flows idle this long (60)")
-    tune.add_argument("--active-timeout", type=float, metavar="S",
+    tune.add_argument("--active-timeout", type=_setting("active_timeout"), metavar="S",
                       help="end and restart flows older than this (1800)")
-    tune.add_argument("--max-flows", type=int, metavar="N",
+    tune.add_argument("--max-flows", type=_setting("max_flows"), metavar="N",
                       help="cap on live flows; least recently seen are evicted (500000)")
     p.add_argument("command", nargs="?", choices=["interfaces", "demo"],
                    help="'interfaces': list capture interfaces and whether you can capture "

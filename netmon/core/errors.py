@@ -17,6 +17,7 @@ class SourceError(Exception):
 
 
 # Exit codes, so scripts can tell failures apart (documented in the README).
+EXIT_INTERNAL = 1  # a bug in netmon (its traceback is in the log); what was counted is kept
 EXIT_USAGE = 2
 EXIT_NO_TOOL = 3
 EXIT_PERMISSION = 4

@@ -14,6 +14,7 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
+from typing import NamedTuple
 
 from netmon.core.errors import EXIT_USAGE, SourceError
 
@@ -99,18 +100,14 @@ class Settings:
 
     def validated(self) -> Settings:
         """Return self, or raise SourceError(EXIT_USAGE) naming the bad value."""
+        for name, limit in LIMITS.items():
+            value = getattr(self, name)
+            if not limit.holds(value):
+                raise SourceError(f"invalid setting {name.replace('_', '-')} = {value!r} "
+                                  f"({limit.describe(type(value))})", EXIT_USAGE)
         checks = [
-            (self.speed >= 0, "speed must be >= 0"),
-            (self.duration >= 0, "duration must be >= 0"),
-            (self.count >= 0, "count must be >= 0"),
-            (0.05 <= self.tick <= 60, "tick must be between 0.05 and 60 seconds"),
             (self.log_level.lower() in ("debug", "info", "warning", "error"),
              "log-level must be debug, info, warning or error"),
-            (self.idle_timeout > 0, "idle-timeout must be > 0"),
-            (self.active_timeout > 0, "active-timeout must be > 0"),
-            (self.max_flows >= 1, "max-flows must be >= 1"),
-            (0 <= self.ring_mb <= 65536, "ring-mb must be between 0 and 65536"),
-            (0 <= self.top_flows <= 1000, "top-flows must be between 0 and 1000"),
             (not (self.read and self.interface), "use either -r FILE or -i IFACE, not both"),
             (not (self.read and self.bpf), "-f filters live capture; for files use tshark -Y"),
             (not (self.listen and (self.read or self.interface)),
@@ -120,11 +117,6 @@ class Settings:
              "-f and -c apply to captures; with --listen use --duration"),
             (not (self.read and (self.ssh or self.collect)),
              "-r replays a file: not with --ssh or --collect, which watch the present"),
-            (self.listen_max_conns >= 1, "listen-max-conns must be >= 1"),
-            (self.listen_max_per_source >= 1, "listen-max-per-source must be >= 1"),
-            (self.listen_idle_timeout > 0, "listen-idle-timeout must be > 0"),
-            (self.listen_max_bytes >= 1, "listen-max-bytes must be >= 1"),
-            (self.listen_max_lifetime > 0, "listen-max-lifetime must be > 0"),
         ]
         for ok, message in checks:
             if not ok:
@@ -144,8 +136,11 @@ class Settings:
             raw = env.get("NETMON_" + f.name.upper())
             if raw is None:
                 continue
-            values[f.name] = _parse(f.name, type(getattr(cls, f.name)), raw,
-                                    "NETMON_" + f.name.upper())
+            try:
+                values[f.name] = parse_setting(f.name, raw)
+            except ValueError as exc:
+                raise SourceError(f"invalid value {raw!r} for NETMON_{f.name.upper()} "
+                                  f"({exc})", EXIT_USAGE) from None
         return cls(**values)
 
     def with_file(self, path: str | Path) -> Settings:
@@ -162,13 +157,13 @@ class Settings:
         except tomllib.TOMLDecodeError as exc:
             raise SourceError(f"config file {path}: {exc}", EXIT_USAGE) from None
         known = {f.name for f in fields(self)}
-        values: dict[str, object] = {}
-        for key, value in data.items():
-            name = key.replace("-", "_")
-            if name not in known:
+        for key in data:  # a misspelt key first: it may explain a bad value
+            if key.replace("-", "_") not in known:
                 raise SourceError(f"config file {path}: unknown key {key!r} (the README "
                                   "lists the keys)", EXIT_USAGE)
-            values[name] = _from_toml(type(getattr(self, name)), value, f"{key} in {path}")
+        values = {key.replace("-", "_"): _from_toml(key.replace("-", "_"), value,
+                                                    f"{key} in {path}")
+                  for key, value in data.items()}
         return replace(self, **values)
 
     def with_overrides(self, **changes: object) -> Settings:
@@ -176,8 +171,83 @@ class Settings:
         return replace(self, **{k: v for k, v in changes.items() if v is not None})
 
 
-def _from_toml(kind: type, value: object, origin: str) -> object:
-    """A TOML value checked against the field's type (whole numbers do for floats)."""
+class Limit(NamedTuple):
+    """The accepted range of a numeric setting (``above``: ``low`` itself is not)."""
+
+    low: float
+    high: float
+    above: bool = False
+
+    def holds(self, value: float) -> bool:
+        # NaN fails every comparison, and infinity is above every high: both refused.
+        return (self.low < value if self.above else self.low <= value) and value <= self.high
+
+    def describe(self, kind: type) -> str:
+        low, high = _number(self.low), _number(self.high)
+        if kind is int:
+            return f"a whole number from {low} to {high}"
+        if self.above:
+            return f"a number above {low}, at most {high}"
+        return f"a number from {low} to {high}"
+
+
+def _number(x: float) -> str:
+    """1e8 as 100_000_000 (a form flags, variables and TOML all accept)."""
+    return f"{x:_.0f}" if float(x).is_integer() else f"{x:g}"
+
+
+_LONG = 100_000_000  # seconds (3 years): longer than any run, short of float trouble
+#: Every numeric setting's accepted range, checked wherever a value comes in (flag,
+#: config file, NETMON_* variable) so a bad one stops netmon before anything starts.
+LIMITS: dict[str, Limit] = {
+    "speed": Limit(0, 1000),
+    "duration": Limit(0, _LONG),
+    "count": Limit(0, 2**31 - 1),  # dumpcap's -c takes no more
+    "tick": Limit(0.05, 60),
+    "idle_timeout": Limit(0, _LONG, above=True),
+    "active_timeout": Limit(0, _LONG, above=True),
+    "max_flows": Limit(1, 100_000_000),  # ~35 GB of flow table
+    "top_flows": Limit(0, 1000),
+    "seed": Limit(0, 2**32 - 1),  # what numpy and scikit-learn take as a seed
+    "listen_max_conns": Limit(1, 1_000_000),
+    "listen_max_per_source": Limit(1, 1_000_000),
+    "listen_idle_timeout": Limit(0, _LONG, above=True),
+    "listen_max_bytes": Limit(1, 10**15),
+    "listen_max_lifetime": Limit(0, _LONG, above=True),
+    "ring_mb": Limit(0, 65536),
+}
+
+
+def parse_setting(name: str, raw: str) -> object:
+    """A setting's value from text (a flag or NETMON_* variable); ValueError says what
+    is accepted."""
+    kind = type(getattr(Settings, name))
+    limit = LIMITS.get(name)
+    if kind is tuple:  # a comma-separated list
+        return tuple(part.strip() for part in raw.split(",") if part.strip())
+    if kind is bool:
+        low = raw.strip().lower()
+        if low in ("1", "true", "yes", "on"):
+            return True
+        if low in ("0", "false", "no", "off", ""):
+            return False
+        raise ValueError("true or false")
+    if kind is str:
+        return raw
+    try:
+        value = kind(raw)
+    except ValueError:
+        value = None
+    if value is None or (limit is not None and not limit.holds(value)):
+        raise ValueError(limit.describe(kind) if limit else f"a {kind.__name__}")
+    return value
+
+
+def _from_toml(name: str, value: object, origin: str) -> object:
+    """A TOML value checked against the field's type (whole numbers do for floats) and
+    range."""
+    kind = type(getattr(Settings, name))
+    limit = LIMITS.get(name)
     if kind is bool:
         ok = isinstance(value, bool)
     elif kind is float:
@@ -188,9 +258,12 @@ def _from_toml(kind: type, value: object, origin: str) -> object:
         ok = isinstance(value, list) and all(isinstance(v, str) for v in value)
     else:
         ok = isinstance(value, str)
+    if ok and limit is not None:
+        ok = limit.holds(value)  # type: ignore[arg-type]
     if not ok:
-        want = {bool: "true or false", float: "a number", int: "a whole number",
-                tuple: "a list of strings"}.get(kind, "a string")
+        want = limit.describe(kind) if limit else {
+            bool: "true or false", float: "a number", int: "a whole number",
+            tuple: "a list of strings"}.get(kind, "a string")
         raise SourceError(f"invalid value {value!r} for {origin} ({want})", EXIT_USAGE)
     return tuple(value) if kind is tuple else kind(value)
 
@@ -215,23 +288,6 @@ def load_settings(environ: Mapping[str, str] | None = None,
     changed = {f.name: getattr(from_env, f.name) for f in fields(Settings)
                if f"NETMON_{f.name.upper()}" in env}
     return replace(from_file, **changed)
-
-
-def _parse(name: str, kind: type, raw: str, origin: str) -> object:
-    try:
-        if kind is tuple:  # a comma-separated list
-            return tuple(part.strip() for part in raw.split(",") if part.strip())
-        if kind is bool:
-            low = raw.strip().lower()
-            if low in ("1", "true", "yes", "on"):
-                return True
-            if low in ("0", "false", "no", "off", ""):
-                return False
-            raise ValueError(raw)
-        return kind(raw)
-    except ValueError:
-        raise SourceError(f"invalid value {raw!r} for {origin} ({name} is a {kind.__name__})",
-                          EXIT_USAGE) from None
 
 
 def parse_listen(spec: str, option: str = "--listen") -> tuple[str, int]:

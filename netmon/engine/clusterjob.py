@@ -11,6 +11,12 @@ never shares the model between threads.
 Flows that ended since the last job go to the clusterer too (a scan's flows often
 live less than a tick); they come back with their cluster and are handed to
 ``on_finished`` as (columns, keys, reason, labels), e.g. for ``--flows-out``.
+
+A failed job stops clustering, never counting: ingest goes on and ended flows are
+handed on unclustered. Running out of memory is something a user can cause (and fix
+with a lower ``--max-flows``): a warning. Any other exception is a bug in netmon:
+its traceback is logged and :attr:`ClusterJob.bug` says so, so the run ends with an
+internal-error exit code instead of a silent 0.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from typing import Any
 
 import numpy as np
 from twisted.internet import threads
+from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
 from netmon.flows.table import FlowTable
@@ -50,6 +57,15 @@ class ClusterResult:
     seconds: float
     seq: int
     warm: bool  # False while the clusterer warms up: every cluster_id is -1
+
+
+@dataclass(frozen=True)
+class _JobFailed:
+    """A job that raised, kept for :meth:`ClusterJob.wait_current` (which cannot wait
+    for the Deferred's errback: the reactor is busy running it)."""
+
+    seq: int
+    failure: Failure
 
 
 def _concat(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
@@ -81,11 +97,12 @@ class ClusterJob:
         self.jobs = 0
         self.last_seconds = 0.0
         self.max_seconds = 0.0
-        self.error = ""
+        self.error = ""  # why clustering stopped, for the screen and the end of the run
+        self.bug = ""  # set when it stopped on a programming error (not a user's doing)
         self._started = False
         self._finishing = False  # finish() drives the last jobs itself
         self._done = threading.Event()  # set by the worker when a job's result is ready
-        self._result: ClusterResult | None = None
+        self._result: ClusterResult | _JobFailed | None = None
         self._submitted = 0  # jobs submitted; results are applied once, in order
         self._applied = 0
 
@@ -128,7 +145,8 @@ class ClusterJob:
         self._submitted += 1
         d = threads.deferToThreadPool(self.reactor, self._pool, self._work, slots, ended, cols,
                                       self._submitted, final)
-        d.addCallbacks(self._apply, self._failed)
+        d.addCallbacks(self._apply, self._failed, errbackArgs=(self._submitted,))
+        d.addErrback(self._crashed)  # applying the answer raised: as loud as the job
         return True
 
     def wait_current(self, timeout: float = 10.0) -> bool:
@@ -136,9 +154,12 @@ class ClusterJob:
         no job is left running)."""
         if not self.running:
             return True
-        if not self._done.wait(timeout) or self._result is None:
+        if not self._done.wait(timeout) or (result := self._result) is None:
             return False
-        self._apply(self._result)
+        if isinstance(result, _JobFailed):
+            self._failed(result.failure, result.seq)
+        else:
+            self._apply(result)
         return not self.running
 
     def finish(self, timeout: float = 10.0) -> None:
@@ -189,6 +210,9 @@ class ClusterJob:
                                          c.tuning.outlier_threshold,
                                          time.perf_counter() - t0, seq, c.warm)
             return self._result
+        except Exception:
+            self._result = _JobFailed(seq, Failure())
+            raise
         finally:
             self._done.set()
 
@@ -228,15 +252,30 @@ class ClusterJob:
         if self.on_done is not None and not self._finishing:
             self.on_done()
 
-    def _failed(self, failure: Any) -> None:
-        # A bug in clustering must not stop ingest or lose flows: keep counting, write
-        # the ended flows unclustered, and say so (the traceback goes to the log).
+    def _failed(self, failure: Failure, seq: int) -> None:
+        # A failed job must not stop ingest or lose flows: keep counting, write the
+        # ended flows unclustered, and say so.
+        if seq <= self._applied:  # wait_current() handled it already
+            return
+        self._applied = seq
         self.running = False
-        self.error = f"clustering stopped: {failure.getErrorMessage()}"
-        log.error("clustering failed: %s", failure.getTraceback())
+        if failure.check(MemoryError):
+            self.error = "clustering stopped: out of memory (a lower --max-flows helps)"
+            log.warning("%s", self.error)
+        else:
+            self._record_bug(failure)
         ended, self._ended = self._inflight + self._ended, []
         self._inflight = []
         for cols, keys, reason in ended:
             self.on_finished(cols, keys, reason, self.labels)
         if self.on_done is not None and not self._finishing:
             self.on_done()
+
+    def _crashed(self, failure: Failure) -> None:
+        self.running = False
+        self._record_bug(failure)
+
+    def _record_bug(self, failure: Failure) -> None:
+        self.bug = f"clustering failed: {failure.type.__name__}: {failure.getErrorMessage()}"
+        self.error = f"{self.bug} (a bug in netmon; counting goes on)"
+        log.error("clustering failed: %s", failure.getTraceback())

@@ -25,13 +25,13 @@ import numpy as np
 from twisted.internet import process as tprocess
 from twisted.internet import task
 
-from netmon.core.errors import EXIT_BAD_INPUT, SourceError
+from netmon.core.errors import EXIT_BAD_INPUT, EXIT_INTERNAL, SourceError
 from netmon.core.settings import Settings
 from netmon.core.values import ConnectionRecord, Snapshot
 from netmon.engine.clusterjob import ClusterJob
 from netmon.engine.snapshot import SnapshotBuilder
 from netmon.export.flowsout import FlowsOutWriter
-from netmon.flows.table import FlowTable, views_from_columns
+from netmon.flows.table import FlowTable
 from netmon.ingest.batch import PacketBatch
 from netmon.ingest.framering import FrameRing
 from netmon.netflow.decoder import FlowRecords
@@ -75,6 +75,7 @@ class EngineResult:
         self.stop_reason = ""
         self.flows_written = 0
         self.flows_out_error = ""
+        self.internal_error = ""  # a bug that stopped a part of netmon (not the counting)
 
     @property
     def exit_code(self) -> int:
@@ -85,16 +86,22 @@ class EngineResult:
         (after the screen is gone, or at the end of a headless run); return the exit
         code they call for, or None when nothing went wrong."""
         for warning in self.warnings:
-            print(f"netmon: warning: {warning}", file=err)
+            if not (self.internal_error and self.internal_error in warning):  # once, below
+                print(f"netmon: warning: {warning}", file=err)
         if self.flows_out_error:
             print(f"netmon: {self.flows_out_error}", file=err)
         elif flows_out:
             print(f"netmon: wrote {self.flows_written} flows to {flows_out}", file=err)
+        if self.internal_error:
+            print(f"netmon: internal error: {self.internal_error}; every packet was still "
+                  "counted (the log has the traceback: please report it)", file=err)
         for error in self.errors:
             print(f"netmon: {error.message}", file=err)
         if self.errors:
             return self.exit_code
-        return EXIT_BAD_INPUT if self.flows_out_error else None
+        if self.flows_out_error:
+            return EXIT_BAD_INPUT
+        return EXIT_INTERNAL if self.internal_error else None
 
 
 class Engine:
@@ -351,21 +358,27 @@ class Engine:
             self.clustering.add_ended(self.table.take_finished())
         elif self._writer is None:
             self.table.discard_finished()
-        elif self.table.finished_count:
-            self._writer.write(self.table.drain_finished())
+        else:
+            for cols, keys, reason in self.table.take_finished():
+                self._ended_flows(cols, keys, reason, {})
 
     def _ended_flows(self, cols: dict, keys: list[bytes], reason: str,
                      labels: dict[int, str]) -> None:
-        # FlowViews cost ~5 us each: build them only when they are written out.
-        if self._writer is not None and keys:
-            self._writer.write(views_from_columns(cols, keys, reason, labels,
-                                                  self.table.observers))
+        if self._writer is None or not keys:
+            return
+        try:
+            self._writer.write(cols, keys, reason, labels, self.table.observers)
+        except OSError as exc:  # a full disk: keep counting, say so at the end
+            self.result.flows_out_error = f"cannot write {self._writer.path}: {exc}"
+            self._writer.abort()
+            self._writer = None
 
     def _update_clusters(self) -> None:
         self.snapshots.update_clusters()
         c = self.clustering
         if c.error and c.error not in self.result.warnings:
             self.result.warnings.append(c.error)
+            self.result.internal_error = c.bug
 
     def _shutdown(self, reason: str) -> None:
         if self._stopping:
@@ -403,12 +416,15 @@ class Engine:
         if self.clustering is not None:
             self.clustering.finish()  # every flow seen gets its cluster
             self._update_clusters()
-        # Before end_all: live flows still count.
+        # Before end_live: live flows still count.
         snap = self.snapshots.build(self.result.warnings, finished=True)
         labels = self.clustering.labels if self.clustering is not None else None
         if self._writer is not None:
+            self.table.end_live()
+            for cols, keys, reason in self.table.take_finished():
+                self._ended_flows(cols, keys, reason, labels or {})
+        if self._writer is not None:
             try:
-                self._writer.write(self.table.end_all(labels=labels))
                 self.result.flows_written = self._writer.commit()
             except OSError as exc:
                 self.result.flows_out_error = f"cannot write {self._writer.path}: {exc}"

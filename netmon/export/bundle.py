@@ -2,9 +2,10 @@
 
 Pure module (no textual, no twisted); runs in a worker thread with immutable inputs
 (FlowViews, ClusterViews, strings) that the reactor thread gathered. Every file is
-written to a temporary name in the target directory, flushed to disk, and renamed
-only once every file has been written, so a failure (disk full, no permission, the
-directory gone) leaves nothing half-written behind and is reported as one line.
+written to a nameless 0600 file in the target directory (see netmon.export.atomic),
+flushed to disk, and put in place only once every file has been written, so a
+failure (disk full, no permission, the directory gone) leaves nothing half-written
+behind and is reported as one line.
 """
 
 from __future__ import annotations
@@ -14,11 +15,11 @@ import csv
 import io
 import json
 import os
-import tempfile
 import time
 from collections.abc import Iterable, Sequence
 
 from netmon.core.values import ClusterView, FlowView
+from netmon.export.atomic import AtomicFile
 
 FLOW_FIELDS = ("flow_id", "proto", "addr_a", "port_a", "addr_b", "port_b", "pkts_a2b",
                "bytes_a2b", "pkts_b2a", "bytes_b2a", "first_epoch", "last_epoch", "syn",
@@ -102,26 +103,20 @@ def _free_stem(directory: str, stem: str, contents: dict[str, str]) -> str:
 
 
 def _write_all(directory: str, files: dict[str, str]) -> tuple[str, ...]:
-    temps: list[tuple[str, str]] = []  # (temporary path, final path)
+    pending: list[AtomicFile] = []
     done: list[str] = []
     name = ""
     try:
         for name, text in files.items():
-            fd, tmp = tempfile.mkstemp(dir=directory, prefix=".netmon-export-", suffix=".tmp")
-            temps.append((tmp, os.path.join(directory, name)))
-            with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
-                fh.write(text)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.chmod(tmp, 0o666 & ~_UMASK)  # as open() would have made it
-        for tmp, final in temps:
-            name = os.path.basename(final)
-            os.replace(tmp, final)
-            done.append(final)
+            pending.append(AtomicFile(os.path.join(directory, name), "export"))
+            pending[-1].write(text.encode("utf-8"))
+        for tmp in pending:
+            name = os.path.basename(tmp.path)
+            tmp.publish()
+            done.append(tmp.path)
     except OSError as exc:
-        for tmp, _ in temps:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
+        for tmp in pending:
+            tmp.discard()
         for final in done:
             with contextlib.suppress(OSError):
                 os.unlink(final)
@@ -129,13 +124,3 @@ def _write_all(directory: str, files: dict[str, str]) -> tuple[str, ...]:
         raise ExportError(f"cannot write {where}: {exc.strerror or exc}") from None
     return tuple(done)
 
-
-def _read_umask() -> int:
-    # os.umask can only be read by setting it: done once, at import, not per export
-    # (another thread creating a file in between would get the wrong mode).
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-_UMASK = _read_umask()

@@ -395,11 +395,15 @@ class FlowTable(FlowViewsMixin, ExternalRecordsMixin):
         n, self._finished, self._finished_n = self._finished_n, [], 0
         return n
 
-    def end_all(self, reason: str = "end-of-capture",
-                labels: dict[int, str] | None = None) -> list[FlowView]:
-        """End every live flow (at exit); return all finished flows not yet drained."""
+    def end_live(self, reason: str = "end-of-capture") -> None:
+        """End every live flow (at exit); they join the finished flows."""
         slots = self.live_slots()
         if len(slots):
             self._finish(slots, reason)
+
+    def end_all(self, reason: str = "end-of-capture",
+                labels: dict[int, str] | None = None) -> list[FlowView]:
+        """End every live flow (at exit); return all finished flows not yet drained."""
+        self.end_live(reason)
         return self.drain_finished(labels)
 

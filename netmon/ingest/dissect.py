@@ -4,8 +4,12 @@ full protocol tree of one packet as indented text lines, as ``tshark -V`` prints
 Runs in a worker thread (the engine's thread pool), never on the reactor or UI thread:
 tshark reads the whole temporary file, which takes tens of milliseconds to seconds.
 pyshark drives tshark with asyncio, so every call gets a fresh event loop of its own,
-closed when done; the temporary capture file is always removed and tshark is killed
-and reaped (pyshark's cleanup, bounded by ``timeout``).
+closed when done; tshark is killed and reaped (pyshark's cleanup, bounded by
+``timeout``). The temporary capture (captured payload) is a 0600 file with no name
+(``O_TMPFILE``), read by tshark through ``/proc/<netmon's pid>/fd/N``: it vanishes
+with its descriptor, however netmon ends (``kill -9`` included). Where the filesystem
+lacks ``O_TMPFILE`` the file is unlinked the instant after it is made; only without
+``/proc`` (not Linux) does it keep its name until the dissection is done.
 
 Why the tree is rendered here: pyshark's layer objects flatten tshark's tree (every
 field of a layer at one level, repeated fields regrouped by name). netmon keeps
@@ -94,23 +98,44 @@ def dissect_frames(frames: Sequence[RingFrame], *, timeout: float = DISSECT_TIME
     """
     if not frames:
         raise DissectError("no frames to dissect")
-    fd, path = tempfile.mkstemp(prefix="netmon-dissect-", suffix=".pcapng")
+    try:
+        fd, path, named = capture_file()
+    except OSError as exc:
+        raise DissectError(f"cannot write the temporary capture: {exc.strerror or exc}") \
+            from None
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(capture_bytes(frames))
-        packets = _run_tshark(path, len(frames), timeout, tshark_path, on_start)
+            fh.flush()
+            packets = _run_tshark(path, len(frames), timeout, tshark_path, on_start)
     except OSError as exc:
         raise DissectError(f"cannot write the temporary capture: {exc.strerror or exc}") \
             from None
     finally:
-        with contextlib.suppress(OSError):
-            os.unlink(path)
+        if named:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
     if not packets:
         raise DissectError("tshark returned no dissection for this packet")
     lines = render_pdml(packets[0])
     if len(lines) > MAX_LINES:
         lines = [*lines[:MAX_LINES], f"... ({len(lines) - MAX_LINES} more lines not shown)"]
     return tuple(lines)
+
+
+def capture_file() -> tuple[int, str, bool]:
+    """(fd, path tshark can open, whether the path is a name to remove): a 0600 file
+    in the temporary directory, nameless where the kernel allows."""
+    directory = tempfile.gettempdir()
+    try:
+        fd = os.open(directory, os.O_TMPFILE | os.O_RDWR | os.O_CLOEXEC, 0o600)
+    except (AttributeError, OSError):  # no O_TMPFILE on this OS or filesystem
+        fd, path = tempfile.mkstemp(prefix="netmon-dissect-", suffix=".pcapng")  # 0600
+        if not os.path.isdir("/proc/self/fd"):  # not Linux: a name until it is done
+            return fd, path, True
+        os.unlink(path)  # named for an instant only
+    # tshark is netmon's child: it opens the file through netmon's descriptor table.
+    return fd, f"/proc/{os.getpid()}/fd/{fd}", False
 
 
 def _run_tshark(path: str, number: int, timeout: float, tshark_path: str | None,

@@ -16,6 +16,8 @@ import struct
 from os import PathLike
 from typing import NamedTuple
 
+import numpy as np
+
 from netmon.core.values import PROTO_ICMP, PROTO_TCP, PROTO_UDP, TCP_ACK, TCP_PSH, TCP_SYN
 from netmon.ingest.linktypes import LINKTYPE_ETHERNET
 from netmon.ingest.pcapwrite import PcapWriter
@@ -215,3 +217,54 @@ def synthetic_pcap(
             write(start + t_us * 1e-6, frame)
             total_bytes += size
     return {"packets": packets, "bytes": total_bytes, "flows": flows}
+
+
+def synthetic_flow_columns(n: int, *, seed: int = 1, edge_cases: bool = False
+                           ) -> tuple[dict[str, np.ndarray], list[bytes]]:
+    """``n`` flows as :meth:`FlowTable.columns` gives them, with their keys: IPv4 and
+    IPv6 (one in 8), counters up to 2**40, realistic timestamps and statistics.
+    ``edge_cases``: also NaN/infinite/negative/tiny/huge floats, rounding ties,
+    exported flows and cluster ids, for checking text output against ``json.dumps``.
+    """
+    from netmon.flows.keys import FIRST_SIZES, KEY_DTYPE
+
+    rng = np.random.default_rng(seed)
+    keys = np.zeros(n, dtype=KEY_DTYPE)
+    six = rng.random(n) < 0.125
+    raw = rng.integers(0, 256, (n, 2, 16), dtype=np.uint8)
+    raw[~six, :, :12] = 0
+    keys["p"] = rng.choice([6, 17, 1, 58], n, p=[0.6, 0.3, 0.05, 0.05])
+    keys["f"] = np.where(six, 6, 4)
+    keys["a"] = raw[:, 0].copy().view("V16")[:, 0]
+    keys["b"] = raw[:, 1].copy().view("V16")[:, 0]
+    keys["ap"] = rng.integers(0, 65536, n)
+    keys["bp"] = rng.integers(0, 65536, n)
+    keys["o"] = rng.integers(0, 3, n)
+    big = rng.integers(0, 2**40, n)
+    pkts = rng.integers(1, 20, (n, 2))
+    first = 1_700_000_000 + rng.random(n) * 1e7
+    cols = {
+        "flow_id": np.arange(1, n + 1, dtype=np.int64), "proto": keys["p"].astype(np.int64),
+        "a_is_lo": rng.random(n) < 0.5,
+        "port_a": keys["ap"].astype(np.int64), "port_b": keys["bp"].astype(np.int64),
+        "pkts_a2b": pkts[:, 0], "bytes_a2b": big, "pkts_b2a": pkts[:, 1],
+        "bytes_b2a": rng.integers(0, 10**6, n),
+        "first": first, "last": first + rng.exponential(5, n),
+        "syn": rng.integers(0, 3, n), "synack": rng.integers(0, 3, n),
+        "fin": rng.integers(0, 3, n), "rst": rng.integers(0, 2, n), "psh": rng.integers(0, 9, n),
+        "size_mean": rng.random(n) * 1500, "size_std": rng.random(n) * 700,
+        "iat_mean": rng.exponential(0.5, n), "iat_std": rng.exponential(0.3, n),
+        "first_sizes": rng.integers(-1514, 1515, (n, FIRST_SIZES)),
+        "cluster": rng.integers(-1, 12, n), "outlier": rng.exponential(1.0, n),
+        "exported": rng.random(n) < 0.05,
+    }
+    if edge_cases:
+        odd = np.array([np.nan, np.inf, -np.inf, -0.0, -1e-9, 1e-7, 5e-5, 0.0001, 0.5, 2.5,
+                        0.0000005, 0.0015, 2.675, 1e15, 1e16, 1.5e17, -3.25, 123456.0005])
+        for name in ("size_mean", "size_std", "iat_mean", "iat_std", "outlier", "last"):
+            cols[name][:len(odd)] = odd[:n]
+        ties = (rng.integers(0, 10**9, n) + 0.5) / 10**6  # x.xxxxxx5: round-half cases
+        cols["iat_mean"][len(odd):] = ties[len(odd):]
+        cols["cluster"][:3] = [-1, 0, 10**6][:n]
+        cols["pkts_a2b"][:2] = [0, 2**40][:n]
+    return cols, keys.view(f"V{KEY_DTYPE.itemsize}").tolist()
