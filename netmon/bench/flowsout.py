@@ -19,7 +19,7 @@ import time
 from collections.abc import Sequence
 
 from netmon.export.flowsout import FlowsOutWriter
-from netmon.flows.table import views_from_columns
+from netmon.flows.views import views_from_columns
 from netmon.testing.synth import synthetic_flow_columns
 
 CHUNK = 50_000  # flows per write: as the engine hands over ended flows
