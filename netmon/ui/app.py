@@ -21,9 +21,9 @@ from textual.app import App
 from textual.binding import Binding, BindingType
 
 from netmon.core.link import EngineLink, ExportRequest
+from netmon.core.text import safe_text
 from netmon.core.values import Snapshot
 from netmon.ui.feed import SnapshotFeed
-from netmon.ui.format import safe_text
 from netmon.ui.link import EngineBridge
 from netmon.ui.messages import ExportFinished, SnapshotPublished, SourceFailed
 from netmon.ui.screens import HelpScreen, MainScreen, NetmonScreen, TooSmallScreen
