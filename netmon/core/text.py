@@ -5,8 +5,10 @@ source names, addresses, config keys and values, environment values, the stderr 
 capture tools and ssh, packet dissections) can hold escape sequences that retitle,
 clear or reprogram a terminal. Everything netmon puts on a terminal, the screen as
 well as stdout/stderr (messages, the headless summary line, ``netmon interfaces``,
-log lines), goes through :func:`safe_text`, capped with :data:`NAME_MAX` where one
-value is quoted and :data:`LINE_MAX` where a whole line is printed. JSON output needs
+log lines), goes through :func:`safe_text`: capped with :data:`NAME_MAX` where one
+value is quoted into a message (so the message's own words survive), and again, as
+the last word, by :func:`print_line` or :class:`SafeFormatter` when a line is
+printed. JSON output needs
 nothing more: ``json.dumps`` writes control characters as ``\\u00XX``.
 """
 
@@ -14,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import unicodedata
-from typing import Any
+from typing import Any, TextIO
 
 #: Characters of one untrusted value quoted inside a message (a file name, a host).
 NAME_MAX = 200
@@ -44,6 +46,12 @@ def _neutral(ch: str) -> str:
         return " "
     code = ord(ch)
     return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def print_line(text: object, file: TextIO | None = None) -> None:
+    """Print ``text`` to ``file`` (stdout) as one safe line of at most LINE_MAX
+    characters: how netmon writes every message, warning and summary line."""
+    print(safe_text(text, LINE_MAX), file=file, flush=True)
 
 
 class SafeFormatter(logging.Formatter):

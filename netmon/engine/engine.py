@@ -27,6 +27,7 @@ from twisted.internet import task
 
 from netmon.core.errors import EXIT_BAD_INPUT, SourceError
 from netmon.core.settings import Settings
+from netmon.core.text import NAME_MAX, print_line, safe_text
 from netmon.core.values import ConnectionRecord, Snapshot
 from netmon.engine.clusterjob import ClusterJob
 from netmon.engine.snapshot import SnapshotBuilder
@@ -85,13 +86,14 @@ class EngineResult:
         (after the screen is gone, or at the end of a headless run); return the exit
         code they call for, or None when nothing went wrong."""
         for warning in self.warnings:
-            print(f"netmon: warning: {warning}", file=err)
+            print_line(f"netmon: warning: {warning}", err)
         if self.flows_out_error:
-            print(f"netmon: {self.flows_out_error}", file=err)
+            print_line(f"netmon: {self.flows_out_error}", err)
         elif flows_out:
-            print(f"netmon: wrote {self.flows_written} flows to {flows_out}", file=err)
+            print_line(f"netmon: wrote {self.flows_written} flows to "
+                       f"{safe_text(flows_out, NAME_MAX)}", err)
         for error in self.errors:
-            print(f"netmon: {error.message}", file=err)
+            print_line(f"netmon: {error.message}", err)
         if self.errors:
             return self.exit_code
         return EXIT_BAD_INPUT if self.flows_out_error else None
@@ -411,7 +413,8 @@ class Engine:
                 self._writer.write(self.table.end_all(labels=labels))
                 self.result.flows_written = self._writer.commit()
             except OSError as exc:
-                self.result.flows_out_error = f"cannot write {self._writer.path}: {exc}"
+                shown = safe_text(self._writer.path, NAME_MAX)
+                self.result.flows_out_error = f"cannot write {shown}: {exc.strerror or exc}"
                 self._writer.abort()
         tprocess.reapAllProcesses()
         self.publish(snap)

@@ -87,7 +87,8 @@ class NetmonApp(App[None]):
     async def on_mount(self) -> None:
         await self.push_screen(MainScreen())
         if self._bad_theme:
-            self.notify(f"unknown theme {safe_text(self._bad_theme)!r}; using {DEFAULT_THEME}",
+            self.notify(f"unknown theme '{safe_text(self._bad_theme, 40)}'; using "
+                        f"{DEFAULT_THEME}",
                         severity="warning", markup=False)
         self._check_size(*self.size)
         self._catch_signals(install=True)
