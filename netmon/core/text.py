@@ -72,4 +72,5 @@ class SafeFormatter(logging.Formatter):
 
 
 def _safe_lines(text: str) -> str:
-    return "\n".join(safe_text(line, LINE_MAX) for line in text.splitlines())
+    # Only "\n" breaks a traceback's lines; "\r", "\x85" and the rest stay escaped.
+    return "\n".join(safe_text(line, LINE_MAX) for line in text.split("\n"))
