@@ -24,6 +24,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from netmon.core.text import LINE_MAX, SafeFormatter, safe_text
+from netmon.sources.firstbytes import escape
 from tests.conftest import ROOT, need_capture, netmon_cmd
 from tests.test_cli import small_pcap
 
@@ -56,6 +57,14 @@ def test_safe_text_shows_what_it_neutralised() -> None:
     assert safe_text(42) == "42"
 
 
+
+
+@given(st.binary(max_size=64))
+def test_byte_previews_are_already_inert(data: bytes) -> None:
+    # firstbytes.escape is the byte-exact preview of a payload, not a second safe_text:
+    # its output is printable ASCII, which safe_text leaves as it is.
+    preview = escape(data, limit=64)
+    assert preview.isascii() and preview.isprintable() and safe_text(preview) == preview
 
 
 def test_log_formatter_makes_messages_one_inert_line() -> None:
