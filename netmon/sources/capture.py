@@ -74,8 +74,7 @@ def find_capture_tool(preferred: str = "auto") -> tuple[str, str]:
             kind = "tshark" if os.path.basename(preferred).startswith("tshark") else "dumpcap"
             return kind, preferred
         raise SourceError(f"capture tool '{safe_text(preferred, NAME_MAX)}' not found or not "
-                          "executable",
-                          EXIT_NO_TOOL)
+                          "executable", EXIT_NO_TOOL)
     names = ["dumpcap", "tshark"] if preferred == "auto" else [preferred]
     for name in names:
         path = shutil.which(name)
@@ -116,8 +115,8 @@ def classify_stderr(text: str, spec: CaptureSpec) -> SourceError | None:
                            "(list them with 'netmon interfaces')", EXIT_NO_INTERFACE)
     if "invalid capture filter" in low or ("syntax error" in low and "filter" in low):
         return SourceError(f"invalid capture filter '{safe_text(spec.bpf, NAME_MAX)}' "
-                           "(libpcap filter syntax, "
-                           "e.g. 'tcp port 443 and host 10.0.0.1')", EXIT_BAD_FILTER)
+                           "(libpcap filter syntax, e.g. 'tcp port 443 and host 10.0.0.1')",
+                           EXIT_BAD_FILTER)
     if "permission" in low or "operation not permitted" in low:
         return SourceError(f"no permission to capture on "
                            f"'{safe_text(spec.interface, NAME_MAX)}': "
@@ -208,8 +207,7 @@ class LiveCapture(Source):
                 childFDs={0: "w", 1: "r", 2: "r"})
         except OSError as exc:
             self._finish(SourceError(f"cannot start {safe_text(self.args[0], NAME_MAX)}: "
-                                     f"{exc.strerror}",
-                                     EXIT_NO_TOOL))
+                                     f"{exc.strerror}", EXIT_NO_TOOL))
             return
         self.pid = self._transport.pid
         if self.pid:

@@ -110,8 +110,7 @@ def parse_ssh_target(spec: str) -> SshTarget:
             ipaddress.IPv6Address(host)
         except ValueError:
             raise SourceError(f"invalid --ssh {shown}: '{safe_text(host, NAME_MAX)}' is not "
-                              "an IPv6 address",
-                              EXIT_USAGE) from None
+                              "an IPv6 address", EXIT_USAGE) from None
     else:
         host, _, iface = rest.partition(":")
     problem = ""
