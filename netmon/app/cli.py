@@ -1,8 +1,9 @@
 """Command line: argv -> Settings -> sources -> engine -> headless output.
 
 Runs on the main thread. Every error a user can cause ends here as one line on
-stderr and a distinct exit code (see ``netmon.sources.base``); programming errors
-are not swallowed.
+stderr and a distinct exit code (see ``netmon.core.errors``); programming errors
+are not swallowed. Every line printed goes through ``netmon.core.text``, so names
+and values from outside never reach the terminal as escape sequences.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import TextIO
 from netmon import __version__
 from netmon.core.errors import EXIT_BAD_INPUT, EXIT_USAGE, SourceError
 from netmon.core.settings import Settings, load_settings, parse_listen, parse_setting
+from netmon.core.text import NAME_MAX, SafeFormatter, print_line, safe_text
 from netmon.sources.base import Source
 from netmon.sources.capture import CaptureSpec, LiveCapture, kill_leftovers
 from netmon.sources.files import FileSource, StdinSource
@@ -47,7 +49,9 @@ exit codes: 0 ok, 1 internal error (a bug), 2 usage, 3 no tshark/dumpcap,
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # one line, not a usage dump
-        raise SourceError(f"{message} (see 'netmon --help')", EXIT_USAGE)
+        # argparse quotes the bad value: its words plus one capped, inert value.
+        raise SourceError(f"{safe_text(message, NAME_MAX + 100)} (see 'netmon --help')",
+                          EXIT_USAGE)
 
 
 def _setting(name: str) -> Callable[[str], object]:
@@ -56,7 +60,8 @@ def _setting(name: str) -> Callable[[str], object]:
         try:
             return parse_setting(name, text)
         except ValueError as exc:
-            raise argparse.ArgumentTypeError(f"invalid value {text!r} ({exc})") from None
+            raise argparse.ArgumentTypeError(
+                f"invalid value '{safe_text(text, NAME_MAX)}' ({exc})") from None
     return parse
 
 
@@ -187,8 +192,8 @@ def build_sources(settings: Settings, err: TextIO = sys.stderr) -> list[Source]:
     iface = settings.interface
     if not iface:
         iface = default_interface() or "lo"
-        print(f"netmon: capturing on {iface} (the default-route interface; "
-              "choose another with -i)", file=err)
+        print_line(f"netmon: capturing on {iface} (the default-route interface; "
+                   "choose another with -i)", err)
     bpf, note = ssh_exclusion(settings.bpf, os.environ, settings.include_ssh)
     source = LiveCapture(CaptureSpec(iface, bpf, settings.count, settings.capture_tool))
     source.note = note
@@ -209,8 +214,8 @@ def build_remote_sources(settings: Settings, err: TextIO = sys.stderr) -> list[S
                                   exclude_ssh=not settings.include_ssh))
     for host, port in collect:
         source = CollectorSource(host, port)
-        print(f"netmon: collecting NetFlow v5/v9 and IPFIX on "
-              f"{source.name.removeprefix('collect ')}", file=err)
+        print_line(f"netmon: collecting NetFlow v5/v9 and IPFIX on "
+                   f"{source.name.removeprefix('collect ')}", err)
         sources.append(source)
     if settings.listen:
         sources.append(build_listener(settings, err))
@@ -247,8 +252,8 @@ def build_listener(settings: Settings, err: TextIO = sys.stderr) -> Source:
                           max_bytes=settings.listen_max_bytes,
                           max_lifetime=settings.listen_max_lifetime)
     source = ListenerSource([parse_listen(spec) for spec in settings.listen], limits)
-    print(f"netmon: listening on {', '.join(source.addresses)} (TCP; nothing is sent back)",
-          file=err)
+    print_line(f"netmon: listening on {', '.join(source.addresses)} (TCP; nothing is sent "
+               "back)", err)
     return source
 
 
@@ -280,29 +285,30 @@ def run(argv: list[str]) -> int:
         engine = Engine(settings.with_overrides(ring_mb=0), sources, runner.publish,
                         hosts=settings.json)
     except OSError as exc:  # --flows-out in a missing or read-only directory
-        raise SourceError(f"cannot write {settings.flows_out}: {exc.strerror}",
-                          EXIT_BAD_INPUT) from None
+        raise SourceError(f"cannot write {safe_text(settings.flows_out, NAME_MAX)}: "
+                          f"{exc.strerror}", EXIT_BAD_INPUT) from None
     final = runner.run(engine)
     code = engine.result.report(settings.flows_out, sys.stderr)
     if code is not None:
         return code
     if final is None:
-        print("netmon: engine did not finish cleanly", file=sys.stderr)
+        print_line("netmon: engine did not finish cleanly", sys.stderr)
         return 1
     return runner.signal_code or 0
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``netmon`` command."""
-    logging.basicConfig(level=logging.WARNING,
-                        format="netmon: %(levelname)s %(name)s: %(message)s")
+    log = logging.StreamHandler()  # stderr; a logged name or tool message stays inert
+    log.setFormatter(SafeFormatter("netmon: %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=logging.WARNING, handlers=[log])
     atexit.register(kill_leftovers)
     try:
         return run(sys.argv[1:] if argv is None else argv)
     except SourceError as exc:
-        print(f"netmon: {exc.message}", file=sys.stderr)
+        print_line(f"netmon: {exc.message}", sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         kill_leftovers()
-        print("netmon: interrupted", file=sys.stderr)
+        print_line("netmon: interrupted", sys.stderr)
         return 130

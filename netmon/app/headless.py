@@ -2,7 +2,9 @@
 
 Runs on the main thread. The engine's publish callback (reactor thread) only puts
 snapshots on a queue; this loop takes them off, prints, and returns when the final
-snapshot arrives. Signals are handled here, on the main thread, by asking the
+snapshot arrives. Source names in the summary line are made inert and capped
+(``netmon.core.text``); the JSON needs nothing, ``json.dumps`` escapes control
+characters. Signals are handled here, on the main thread, by asking the
 engine to stop, so SIGINT/SIGTERM/SIGHUP still write ``--flows-out`` and reap the
 capture process.
 """
@@ -17,6 +19,7 @@ import sys
 import time
 from typing import ClassVar, TextIO
 
+from netmon.core.text import NAME_MAX, print_line, safe_text
 from netmon.core.units import human_bytes, human_rate, si
 from netmon.core.values import Snapshot
 from netmon.engine.engine import Engine
@@ -25,7 +28,8 @@ from netmon.engine.engine import Engine
 def summary_line(snap: Snapshot) -> str:
     """The one-line human summary of a snapshot."""
     t = snap.totals
-    srcs = ", ".join(f"{s.name} {s.state}" for s in snap.sources) or "no source"
+    srcs = ", ".join(f"{safe_text(s.name, NAME_MAX)} {safe_text(s.state)}"
+                     for s in snap.sources) or "no source"
     dropped = sum(s.dropped for s in snap.sources)
     return (f"netmon [{srcs}] {si(snap.pkt_rate)} pkt/s "
             f"{human_rate(snap.byte_rate)} | {t.packets} pkts {human_bytes(t.bytes)} | "
@@ -81,7 +85,7 @@ class HeadlessRunner:
                 continue
             now = time.monotonic()
             if self.summary and (snap.finished or now - last_line >= 1.0):
-                print(summary_line(snap), file=self.err, flush=True)
+                print_line(summary_line(snap), self.err)
                 last_line = now
             if snap.finished:
                 self.final = snap

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from netmon.core.errors import EXIT_BAD_INPUT, EXIT_USAGE, SourceError
 from netmon.core.settings import Settings
+from netmon.core.text import NAME_MAX, SafeFormatter, print_line, safe_text
 from netmon.core.values import Snapshot
 from netmon.engine.engine import Engine
 from netmon.sources.base import Source
@@ -67,7 +68,8 @@ def log_to_file() -> str:
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    # Inert lines: the log is read on a terminal (tail, cat) too.
+    handler.setFormatter(SafeFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root.addHandler(handler)
     return str(path)
 
@@ -99,8 +101,8 @@ def run_tui(settings: Settings, sources: list[Source]) -> int:
     try:
         engine = Engine(settings, sources, feed.deliver)
     except OSError as exc:  # --flows-out in a missing or read-only directory
-        raise SourceError(f"cannot write {settings.flows_out}: {exc.strerror}",
-                          EXIT_BAD_INPUT) from None
+        raise SourceError(f"cannot write {safe_text(settings.flows_out, NAME_MAX)}: "
+                          f"{exc.strerror}", EXIT_BAD_INPUT) from None
     feed.engine = engine
     log_path = log_to_file()
     logging.getLogger().setLevel(settings.log_level.upper())
@@ -112,6 +114,6 @@ def run_tui(settings: Settings, sources: list[Source]) -> int:
         engine.join(15.0)
     code = engine.result.report(settings.flows_out, sys.stderr)
     if code is not None:
-        print(f"netmon: log: {log_path}", file=sys.stderr)
+        print_line(f"netmon: log: {log_path}", sys.stderr)
         return code
     return app.return_code or 0

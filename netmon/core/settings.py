@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from netmon.core.errors import EXIT_USAGE, SourceError
+from netmon.core.text import NAME_MAX, safe_text
 
 
 @dataclass(frozen=True)
@@ -139,8 +140,8 @@ class Settings:
             try:
                 values[f.name] = parse_setting(f.name, raw)
             except ValueError as exc:
-                raise SourceError(f"invalid value {raw!r} for NETMON_{f.name.upper()} "
-                                  f"({exc})", EXIT_USAGE) from None
+                raise SourceError(f"invalid value '{safe_text(raw, NAME_MAX)}' for "
+                                  f"NETMON_{f.name.upper()} ({exc})", EXIT_USAGE) from None
         return cls(**values)
 
     def with_file(self, path: str | Path) -> Settings:
@@ -148,21 +149,23 @@ class Settings:
         dashes or underscores). A missing file is fine; a bad key or value is a
         SourceError naming it."""
         path = Path(path)
+        shown = safe_text(path, NAME_MAX)  # names and values quoted back: inert, capped
         try:
             data = tomllib.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
             return self
         except (OSError, UnicodeDecodeError) as exc:
-            raise SourceError(f"cannot read config file {path}: {exc}", EXIT_USAGE) from None
+            raise SourceError(f"cannot read config file {shown}: {exc}", EXIT_USAGE) from None
         except tomllib.TOMLDecodeError as exc:
-            raise SourceError(f"config file {path}: {exc}", EXIT_USAGE) from None
+            raise SourceError(f"config file {shown}: {exc}", EXIT_USAGE) from None
         known = {f.name for f in fields(self)}
         for key in data:  # a misspelt key first: it may explain a bad value
             if key.replace("-", "_") not in known:
-                raise SourceError(f"config file {path}: unknown key {key!r} (the README "
-                                  "lists the keys)", EXIT_USAGE)
+                raise SourceError(f"config file {shown}: unknown key "
+                                  f"'{safe_text(key, NAME_MAX)}' (the README lists the keys)",
+                                  EXIT_USAGE)
         values = {key.replace("-", "_"): _from_toml(key.replace("-", "_"), value,
-                                                    f"{key} in {path}")
+                                                    f"{key} in {shown}")
                   for key, value in data.items()}
         return replace(self, **values)
 
@@ -264,7 +267,9 @@ def _from_toml(name: str, value: object, origin: str) -> object:
         want = limit.describe(kind) if limit else {
             bool: "true or false", float: "a number", int: "a whole number",
             tuple: "a list of strings"}.get(kind, "a string")
-        raise SourceError(f"invalid value {value!r} for {origin} ({want})", EXIT_USAGE)
+        # repr: the value's TOML type matters here ("1" is not 1)
+        raise SourceError(f"invalid value {safe_text(repr(value), NAME_MAX)} for {origin} "
+                          f"({want})", EXIT_USAGE)
     return tuple(value) if kind is tuple else kind(value)
 
 
@@ -282,7 +287,8 @@ def load_settings(environ: Mapping[str, str] | None = None,
     """Defaults < config file < NETMON_* environment (the CLI puts flags on top)."""
     env = os.environ if environ is None else environ
     if config is not None and not Path(config).is_file():
-        raise SourceError(f"config file {config}: no such file", EXIT_USAGE)
+        raise SourceError(f"config file {safe_text(config, NAME_MAX)}: no such file",
+                          EXIT_USAGE)
     from_file = Settings().with_file(config or config_path(env))
     from_env = Settings.from_env(dict(env))
     changed = {f.name: getattr(from_env, f.name) for f in fields(Settings)
@@ -294,13 +300,14 @@ def parse_listen(spec: str, option: str = "--listen") -> tuple[str, int]:
     """``[HOST:]PORT`` -> (host, port). HOST is an IP address (IPv6 in brackets) or
     "localhost"; without one, 127.0.0.1: every interface must be asked for."""
     text = spec.strip()
+    shown = f"'{safe_text(spec, NAME_MAX)}'"  # quoted back in errors: inert and capped
     host, sep, port_text = text.rpartition(":")
     if not sep:
         host = "127.0.0.1"
     elif host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
     elif ":" in host:
-        raise SourceError(f"invalid {option} {spec!r}: write an IPv6 address in brackets, "
+        raise SourceError(f"invalid {option} {shown}: write an IPv6 address in brackets, "
                           "e.g. [::1]:8080", EXIT_USAGE)
     if host == "localhost":
         host = "127.0.0.1"
@@ -309,11 +316,11 @@ def parse_listen(spec: str, option: str = "--listen") -> tuple[str, int]:
         if not 0 <= port <= 65535:
             raise ValueError(port_text)
     except ValueError:
-        raise SourceError(f"invalid {option} {spec!r}: the port must be a number from 0 to "
+        raise SourceError(f"invalid {option} {shown}: the port must be a number from 0 to "
                           "65535", EXIT_USAGE) from None
     try:
         ipaddress.ip_address(host)
     except ValueError:
-        raise SourceError(f"invalid {option} {spec!r}: HOST must be an IP address such as "
+        raise SourceError(f"invalid {option} {shown}: HOST must be an IP address such as "
                           "127.0.0.1, 0.0.0.0 or [::]", EXIT_USAGE) from None
     return host, port

@@ -27,6 +27,7 @@ from twisted.internet import task
 
 from netmon.core.errors import EXIT_BAD_INPUT, EXIT_INTERNAL, SourceError
 from netmon.core.settings import Settings
+from netmon.core.text import NAME_MAX, print_line, safe_text
 from netmon.core.values import ConnectionRecord, Snapshot
 from netmon.engine.clusterjob import ClusterJob
 from netmon.engine.snapshot import SnapshotBuilder
@@ -87,16 +88,17 @@ class EngineResult:
         code they call for, or None when nothing went wrong."""
         for warning in self.warnings:
             if not (self.internal_error and self.internal_error in warning):  # once, below
-                print(f"netmon: warning: {warning}", file=err)
+                print_line(f"netmon: warning: {warning}", err)
         if self.flows_out_error:
-            print(f"netmon: {self.flows_out_error}", file=err)
+            print_line(f"netmon: {self.flows_out_error}", err)
         elif flows_out:
-            print(f"netmon: wrote {self.flows_written} flows to {flows_out}", file=err)
+            print_line(f"netmon: wrote {self.flows_written} flows to "
+                       f"{safe_text(flows_out, NAME_MAX)}", err)
         if self.internal_error:
-            print(f"netmon: internal error: {self.internal_error}; every packet was still "
-                  "counted (the log has the traceback: please report it)", file=err)
+            print_line(f"netmon: internal error: {self.internal_error}; every packet was "
+                       "still counted (the log has the traceback: please report it)", err)
         for error in self.errors:
-            print(f"netmon: {error.message}", file=err)
+            print_line(f"netmon: {error.message}", err)
         if self.errors:
             return self.exit_code
         if self.flows_out_error:
@@ -427,7 +429,8 @@ class Engine:
             try:
                 self.result.flows_written = self._writer.commit()
             except OSError as exc:
-                self.result.flows_out_error = f"cannot write {self._writer.path}: {exc}"
+                shown = safe_text(self._writer.path, NAME_MAX)
+                self.result.flows_out_error = f"cannot write {shown}: {exc.strerror or exc}"
                 self._writer.abort()
         tprocess.reapAllProcesses()
         self.publish(snap)

@@ -32,6 +32,7 @@ from netmon.core.errors import (
     EXIT_PERMISSION,
     SourceError,
 )
+from netmon.core.text import NAME_MAX, safe_text
 from netmon.sources.base import PcapFeed, Source
 
 #: pids of capture processes still running, for last-resort cleanup at exit.
@@ -72,8 +73,8 @@ def find_capture_tool(preferred: str = "auto") -> tuple[str, str]:
         if os.path.isfile(preferred) and os.access(preferred, os.X_OK):
             kind = "tshark" if os.path.basename(preferred).startswith("tshark") else "dumpcap"
             return kind, preferred
-        raise SourceError(f"capture tool {preferred!r} not found or not executable",
-                          EXIT_NO_TOOL)
+        raise SourceError(f"capture tool '{safe_text(preferred, NAME_MAX)}' not found or not "
+                          "executable", EXIT_NO_TOOL)
     names = ["dumpcap", "tshark"] if preferred == "auto" else [preferred]
     for name in names:
         path = shutil.which(name)
@@ -110,18 +111,21 @@ def classify_stderr(text: str, spec: CaptureSpec) -> SourceError | None:
     """Turn the capture tool's complaint into one clear line (or None if harmless)."""
     low = text.lower()
     if "no device named" in low or "no such device" in low or "doesn't exist" in low:
-        return SourceError(f"unknown interface {spec.interface!r} "
+        return SourceError(f"unknown interface '{safe_text(spec.interface, NAME_MAX)}' "
                            "(list them with 'netmon interfaces')", EXIT_NO_INTERFACE)
     if "invalid capture filter" in low or ("syntax error" in low and "filter" in low):
-        return SourceError(f"invalid capture filter {spec.bpf!r} (libpcap filter syntax, "
-                           "e.g. 'tcp port 443 and host 10.0.0.1')", EXIT_BAD_FILTER)
+        return SourceError(f"invalid capture filter '{safe_text(spec.bpf, NAME_MAX)}' "
+                           "(libpcap filter syntax, e.g. 'tcp port 443 and host 10.0.0.1')",
+                           EXIT_BAD_FILTER)
     if "permission" in low or "operation not permitted" in low:
-        return SourceError(f"no permission to capture on {spec.interface!r}: "
+        return SourceError(f"no permission to capture on "
+                           f"'{safe_text(spec.interface, NAME_MAX)}': "
                            + _PERMISSION_FIX, EXIT_PERMISSION)
     for line in text.splitlines():
         line = line.strip()
         if line.startswith(("dumpcap:", "tshark:")) and "dangerous" not in line:
-            return SourceError(f"capture failed: {line}", EXIT_CAPTURE_FAILED)
+            return SourceError(f"capture failed: {safe_text(line, NAME_MAX)}",
+                               EXIT_CAPTURE_FAILED)
     return None
 
 
@@ -202,8 +206,8 @@ class LiveCapture(Source):
                 _CaptureProtocol(self), self.args[0], self.args, env=env,
                 childFDs={0: "w", 1: "r", 2: "r"})
         except OSError as exc:
-            self._finish(SourceError(f"cannot start {self.args[0]}: {exc.strerror}",
-                                     EXIT_NO_TOOL))
+            self._finish(SourceError(f"cannot start {safe_text(self.args[0], NAME_MAX)}: "
+                                     f"{exc.strerror}", EXIT_NO_TOOL))
             return
         self.pid = self._transport.pid
         if self.pid:

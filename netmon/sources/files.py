@@ -20,6 +20,7 @@ import numpy as np
 from twisted.internet import abstract
 
 from netmon.core.errors import EXIT_BAD_INPUT, SourceError
+from netmon.core.text import NAME_MAX, safe_text
 from netmon.ingest.batch import PacketBatch
 from netmon.sources.base import PcapFeed, Source
 
@@ -32,20 +33,21 @@ _GZIP_MAGIC = b"\x1f\x8b"
 
 def _open_input(path: str) -> int:
     """Open a capture file for reading or raise a one-line SourceError."""
+    shown = safe_text(path, NAME_MAX)  # a file name can hold escape sequences
     try:
         st = os.stat(path)
     except FileNotFoundError:
-        raise SourceError(f"{path}: no such file", EXIT_BAD_INPUT) from None
+        raise SourceError(f"{shown}: no such file", EXIT_BAD_INPUT) from None
     except OSError as exc:
-        raise SourceError(f"{path}: {exc.strerror}", EXIT_BAD_INPUT) from None
+        raise SourceError(f"{shown}: {exc.strerror}", EXIT_BAD_INPUT) from None
     if stat.S_ISDIR(st.st_mode):
-        raise SourceError(f"{path}: is a directory, not a capture file", EXIT_BAD_INPUT)
+        raise SourceError(f"{shown}: is a directory, not a capture file", EXIT_BAD_INPUT)
     try:
         return os.open(path, os.O_RDONLY)
     except PermissionError:
-        raise SourceError(f"{path}: permission denied", EXIT_BAD_INPUT) from None
+        raise SourceError(f"{shown}: permission denied", EXIT_BAD_INPUT) from None
     except OSError as exc:
-        raise SourceError(f"{path}: {exc.strerror}", EXIT_BAD_INPUT) from None
+        raise SourceError(f"{shown}: {exc.strerror}", EXIT_BAD_INPUT) from None
 
 
 class _Inflater:
@@ -198,12 +200,13 @@ class FileSource(Source):
         err = self.feed.error or self._inflate.error
         if not err:
             return False
+        shown = safe_text(self.path, NAME_MAX)
         if self.feed.decoder.frames == 0:
-            self._fail(f"{self.path}: {err}")
+            self._fail(f"{shown}: {err}")
         else:
             # Keep everything before the damage: a warning, not an abort.
             self.detail = f"stopped at damaged data after {self.feed.decoder.frames} packets: {err}"
-            self._fail(f"{self.path}: {err} (after {self.feed.decoder.frames} packets)")
+            self._fail(f"{shown}: {err} (after {self.feed.decoder.frames} packets)")
         return True
 
     def _fail(self, message: str) -> None:

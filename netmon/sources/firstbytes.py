@@ -12,7 +12,10 @@ feeding it at once (tests/test_firstbytes.py checks this with random splits).
 
 Payload is never kept beyond :data:`PREFIX` bytes, and it leaves this module only as
 :func:`escape` output: printable ASCII with every other byte written as ``\\xNN``,
-so a preview can be printed or put on a terminal without being interpreted.
+so a preview can be printed or put on a terminal without being interpreted. This is
+not :func:`netmon.core.text.safe_text`'s job: that one makes decoded *text* inert and
+keeps its printable letters in any script; this one shows raw *bytes* exactly and
+reversibly (a backslash too is escaped), so two different payloads never look alike.
 """
 
 from __future__ import annotations

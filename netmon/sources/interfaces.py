@@ -14,6 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from netmon.core.errors import EXIT_NO_TOOL, SourceError
+from netmon.core.text import NAME_MAX, print_line, safe_text
 
 
 def default_interface(route_file: str = "/proc/net/route") -> str:
@@ -67,7 +68,7 @@ def probe(name: str, dumpcap: str) -> str:
     if "permission" in err or "not permitted" in err:
         return "no permission"
     lines = [ln.strip() for ln in proc.stderr.splitlines() if ln.strip().startswith("dumpcap:")]
-    return "unavailable" + (f": {lines[0][9:][:60]}" if lines else "")
+    return "unavailable" + (f": {safe_text(lines[0][9:], 60)}" if lines else "")
 
 
 def list_interfaces() -> list[InterfaceInfo]:
@@ -84,11 +85,13 @@ def list_interfaces() -> list[InterfaceInfo]:
 
 def print_interfaces() -> int:
     infos = list_interfaces()
-    width = max((len(i.name) for i in infos), default=4)
-    for info in infos:
+    # Names and dumpcap's complaints come from outside: inert and capped.
+    names = [safe_text(i.name, NAME_MAX) for i in infos]
+    width = max((len(n) for n in names), default=4)
+    for name, info in zip(names, infos, strict=True):
         mark = "  (default route)" if info.default_route else ""
-        print(f"{info.name:<{width}}  {info.status}{mark}")
+        print_line(f"{name:<{width}}  {info.status}{mark}")
     if infos and not any(i.status == "can capture" for i in infos):
-        print("no interface can be captured by this user: run as root, or see "
-              "'Capture without root' in the README")
+        print_line("no interface can be captured by this user: run as root, or see "
+                   "'Capture without root' in the README")
     return 0

@@ -37,6 +37,7 @@ from netmon.core.errors import (
     EXIT_USAGE,
     SourceError,
 )
+from netmon.core.text import NAME_MAX, safe_text
 from netmon.sources.capture import CaptureSpec, LiveCapture
 
 #: Interface captured when the spec names none: every interface of the remote host.
@@ -94,6 +95,7 @@ class SshTarget:
 def parse_ssh_target(spec: str) -> SshTarget:
     """``[USER@]HOST[:IFACE]`` -> SshTarget, or a one-line usage error."""
     text = spec.strip()
+    shown = f"'{safe_text(spec, NAME_MAX)}'"  # quoted back in errors: inert and capped
     user, at, rest = text.rpartition("@")
     if not at:
         user, rest = "", text
@@ -101,14 +103,14 @@ def parse_ssh_target(spec: str) -> SshTarget:
     if rest.startswith("["):  # [IPv6] or [IPv6]:IFACE
         host, close, tail = rest[1:].partition("]")
         if not close or (tail and not tail.startswith(":")):
-            raise SourceError(f"invalid --ssh {spec!r}: write [ADDRESS]:IFACE for IPv6",
+            raise SourceError(f"invalid --ssh {shown}: write [ADDRESS]:IFACE for IPv6",
                               EXIT_USAGE)
         iface = tail[1:]
         try:
             ipaddress.IPv6Address(host)
         except ValueError:
-            raise SourceError(f"invalid --ssh {spec!r}: {host!r} is not an IPv6 address",
-                              EXIT_USAGE) from None
+            raise SourceError(f"invalid --ssh {shown}: '{safe_text(host, NAME_MAX)}' is not "
+                              "an IPv6 address", EXIT_USAGE) from None
     else:
         host, _, iface = rest.partition(":")
     problem = ""
@@ -119,7 +121,7 @@ def parse_ssh_target(spec: str) -> SshTarget:
     elif iface and not _IFACE_OK.match(iface):
         problem = "IFACE must be an interface name such as eth0 or any"
     if problem:
-        raise SourceError(f"invalid --ssh {spec!r}: {problem} ([USER@]HOST[:IFACE])",
+        raise SourceError(f"invalid --ssh {shown}: {problem} ([USER@]HOST[:IFACE])",
                           EXIT_USAGE)
     return SshTarget(host=host, user=user, interface=iface or DEFAULT_REMOTE_IFACE)
 
@@ -213,7 +215,7 @@ class SshCapture(LiveCapture):
             if at < 0:
                 continue
             line = stderr[stderr.rfind("\n", 0, at) + 1:].split("\n", 1)[0].strip()
-            line = line.removeprefix("dumpcap: ").removeprefix("tcpdump: ")[:120]
+            line = safe_text(line.removeprefix("dumpcap: ").removeprefix("tcpdump: "), 120)
             what = text.format(line=line, dest=self.target.destination,
                                iface=self.target.interface)
             return SourceError(f"{self.name}: {what}", code or 0), code is None

@@ -21,9 +21,9 @@ from textual.app import App
 from textual.binding import Binding, BindingType
 
 from netmon.core.link import EngineLink, ExportRequest
+from netmon.core.text import safe_text
 from netmon.core.values import Snapshot
 from netmon.ui.feed import SnapshotFeed
-from netmon.ui.format import safe_text
 from netmon.ui.link import EngineBridge
 from netmon.ui.messages import ExportFinished, SnapshotPublished, SourceFailed
 from netmon.ui.screens import HelpScreen, MainScreen, NetmonScreen, TooSmallScreen
@@ -87,7 +87,8 @@ class NetmonApp(App[None]):
     async def on_mount(self) -> None:
         await self.push_screen(MainScreen())
         if self._bad_theme:
-            self.notify(f"unknown theme {safe_text(self._bad_theme)!r}; using {DEFAULT_THEME}",
+            self.notify(f"unknown theme '{safe_text(self._bad_theme, 40)}'; using "
+                        f"{DEFAULT_THEME}",
                         severity="warning", markup=False)
         self._check_size(*self.size)
         self._catch_signals(install=True)

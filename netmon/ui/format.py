@@ -1,44 +1,22 @@
-"""Pure formatting helpers for the screen: numbers, times, sparklines, safe text.
+"""Pure formatting helpers for the screen: numbers, times, sparklines, endpoints.
 
 No Textual, no I/O; runs wherever it is called (the UI thread in practice). Every
 piece of text that comes from outside netmon (packet dissections, host and interface
-names, file names, error messages of tools) goes through :func:`safe_text` before it
-is drawn, so escape sequences and other control characters never reach the terminal.
+names, file names, error messages of tools) goes through
+:func:`netmon.core.text.safe_text` before it is drawn, so escape sequences and other
+control characters never reach the terminal.
 """
 
 from __future__ import annotations
 
 import time
-import unicodedata
 from collections.abc import Sequence
 
+from netmon.core.text import safe_text
 from netmon.core.values import FlowView, proto_name
 
 #: Eight levels of a unicode sparkline, lowest first.
 SPARK_BLOCKS = "▁▂▃▄▅▆▇█"
-
-def safe_text(text: object, max_len: int = 0) -> str:
-    """``text`` with every character a terminal could act on made visible and inert.
-
-    Control characters (C0, DEL, C1, which include ESC and CSI), format characters
-    (bidi overrides, zero-width joiners), surrogates, private-use and unassigned code
-    points, and line/paragraph separators become ``\\xNN``/``\\uNNNN`` escapes; tabs
-    and odd spaces become one space. ``max_len`` > 0 cuts the result to that many
-    characters with an ellipsis.
-    """
-    s = text if isinstance(text, str) else str(text)
-    if not s.isprintable():
-        s = "".join(ch if ch.isprintable() else _neutral(ch) for ch in s)
-    if max_len > 0 and len(s) > max_len:
-        s = s[: max(max_len - 1, 0)] + "…"
-    return s
-
-
-def _neutral(ch: str) -> str:
-    if ch == "\t" or unicodedata.category(ch) == "Zs":
-        return " "
-    code = ord(ch)
-    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
 
 
 def grouped(n: int) -> str:

@@ -14,6 +14,7 @@ from textual.binding import BindingType
 from textual.widgets import Footer, Static
 
 from netmon.core.link import ExportRequest, FlowQuery
+from netmon.core.text import safe_text
 from netmon.core.units import human_bytes, si
 from netmon.core.values import FlowView
 from netmon.ui.format import (
@@ -22,7 +23,6 @@ from netmon.ui.format import (
     flow_filter,
     flow_title,
     grouped,
-    safe_text,
 )
 from netmon.ui.messages import PacketsListed
 from netmon.ui.screens._base import NetmonScreen, Refresher

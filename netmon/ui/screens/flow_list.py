@@ -16,8 +16,9 @@ from textual.binding import Binding, BindingType
 from textual.widgets import Footer, Static
 
 from netmon.core.link import ExportRequest, FlowQuery
+from netmon.core.text import safe_text
 from netmon.core.values import ClusterView
-from netmon.ui.format import grouped, safe_text
+from netmon.ui.format import grouped
 from netmon.ui.messages import FlowsListed, HostsListed
 from netmon.ui.screens._base import NetmonScreen, Refresher
 from netmon.ui.screens.flow_detail import FlowScreen

@@ -17,7 +17,8 @@ from textual.containers import VerticalScroll
 from textual.widgets import Footer, Static
 
 from netmon.core.link import ExportRequest, FlowQuery
-from netmon.ui.format import flow_filter, flow_title, safe_text
+from netmon.core.text import safe_text
+from netmon.ui.format import flow_filter, flow_title
 from netmon.ui.messages import PacketDissected
 from netmon.ui.screens._base import NetmonScreen
 

@@ -13,11 +13,11 @@ from typing import ClassVar
 from rich.style import Style
 from rich.text import Text
 
+from netmon.core.text import safe_text
 from netmon.core.units import human_rate, si
 from netmon.core.values import ClusterView
 from netmon.ui.format import (
     percent,
-    safe_text,
     sparkline,
     top_ports,
 )

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from rich.text import Text
 
 from netmon.core.link import HostRow, PacketInfo
+from netmon.core.text import safe_text
 from netmon.core.units import human_bytes, si
 from netmon.core.values import FlowView, proto_name
 from netmon.ui.format import (
@@ -18,7 +19,6 @@ from netmon.ui.format import (
     duration,
     endpoint,
     middle_ellipsis,
-    safe_text,
 )
 from netmon.ui.widgets._live_table import Column, LiveTable
 

@@ -14,12 +14,12 @@ from rich.text import Text
 from textual.strip import Strip
 from textual.widget import Widget
 
+from netmon.core.text import safe_text
 from netmon.core.units import human_rate, si
 from netmon.core.values import Snapshot
 from netmon.ui.format import (
     duration,
     grouped,
-    safe_text,
 )
 from netmon.ui.widgets._live_table import text_strip
 
