@@ -167,15 +167,20 @@ def _vocabulary(codes: np.ndarray, words: dict[int, str]) -> np.ndarray:
 def _first_sizes(sizes: np.ndarray, count: np.ndarray) -> np.ndarray:
     """``[s1,s2,...]``: the first ``count`` sizes of each row."""
     n = len(sizes)
-    shown = int(count.max()) if n else 0  # columns any row shows
-    cells = _ints(sizes[:, :shown].reshape(-1))  # one call for every cell
-    width = cells.shape[1]
-    out = np.zeros((n, shown, width + 1), np.uint8)  # a comma, then the number
-    out[:, :, 1:] = cells.reshape(n, shown, width)
-    out[:, 1:, 0] = ord(",")
-    out[np.arange(shown) >= count[:, None]] = 0  # beyond the row's count: padding
-    return np.concatenate([_block(n, b"["), out.reshape(n, shown * (width + 1)),
-                           _block(n, b"]")], axis=1)
+    parts = [_block(n, b"[")]
+    comma = np.uint8(ord(","))
+    for j in range(sizes.shape[1]):
+        keep = count > j
+        if not keep.any():
+            break
+        cell = _ints(sizes[:, j])
+        if j:
+            cell = np.concatenate([np.where(keep, comma, 0).astype(np.uint8)[:, None], cell],
+                                  axis=1)
+        cell[~keep] = 0
+        parts.append(cell)
+    parts.append(_block(n, b"]"))
+    return np.concatenate(parts, axis=1)
 
 
 class PendingFlows:
