@@ -90,6 +90,54 @@ def test_the_writer_batches_small_writes_into_the_same_lines(tmp_path: Path) -> 
     assert out.read_bytes() == b"".join(expected)
 
 
+WRITE_PAST_LIMIT = """
+import resource, signal, sys, threading
+from netmon.export.flowsout import BATCH, FlowsOutWriter
+from netmon.testing.synth import synthetic_flow_columns
+
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # past the limit, write() fails with EFBIG
+resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, 1 << 20))
+cols, keys = synthetic_flow_columns(4 * BATCH, seed=5)
+writer = FlowsOutWriter(sys.argv[1])
+try:
+    for at in range(0, len(keys), BATCH):
+        writer.write({k: v[at:at + BATCH] for k, v in cols.items()}, keys[at:at + BATCH],
+                     "idle-timeout")
+    writer.commit()
+except OSError as exc:
+    print("error", exc.errno)
+    writer.abort()
+print("threads", sorted(t.name for t in threading.enumerate()))
+"""
+
+
+def test_a_failed_write_on_the_writer_thread_reaches_the_caller(tmp_path: Path) -> None:
+    """The file is written on a thread: its error (here EFBIG, past RLIMIT_FSIZE) is
+    raised to the caller by a later call, the file is dropped and the thread ends."""
+    import errno
+
+    target = tmp_path / "f.jsonl"
+    done = subprocess.run([sys.executable, "-c", WRITE_PAST_LIMIT, str(target)],
+                          capture_output=True, text=True, timeout=60,
+                          env=dict(os.environ, PYTHONPATH=str(ROOT)), cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [f"error {errno.EFBIG}", "threads ['MainThread']"]
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_writer_thread_ends_with_commit_and_keeps_the_order(tmp_path: Path) -> None:
+    import threading
+
+    cols, keys = synthetic_flow_columns(3 * CHUNK + 5, seed=4)
+    writer = FlowsOutWriter(str(tmp_path / "f.jsonl"))
+    writer.write(cols, keys, "evicted", LABELS, OBSERVERS)  # many chunks queued at once
+    assert "netmon-flows-out" in [t.name for t in threading.enumerate()]
+    assert writer.commit() == len(keys)
+    assert "netmon-flows-out" not in [t.name for t in threading.enumerate()]
+    assert (tmp_path / "f.jsonl").read_bytes() == per_flow_lines(cols, keys, "evicted", LABELS,
+                                                                 OBSERVERS)
+
+
 # ------------------------------------------------------------------ temporary files
 def _pcap_header_and_packets(n: int, flows: int = 7) -> bytes:
     import io

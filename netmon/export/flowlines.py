@@ -131,10 +131,14 @@ def _floats(values: np.ndarray, ndigits: int) -> np.ndarray:
 
 def _addresses(fam: np.ndarray, addr: np.ndarray) -> np.ndarray:
     """Addresses as text: IPv4 digit by digit in bulk, IPv6 through inet_ntop."""
-    octets = addr.view(np.uint8).reshape(len(addr), 16)[:, 12:]
-    dot = _block(len(addr), b".")
-    out = np.concatenate([_digits(octets[:, 0]), dot, _digits(octets[:, 1]), dot,
-                          _digits(octets[:, 2]), dot, _digits(octets[:, 3])], axis=1)
+    n = len(addr)
+    octets = addr.view(np.uint8).reshape(n, 16)[:, 12:]
+    digits = _digits(octets.reshape(-1))  # one call for the four octets of every row
+    width = digits.shape[1]
+    out = np.empty((n, 4, width + 1), np.uint8)
+    out[:, :, :width] = digits.reshape(n, 4, width)
+    out[:, :, width] = ord(".")
+    out = out.reshape(n, 4 * (width + 1))[:, :-1]  # no dot after the last octet
     six = np.flatnonzero(fam != 4)
     if len(six):
         raw = addr.view(np.uint8).reshape(len(addr), 16)[six].tobytes()
@@ -150,9 +154,14 @@ def _addresses(fam: np.ndarray, addr: np.ndarray) -> np.ndarray:
 
 def _vocabulary(codes: np.ndarray, words: dict[int, str]) -> np.ndarray:
     """A JSON string per row, from a few distinct ones (labels, reasons, observers)."""
-    uniq, inverse = np.unique(codes, return_inverse=True)
+    # Word and observer ids are small and non-negative: a presence table finds the
+    # distinct ones without np.unique's sort (a third of this function's time).
+    present = np.zeros(int(codes.max()) + 1, bool)
+    present[codes] = True
+    uniq = np.flatnonzero(present)
     table = _texts([json.dumps(words.get(int(c), "")).encode() for c in uniq])
-    return table[inverse.reshape(-1)]
+    position = np.cumsum(present) - 1
+    return table[position[codes]]
 
 
 def _first_sizes(sizes: np.ndarray, count: np.ndarray) -> np.ndarray:
@@ -201,27 +210,53 @@ class PendingFlows:
                             names[at.reshape(-1)]))
         self.rows += len(keys)
 
-    def render(self, observers: Sequence[str] = ()) -> Iterator[bytes]:
+    def render(self, observers: Sequence[str] = ()) -> Iterator[memoryview]:
         """The JSON lines of every flow added since the last call, one ``\n``-ended
         line per flow, a few MB at a time (joined, 4 M flows would cost a second of
         copying); ``observers``: the table's observation point names."""
         parts, self._parts, self.rows = self._parts, [], 0
-        if not parts:
-            return
-        cols = {k: np.concatenate([p[0][k] for p in parts]) for k in parts[0][0]}
-        keys = [k for p in parts for k in p[1]]
-        reasons = np.concatenate([p[2] for p in parts])
-        labels = np.concatenate([p[3] for p in parts])
         words = {i: w for w, i in self._words.items()}
-        for start in range(0, len(keys), CHUNK):
-            stop = min(start + CHUNK, len(keys))
-            yield _render_chunk({k: v[start:stop] for k, v in cols.items()}, keys[start:stop],
-                                reasons[start:stop], labels[start:stop], words, observers)
+        for cols, keys, reasons, labels in _chunks(parts):
+            yield _render_chunk(cols, keys, reasons, labels, words, observers)
+
+
+def _chunks(parts: Sequence[tuple[dict[str, np.ndarray], Sequence[bytes], np.ndarray,
+                                  np.ndarray]]
+            ) -> Iterator[tuple[dict[str, np.ndarray], Sequence[bytes], np.ndarray,
+                                np.ndarray]]:
+    """The parts regrouped into CHUNK rows: small parts are joined, large ones sliced
+    (joining every part first copied all the columns once more, 3% of the time)."""
+    group: list = []
+    rows = 0
+    for part in parts:
+        n = len(part[1])
+        if group and rows + n > CHUNK:
+            yield _joined(group)
+            group, rows = [], 0
+        if n <= CHUNK:
+            group.append(part)
+            rows += n
+            continue
+        for start in range(0, n, CHUNK):
+            cut = slice(start, start + CHUNK)
+            yield ({k: v[cut] for k, v in part[0].items()}, part[1][cut], part[2][cut],
+                   part[3][cut])
+    if group:
+        yield _joined(group)
+
+
+def _joined(group: list) -> tuple[dict[str, np.ndarray], Sequence[bytes], np.ndarray,
+                                  np.ndarray]:
+    if len(group) == 1:
+        return group[0]
+    return ({k: np.concatenate([p[0][k] for p in group]) for k in group[0][0]},
+            [k for p in group for k in p[1]], np.concatenate([p[2] for p in group]),
+            np.concatenate([p[3] for p in group]))
 
 
 def render(cols: dict[str, np.ndarray], keys: Sequence[bytes], reason: str,
            labels: dict[int, str] | None = None, observers: Sequence[str] = ()
-           ) -> Iterator[bytes]:
+           ) -> Iterator[memoryview]:
     """The JSON lines of one batch of flows (see :class:`PendingFlows`)."""
     pending = PendingFlows()
     pending.add(cols, keys, reason, labels)
@@ -230,10 +265,10 @@ def render(cols: dict[str, np.ndarray], keys: Sequence[bytes], reason: str,
 
 def _render_chunk(cols: dict[str, np.ndarray], keys: Sequence[bytes], reasons: np.ndarray,
                   labels: np.ndarray, words: dict[int, str], observers: Sequence[str]
-                  ) -> bytes:
+                  ) -> memoryview:
     n = len(keys)
     if not n:
-        return b""
+        return memoryview(b"")
     k = np.frombuffer(b"".join(keys), dtype=KEY_DTYPE)
     alo = cols["a_is_lo"].astype(bool)
     fam = k["f"]
@@ -247,7 +282,7 @@ def _render_chunk(cols: dict[str, np.ndarray], keys: Sequence[bytes], reasons: n
     cid = cols["cluster"].astype(np.int64)
     clustered = cid >= 0
     cluster_id = _ints(np.where(clustered, cid, 0))
-    null = _texts([b"null"] * n)
+    null = _block(n, b"null")
     width = max(cluster_id.shape[1], 4)
     cluster_id = np.pad(cluster_id, ((0, 0), (0, width - cluster_id.shape[1])))
     cluster_id[~clustered] = np.pad(null, ((0, 0), (0, width - 4)))[~clustered]
@@ -288,4 +323,7 @@ def _render_chunk(cols: dict[str, np.ndarray], keys: Sequence[bytes], reasons: n
     rows[:] = np.frombuffer(bytes(template), np.uint8)
     for at, block in slots:
         rows[:, at:at + block.shape[1]] = block
-    return rows.tobytes().translate(None, b"\0")
+    flat = rows.reshape(-1)
+    # A boolean mask drops the NULs at twice the speed of tobytes().translate, and
+    # the result goes to os.write as it is (no copy into a bytes object).
+    return memoryview(flat[flat != 0])
