@@ -19,7 +19,8 @@ import pytest
 from netmon.export.atomic import remove_stale
 from netmon.export.flowlines import CHUNK, render
 from netmon.export.flowsout import BATCH, FlowsOutWriter
-from netmon.flows.table import FlowTable, views_from_columns
+from netmon.flows.table import FlowTable
+from netmon.flows.views import views_from_columns
 from netmon.ingest.linktypes import LINKTYPE_ETHERNET
 from netmon.ingest.pcapstream import PcapStreamDecoder
 from netmon.ingest.pcapwrite import PcapWriter

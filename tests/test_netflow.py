@@ -12,7 +12,8 @@ import struct
 import numpy as np
 import pytest
 
-from netmon.netflow.decoder import FlowRecords, NetflowDecoder
+from netmon.netflow.decoder import NetflowDecoder
+from netmon.netflow.templates import FlowRecords
 from netmon.testing.nfexport import (
     IPFIX_FIELDS,
     Flow,

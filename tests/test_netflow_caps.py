@@ -9,7 +9,8 @@ import struct
 
 import pytest
 
-from netmon.netflow.decoder import FlowRecords, NetflowDecoder
+from netmon.netflow.decoder import NetflowDecoder
+from netmon.netflow.templates import FlowRecords
 from netmon.netflow.tsets import Budget, Limits, TemplateCache
 from netmon.testing.nfexport import (
     IPFIX_FIELDS,

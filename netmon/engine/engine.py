@@ -36,7 +36,7 @@ from netmon.export.flowsout import FlowsOutWriter
 from netmon.flows.table import FlowTable
 from netmon.ingest.batch import PacketBatch
 from netmon.ingest.framering import FrameRing
-from netmon.netflow.decoder import FlowRecords
+from netmon.netflow.templates import FlowRecords
 from netmon.sources.base import EngineSinks, Source
 from netmon.sources.capture import kill_leftovers
 

@@ -43,7 +43,8 @@ from netmon.core.values import ClusterView, FlowView
 from netmon.export.bundle import ExportError, export_files
 from netmon.flows.filter import Filter, FilterError, bpf_for_flows, compile_filter
 from netmon.flows.selection import QueryError, flag_text, host_rows, select_flows
-from netmon.flows.table import FlowTable, views_from_columns
+from netmon.flows.table import FlowTable
+from netmon.flows.views import views_from_columns
 from netmon.ingest.dissect import CONTEXT_FRAMES, DISSECT_TIMEOUT, DissectError, dissect_frames
 from netmon.ingest.framering import RingFrame
 

@@ -19,7 +19,7 @@ from netmon.flows.keys import FIRST_SIZES, flow_keys
 from netmon.ingest.batch import PacketBatch
 
 if TYPE_CHECKING:
-    from netmon.netflow.decoder import FlowRecords
+    from netmon.netflow.templates import FlowRecords
 
 
 class ExternalRecordsMixin:

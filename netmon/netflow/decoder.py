@@ -49,7 +49,7 @@ from netmon.netflow.templates import (
 from netmon.netflow.tsets import Budget, Limits, TemplateCache, TemplateOp
 from netmon.netflow.txn import Group, Pending, Txn
 
-__all__ = ["FlowRecords", "NetflowDecoder"]
+__all__ = ["NetflowDecoder"]
 
 #: Default cap on templates and on sequence-tracked streams (see NetflowDecoder).
 MAX_STREAMS = 4096

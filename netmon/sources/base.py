@@ -21,7 +21,7 @@ from netmon.core.errors import SourceError
 from netmon.core.values import ConnectionRecord, SourceStatus
 from netmon.ingest.batch import PacketBatch
 from netmon.ingest.pcapstream import PcapStreamDecoder
-from netmon.netflow.decoder import FlowRecords
+from netmon.netflow.templates import FlowRecords
 
 Sink = Callable[[PacketBatch], None]
 #: Where a listener's connection records go.

@@ -33,7 +33,7 @@ from twisted.internet import error as terror
 
 from netmon.core.errors import SourceError
 from netmon.core.values import ConnectionRecord, ListenerStats, SourceStatus
-from netmon.flows.table import FIRST_SIZES
+from netmon.flows.keys import FIRST_SIZES
 from netmon.sources.base import ConnectionSink, EngineSinks, Sink, Source
 from netmon.sources.firstbytes import FirstBytes
 from netmon.sources.sockets import bind_listening_socket
