@@ -1,0 +1,1 @@
+"""Passive names from the wire: DNS answers, TLS/QUIC SNI, HTTP Host, banners."""
