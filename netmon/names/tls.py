@@ -27,6 +27,7 @@ JA4 needs them exactly.
 
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass
 
 from netmon.core.text import safe_text
@@ -50,6 +51,8 @@ EXT_EC_POINT_FORMATS = 0x000B
 EXT_SIGNATURE_ALGORITHMS = 0x000D
 EXT_ALPN = 0x0010
 EXT_SUPPORTED_VERSIONS = 0x002B
+_WANTED = frozenset((EXT_SERVER_NAME, EXT_SUPPORTED_GROUPS, EXT_EC_POINT_FORMATS,
+                     EXT_SIGNATURE_ALGORITHMS, EXT_ALPN, EXT_SUPPORTED_VERSIONS))
 
 
 @dataclass(frozen=True, slots=True)
@@ -209,8 +212,9 @@ class _Cursor:
 
 
 def _u16_list(c: _Cursor) -> tuple[int, ...]:
-    raw = c.take(c.left() & ~1)
-    return tuple(int.from_bytes(raw[i:i + 2], "big") for i in range(0, len(raw), 2))
+    n = c.left() >> 1
+    c.pos += 2 * n
+    return struct.unpack_from(f">{n}H", c.data, c.pos - 2 * n)
 
 
 def parse_handshake(msg: bytes) -> ClientHello | None:
@@ -244,11 +248,20 @@ def _parse(msg: bytes) -> ClientHello:
     fields: dict[int, bytes] = {}
     if c.left():  # TLS 1.0-1.2 hellos may end here, without an extensions block
         ext = c.sub(c.u16())
-        while ext.left():
-            kind = ext.u16()
-            body = ext.take(ext.u16())
+        # The hot loop of the parser, so plain indexing rather than cursor calls.
+        pos, end = ext.pos, ext.end
+        while pos < end:
+            if pos + 4 > end:
+                raise _Malformed
+            kind = (msg[pos] << 8) | msg[pos + 1]
+            n = (msg[pos + 2] << 8) | msg[pos + 3]
+            pos += 4
+            if pos + n > end:
+                raise _Malformed
             extensions.append(kind)
-            fields.setdefault(kind, body)
+            if kind in _WANTED and kind not in fields:  # the first of a duplicate counts
+                fields[kind] = msg[pos:pos + n]
+            pos += n
     sni = _server_name(fields.get(EXT_SERVER_NAME))
     alpn_raw = _alpn(fields.get(EXT_ALPN))
     return ClientHello(
