@@ -123,7 +123,9 @@ def evaluate_mix(files: Sequence[str], *, ports: bool = True, seed: int = 0,
     ticks = replay_mix([captures / f for f in files], [ev], tick=tick)
     out = ev.report()
     out["ticks"] = ticks
-    out["duplicate_labels"] = duplicate_labels(ev.cl.labels())
+    # Every remembered cluster's label: flows may show a retired cluster's too.
+    out["labels"] = {str(k): v for k, v in ev.cl.all_labels().items()}
+    out["duplicate_labels"] = duplicate_labels(ev.cl.all_labels())
     return out
 
 
