@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from netmon.cluster.features import FEATURE_NAMES, features
-from netmon.cluster.labels import label_for
+from netmon.cluster.labels import NAME_CHARS, ClusterFacts, distinct_labels, label_for
 from netmon.cluster.matching import match_clusters, merge_micro
 from netmon.cluster.online import Assignment, OnlineClusterer, Tuning
 
@@ -323,3 +323,61 @@ def test_merge_micro_cut_and_hysteresis() -> None:
     assert len(set(merge_micro(near, 4.0, np.array([7, -1]), 0.15).tolist())) == 1
     assert len(set(merge_micro(np.array([[0.0], [5.0]]), 4.0, np.array([7, 7]), 0.15)
                    .tolist())) == 2
+
+
+# ---------------------------------------------------------------------------- distinct labels
+def _facts(**over: float) -> ClusterFacts:
+    return ClusterFacts(_centroid(**over), Counter({443: 10}), peers=3)
+
+
+def test_look_alike_clusters_get_labels_that_say_what_differs() -> None:
+    small = _facts(log_pkts_a2b=5, log_pkts_b2a=5, log_bytes_a2b=400, log_bytes_b2a=2000,
+                   log_synack=1, log_duration_ms=ms(0.2))
+    big = _facts(log_pkts_a2b=8, log_pkts_b2a=12, log_bytes_a2b=900, log_bytes_b2a=60_000,
+                 log_synack=1, log_duration_ms=ms(0.2))
+    dns = _facts(is_tcp=0, is_udp=1, log_pkts_a2b=1, log_pkts_b2a=1, log_bytes_a2b=70,
+                 log_bytes_b2a=150)
+    out = distinct_labels({1: small, 2: big, 3: dns})
+    assert out[1] == "TCP/443 request-response · ~2kB/flow"
+    assert out[2] == "TCP/443 request-response · ~60kB/flow"
+    assert out[3] == label_for(dns.centroid, dns.ports)  # nothing shares its base
+
+
+def test_identical_clusters_still_differ_and_no_label_is_empty() -> None:
+    same = _facts(log_pkts_a2b=5, log_pkts_b2a=5, log_bytes_a2b=400, log_bytes_b2a=2000)
+    out = distinct_labels({4: same, 9: same, 2: ClusterFacts(_centroid(), Counter())})
+    assert len(set(out.values())) == 3 and all(out.values())
+    assert out[4].endswith("#4") and out[9].endswith("#9")
+
+
+def test_dominant_names_show_capped_and_escaped() -> None:
+    c = _centroid(log_pkts_a2b=5, log_pkts_b2a=5, log_bytes_a2b=400, log_bytes_b2a=2000)
+    hostile = "\x1b[31mevil\x00" + "a" * 65536
+    out = distinct_labels({1: ClusterFacts(c, Counter({443: 1}), names=("reddit.com",)),
+                           2: ClusterFacts(c, Counter({443: 1}), names=(hostile,)),
+                           3: ClusterFacts(c, Counter({443: 1}))})
+    assert out[1] == "TCP/443 request-response · reddit.com"
+    assert "\x1b" not in out[2] and "\x00" not in out[2] and "\\x1b[31mevil" in out[2]
+    assert len(out[2]) < len(out[1]) + NAME_CHARS
+    assert len(set(out.values())) == 3
+
+
+def test_every_cluster_has_a_label_in_the_tick_it_appears() -> None:
+    cl = OnlineClusterer(tuning=Tuning(warmup_ticks=1, warmup_min=10))
+    rng = np.random.default_rng(3)
+    a = cl.update(tick_of(["bulk", "dns", "scan"], rng))  # the warm-up ends here
+    assert cl.warm
+    labels = cl.labels()
+    assert set(a.cluster_id.tolist()) <= set(labels) and all(labels.values())
+    a = cl.update(tick_of(["icmp", "cbr"], rng))  # new behaviours: new clusters
+    every = cl.all_labels()
+    assert set(a.cluster_id.tolist()) <= set(every) and all(every.values())
+    assert len(set(every.values())) == len(every)
+    # A cluster the model made but no flow was assigned to is named too.
+    assert set(cl._micro_ids.tolist()) <= set(every)
+
+
+def test_a_single_flow_is_clustered_by_the_final_update() -> None:
+    cl = OnlineClusterer()
+    a = cl.update(make("bulk", 1, np.random.default_rng(0)), final=True)
+    assert cl.warm and a.cluster_id[0] > 0 and cl.labels()[int(a.cluster_id[0])]

@@ -137,3 +137,26 @@ def test_the_cli_reports_a_cluster_job_bug_with_exit_1(tmp_path: Path) -> None:
     assert proc.returncode == 1, proc.stderr
     assert proc.stderr.splitlines()[-1].startswith("netmon: internal error: clustering "
                                                    "failed: ImportError: sklearn blocked")
+
+
+@pytest.mark.parametrize("name", ["02_tls_firefox.pcap", "15_quic_firefox_google.pcap"])
+def test_a_capture_of_one_flow_gets_a_cluster(tmp_path: Path, name: str) -> None:
+    final, flows = replay(tmp_path, name)
+    assert len(flows) == 1 and flows[0]["cluster_id"] is not None and flows[0]["cluster_label"]
+    assert [c["id"] for c in final["clusters"]] == [flows[0]["cluster_id"]]
+    assert final["clusters"][0]["label"] == flows[0]["cluster_label"]
+
+
+def test_labels_are_unique_on_a_real_capture_replay(tmp_path: Path) -> None:
+    """A LAN capture with many look-alike clusters (HTTP on port 80 of several shapes):
+    the final snapshot never shows one label twice, and in --flows-out one label
+    always means one cluster; none is empty."""
+    final, flows = replay(tmp_path, "04_mixed_lan_android_1kxun.pcap")
+    shown = [c["label"] for c in final["clusters"]]
+    assert len(shown) >= 2 and len(set(shown)) == len(shown) and all(shown), shown
+    by_label: dict[str, set[int]] = {}
+    for f in flows:
+        assert f["cluster_id"] is not None and f["cluster_label"], f
+        by_label.setdefault(f["cluster_label"], set()).add(f["cluster_id"])
+    assert all(len(ids) == 1 for ids in by_label.values()), by_label
+    assert any(" · " in label for label in by_label), by_label  # look-alikes told apart

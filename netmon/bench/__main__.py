@@ -15,6 +15,7 @@ import sys
 BENCHMARKS = {
     "ingest": "replay throughput and memory per flow, against tshark",
     "cluster": "clustering quality on labelled loopback traffic",
+    "clustermix": "clustering quality on labelled mixes of the shared real captures",
     "listener": "listener connections/s, memory per connection",
     "fuzz": "long mutation fuzzing of every untrusted-input parser",
     "collector_shapes": "NetFlow/IPFIX decoder's worst us per crafted datagram vs normal",

@@ -49,8 +49,9 @@ TARGETS = {"macro_purity": 0.85, "purity": 0.90, "ari": 0.7, "nmi": 0.7, "stabil
 class Evaluation:
     """One clusterer fed tick by tick, with everything needed for the report."""
 
-    def __init__(self, clusterer: OnlineClusterer) -> None:
+    def __init__(self, clusterer: OnlineClusterer, names: Sequence[str] = CLASSES) -> None:
         self.cl = clusterer
+        self.names = tuple(names)  # true class index -> name
         self.last: dict[int, int] = {}  # flow_id -> cluster ID when last updated
         self.truth: dict[int, int] = {}
         self.shown: dict[int, int] = {}  # flow_id -> ID shown last tick (all live flows)
@@ -64,9 +65,10 @@ class Evaluation:
         self.seen: set[int] = set()  # every flow passed to update, warm-up included
         self.live_cols: dict[str, np.ndarray] | None = None
 
-    def tick(self, n: int, cols: dict, truth: np.ndarray, live_cols: dict) -> None:
+    def tick(self, n: int, cols: dict, truth: np.ndarray, live_cols: dict, *,
+             final: bool = False) -> None:
         t0 = time.perf_counter()
-        a = self.cl.update(cols)
+        a = self.cl.update(cols, final=final)
         self.times.append(time.perf_counter() - t0)
         self.seen.update(cols["flow_id"].tolist())
         seen_before = set(self.first_seen)  # classes met in earlier ticks
@@ -104,11 +106,13 @@ class Evaluation:
     def report(self) -> dict:
         fids = sorted(self.last)
         out = cluster_metrics(np.array([self.last[f] for f in fids], dtype=np.int64),
-                              np.array([self.truth[f] for f in fids], dtype=np.int64))
+                              np.array([self.truth[f] for f in fids], dtype=np.int64),
+                              self.names)
         final = sorted(self.shown)
         out["final"] = {k: v for k, v in cluster_metrics(
             np.array([self.shown[f] for f in final], dtype=np.int64),
-            np.array([self.truth.get(f, 0) for f in final], dtype=np.int64)).items()
+            np.array([self.truth.get(f, 0) for f in final], dtype=np.int64),
+            self.names).items()
             if k != "per_class"}
         out["stability"] = self.kept / max(self.compared, 1)
         out["stability_changed_flows"] = self.kept_changed / max(self.compared_changed, 1)
@@ -117,12 +121,12 @@ class Evaluation:
         out["tick_ms_mean"] = 1000 * float(np.mean(self.times)) if self.times else 0.0
         out["tick_ms_max"] = 1000 * float(np.max(self.times)) if self.times else 0.0
         out["new_flag_rate"] = self.flagged / max(self.scored, 1)
-        out["new_on_arrival"] = {CLASSES[k]: g / f for k, (f, g) in self.first_seen.items()
+        out["new_on_arrival"] = {self.names[k]: g / f for k, (f, g) in self.first_seen.items()
                                  if f}
         out["labels"] = {str(k): v for k, v in self.cl.labels().items()}
         members = defaultdict(Counter)
         for f in fids:
-            members[self.last[f]][CLASSES[self.truth[f]]] += 1
+            members[self.last[f]][self.names[self.truth[f]]] += 1
         out["members"] = {str(k): dict(v) for k, v in sorted(members.items())}
         return out
 

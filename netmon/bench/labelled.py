@@ -19,6 +19,8 @@ import signal
 import subprocess
 import tempfile
 import time
+from collections import Counter
+from collections.abc import Sequence
 from typing import IO
 
 import numpy as np
@@ -108,8 +110,11 @@ def _run_traffic(plan: TrafficPlan) -> TrafficStats:
 
 
 # --------------------------------------------------------------------------- scoring
-def cluster_metrics(pred: np.ndarray, truth: np.ndarray) -> dict:
-    """Flow-weighted purity, macro purity, ARI, NMI and counts for one assignment."""
+def cluster_metrics(pred: np.ndarray, truth: np.ndarray,
+                    names: Sequence[str] = CLASSES) -> dict:
+    """Flow-weighted purity, macro purity, ARI, NMI and counts for one assignment
+    (``names``: true class index -> name), with how many clusters each true class is
+    spread over (every cluster holding one of its flows counts)."""
     pred, truth = np.asarray(pred), np.asarray(truth)
     if not len(pred):
         return {"flows": 0}
@@ -119,10 +124,19 @@ def cluster_metrics(pred: np.ndarray, truth: np.ndarray) -> dict:
         majority[int(c)] = int(np.argmax(counts))
         good += int(counts.max())
     classes = np.unique(truth)
-    per_class = {CLASSES[k]: float(np.mean([majority[int(p)] == k for p in pred[truth == k]]))
+    per_class = {names[k]: float(np.mean([majority[int(p)] == k for p in pred[truth == k]]))
                  for k in classes}
+    spread = {names[k]: len(np.unique(pred[truth == k])) for k in classes}
     return {"flows": len(pred), "purity": good / len(pred),
             "macro_purity": float(np.mean(list(per_class.values()))),
             "ari": float(adjusted_rand_score(truth, pred)),
             "nmi": float(normalized_mutual_info_score(truth, pred)),
-            "clusters": len(majority), "classes": len(classes), "per_class": per_class}
+            "clusters": len(majority), "classes": len(classes), "per_class": per_class,
+            "clusters_per_class": spread, "max_clusters_per_class": max(spread.values()),
+            "mean_clusters_per_class": float(np.mean(list(spread.values())))}
+
+
+def duplicate_labels(labels: dict[int, str]) -> int:
+    """How many clusters carry a label another cluster also carries (0 when all differ)."""
+    counts = Counter(labels.values())
+    return sum(n for n in counts.values() if n > 1)

@@ -148,8 +148,14 @@ def features(cols: dict[str, np.ndarray], *, ports: bool = True) -> np.ndarray:
     out[:, 22:22 + FIRST_SIZES] = np.sign(fs) * np.log1p(np.abs(fs))
     if ports:
         bucket = port_buckets(server_ports(cols))
+        # A port says what service a flow used only once the flow did use it: a TCP
+        # flow of 4 packets or fewer (a probe, a refused or unanswered connection)
+        # carries its port at a quarter, so a scan over thousands of ports stays one
+        # behaviour while services apart by port stay apart.
+        probe = (proto == PROTO_TCP) & (pab + pba <= 4)
         has = bucket >= 0
-        out[np.flatnonzero(has), len(_BASE_NAMES) + bucket[has]] = 1.0
+        out[np.flatnonzero(has), len(_BASE_NAMES) + bucket[has]] = np.where(probe[has], 0.25,
+                                                                            1.0)
     exported = cols.get("exported")
     if exported is not None and np.any(exported):
         out[np.ix_(np.flatnonzero(exported), _UNKNOWN_IDX)] = np.nan

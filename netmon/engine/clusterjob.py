@@ -51,7 +51,8 @@ class ClusterResult:
     ended: list[Chunk]
     cluster_id: np.ndarray
     outlier: np.ndarray
-    labels: dict[int, str]
+    labels: dict[int, str]  # every remembered cluster: flows may hold a retired one's ID
+    shown: frozenset[int]  # the clusters shown now (with member flows lately)
     recent: frozenset[int]
     threshold: float
     seconds: float
@@ -91,7 +92,8 @@ class ClusterJob:
         self._inflight: list[Chunk] = []  # ended flows in the job now running
         self.running = False
         self.warm = False
-        self.labels: dict[int, str] = {}
+        self.labels: dict[int, str] = {}  # every remembered cluster's, for flows
+        self.shown: frozenset[int] = frozenset()  # the clusters the cluster table lists
         self.recent: frozenset[int] = frozenset()
         self.threshold = 3.0
         self.jobs = 0
@@ -203,10 +205,11 @@ class ClusterJob:
                 self._clusterer = OnlineClusterer(ports=self.ports, seed=self.seed)
             c = self._clusterer
             a = c.update(cols, final=final)
-            labels = c.labels()
-            recent = frozenset(i for i in labels if c.is_recent(i))
+            shown = frozenset(c.cluster_ids())
+            recent = frozenset(i for i in shown if c.is_recent(i))
             self._result = ClusterResult(slots, cols["flow_id"][:len(slots)], ended,
-                                         a.cluster_id, a.outlier, labels, recent,
+                                         a.cluster_id, a.outlier, c.all_labels(), shown,
+                                         recent,
                                          c.tuning.outlier_threshold,
                                          time.perf_counter() - t0, seq, c.warm)
             return self._result
@@ -230,6 +233,7 @@ class ClusterJob:
         t.cluster[r.slots[ok]] = r.cluster_id[:n][ok]
         t.outlier[r.slots[ok]] = r.outlier[:n][ok]
         self.labels = r.labels
+        self.shown = r.shown
         self.recent = r.recent
         self.threshold = r.threshold
         self.jobs += 1

@@ -66,7 +66,8 @@ class SnapshotBuilder:
         dt = now - self._cluster_wall if self._cluster_wall else self._tick
         self._cluster_wall = now
         c = self.clustering
-        self.clusters = self._cstats.views(dt, c.labels, c.recent, c.threshold)
+        shown = {i: label for i, label in c.labels.items() if i in c.shown}
+        self.clusters = self._cstats.views(dt, shown, c.recent, c.threshold)
 
     def build(self, warnings: Sequence[str], finished: bool = False) -> Snapshot:
         """The Snapshot of this moment; rates are since the previous one."""

@@ -37,7 +37,7 @@ class FlowViewsMixin:
         Keys: flow_id, proto, a_is_lo, port_a, port_b, pkts_a2b, bytes_a2b, pkts_b2a,
         bytes_b2a, first, last, syn, synack, fin, rst, psh, size_mean, size_std,
         iat_mean, iat_std, first_sizes (n x FIRST_SIZES, + = a->b, 0 = none),
-        cluster, outlier, exported, tunnel.
+        cluster, outlier, exported, tunnel, host_b (the responder's address digest).
         """
         sl = np.asarray(slots, dtype=np.int64)
         a_lo = self.a_is_lo[sl]
@@ -67,6 +67,7 @@ class FlowViewsMixin:
             "outlier": self.outlier[sl].astype(np.float64),
             "exported": self.exported[sl],
             "tunnel": self.tunnel[sl],
+            "host_b": np.where(a_lo, self.host_hi[sl], self.host_lo[sl]),
         }
 
     def live_views(self) -> list[FlowView]:
