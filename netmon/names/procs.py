@@ -26,10 +26,10 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from netmon.names.proctext import ANY, TCP, UDP, key_address
+from netmon.names.proctext import ANY, TCP, UDP, key_address, parse_ss
 
 __all__ = ["TCP", "UDP", "UNKNOWN", "ProcessInfo", "ProcessResolver", "ProcessTable",
-           "local_key", "tuple_key"]
+           "local_key", "table_from_ss", "tuple_key"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +111,30 @@ class ProcessTable:
             if hit is None:
                 hit = self.bound.get(key[:1] + ANY + key[17:19], UNKNOWN)
         return hit
+
+
+def table_from_ss(text: str, generation: int = 0) -> ProcessTable:
+    """A table from ``ss -tunp`` output (``-a`` adds listening and unconnected
+    sockets): how an ``--ssh`` source attributes flows on a host where ``ss`` runs.
+    ss gives pid and name only (user, container and namespace stay empty); a socket
+    that several processes share goes to the lowest pid (the parent, as a rule)."""
+    connected: dict[bytes, ProcessInfo] = {}
+    bound: dict[bytes, ProcessInfo] = {}
+    rows = parse_ss(text)
+    pids = set()
+    for row in rows:
+        if not row.processes:
+            continue
+        pid, name = min(row.processes)
+        pids.add(pid)
+        info = ProcessInfo(pid=pid, name=name)
+        if row.remote == ANY and row.rport == 0:
+            bound.setdefault(local_key(row.proto, row.local, row.lport), info)
+        else:
+            connected.setdefault(
+                tuple_key(row.proto, row.local, row.lport, row.remote, row.rport), info)
+    return ProcessTable(connected, bound, sockets=len(rows), processes=len(pids),
+                        generation=generation)
 
 
 class ProcessResolver:
