@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from netmon.flows.keys import KEY_DTYPE
-from netmon.names.procs import UNKNOWN, ProcessInfo, ProcessTable, table_from_ss, tuple_key
+from netmon.names.procs import UNKNOWN, ProcessInfo, ProcessTable, table_from_ss
 from netmon.names.proctext import (
     ANY,
     CONTAINER_MAX,
@@ -26,6 +26,7 @@ from netmon.names.proctext import (
     parse_ss,
     parse_ss_line,
     process_name,
+    tuple_key,
 )
 
 V4 = ("  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  "
@@ -91,10 +92,29 @@ def test_ipv6_lines_and_v4_mapped() -> None:
     "   0: 0100007F:1F90 0200007F:C350 01 0:0 0:0 0 x 0 1",
     "   0: 0100007F:1F90 0200007F:C350 01 0:0 0:0 0 0 0 -",
     "   0: 01000:1F90 0200007F:C350 01 0:0 0:0 0 0 0 1",
+    "   0: 0100007F:-001 0200007F:C350 01 0:0 0:0 0 0 0 1",  # int(x, 16) takes these
+    "   0: 0100007F:+1F9 0200007F:C350 01 0:0 0:0 0 0 0 1",
+    "   0: 0100007F:1F90 +200007F:C350 01 0:0 0:0 0 0 0 1",
+    "   0: 0100007F:1F90 0200007F0200007F0200007F0200007F00:C350 01 0:0 0:0 0 0 0 1",
     "\x1b[2J\x00\x00 " * 1000,
 ])
 def test_bad_lines_are_skipped(line: str) -> None:
     assert parse_proc_net_line(line, TCP) is None
+
+
+def test_memo_decodes_only_new_lines() -> None:
+    seen: dict = {}
+    first = parse_proc_net(V4, TCP, "little", seen=seen)
+    # queues, timers and row numbers change between reads; the memo still hits
+    again = V4.replace("00000000:00000000 00:00000000", "00000010:00000000 02:000000AB")
+    again = again.replace("   1: ", "   7: ")
+    memo, seen2 = seen, {}
+    second = parse_proc_net(again, TCP, "little", memo=memo, seen=seen2)
+    assert second == first and all(a is b for a, b in zip(first, second, strict=True))
+    assert seen2.keys() == seen.keys()
+    # a changed state or inode is a new line
+    third = parse_proc_net(V4.replace(" 01 0000", " 08 0000"), TCP, "little", memo=seen2)
+    assert third[0].state == 8 and third[0] is not first[0]
 
 
 def test_random_garbage_never_raises() -> None:

@@ -26,10 +26,10 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from netmon.names.proctext import ANY, TCP, UDP, key_address, parse_ss
+from netmon.names.proctext import ANY, TCP, UDP, local_key, parse_ss, tuple_key
 
 __all__ = ["TCP", "UDP", "UNKNOWN", "ProcessInfo", "ProcessResolver", "ProcessTable",
-           "local_key", "table_from_ss", "tuple_key"]
+           "table_from_ss"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,20 +53,6 @@ class ProcessInfo:
 
 #: The answer when no process matches: the "unknown" bucket.
 UNKNOWN = ProcessInfo(pid=0, name="unknown")
-
-
-def tuple_key(proto: int, local: bytes, lport: int, remote: bytes, rport: int) -> bytes:
-    """The look-up key of a connected socket: protocol, local address (4 or 16 bytes)
-    and port, remote address and port. Its layout is a flow key's
-    (``netmon.flows.keys.KEY_DTYPE``) without the family byte, so a flow key ``k``
-    looks up its lo end as ``k[0:1] + k[2:38]`` (see :meth:`ProcessTable.owners`)."""
-    return (bytes((proto,)) + key_address(local) + lport.to_bytes(2, "big")
-            + key_address(remote) + rport.to_bytes(2, "big"))
-
-
-def local_key(proto: int, local: bytes, lport: int) -> bytes:
-    """The look-up key of a listening or unconnected socket (wildcard: 16 zeros)."""
-    return bytes((proto,)) + key_address(local) + lport.to_bytes(2, "big")
 
 
 @dataclass(frozen=True)

@@ -14,8 +14,8 @@ namespaces, netmon's own namespace wins (that is where it captures).
 
 Incremental: reading the socket tables is cheap; walking every process's fds is not.
 So the fd walk runs only when a socket's inode has no known owner, visits first the
-processes that were last seen opening sockets, then processes new since the last
-walk, then the rest, and stops as soon as every new inode is placed. An inode that a
+processes new since the last walk, then those that were last seen opening sockets,
+then the rest, and stops as soon as every new inode is placed. An inode that a
 whole walk could not place (a process we may not read, a socket in flight) is not
 hunted again. Process details (name, user, cgroup) are read once per process and
 again every ``info_ttl`` seconds (a process may rename itself).
@@ -34,11 +34,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from netmon.names.procs import ProcessInfo, ProcessTable, local_key, tuple_key
+from netmon.names.procs import ProcessInfo, ProcessTable
 from netmon.names.proctext import (
-    ANY,
     TCP,
     UDP,
+    LineMemo,
     SocketLine,
     cgroup_path,
     container_label,
@@ -84,19 +84,25 @@ class ProcessScanner:
         self._held: dict[tuple[int, int, bytes], _Held] = {}
         self._users: dict[int, str] = {}
         self._generation = 0
+        self._last: ProcessTable | None = None
+        # Parsed lines of the last read of each (namespace, table), to decode only
+        # new sockets (see parse_proc_net).
+        self._memos: dict[tuple[int, str], LineMemo] = {}
         self.own_netns = self._netns("self")
 
     # -- one refresh -----------------------------------------------------------
 
     def refresh(self) -> ProcessTable:
+        """Read the socket tables and place new sockets; the previous table again
+        (same generation) when nothing a look-up sees has changed."""
         now = self.clock()
         pids = self._pids()
         namespaces = self._namespaces(pids)
+        memos: dict[tuple[int, str], LineMemo] = {}
         lines: list[tuple[SocketLine, int]] = []
-        # Own namespace first: on a clash of 4-tuples its socket is the one kept.
-        for ns in sorted(namespaces, key=lambda n: n != self.own_netns):
-            for line in self._socket_lines(namespaces[ns]):
-                lines.append((line, ns))
+        for ns, members in namespaces.items():
+            lines += [(line, ns) for line in self._socket_lines(ns, members, memos)]
+        self._memos = memos
         inodes = {line.inode for line, _ in lines if line.inode}
         alive = set(pids)
         self._owner = {i: p for i, p in self._owner.items() if i in inodes and p in alive}
@@ -108,39 +114,46 @@ class ProcessScanner:
         self._walked &= alive
         for pid in [p for p in self._info if p not in alive]:
             del self._info[pid]
+        changed = False
         for line, ns in lines:
             pid = self._owner.get(line.inode) if line.inode else None
             owner = self._process(pid, ns, now) if pid else None
-            key = (line.proto, line.inode, _endpoints(line))
-            held = self._held.get(key)
+            held = self._held.get((line.inode, line.key))
             if held is None:
-                self._held[key] = _Held(line, ns, owner, now)
+                self._held[(line.inode, line.key)] = _Held(line, ns, owner, now)
+                changed = changed or owner is not None
             else:
                 held.seen = now
                 # A socket whose holder exited (passed on, or held by a process we
                 # may not read) keeps the owner it had.
-                held.owner = owner or held.owner
+                if owner is not None and owner != held.owner:
+                    held.owner = owner
+                    changed = True
+        before = len(self._held)
         self._held = {k: h for k, h in self._held.items() if now - h.seen <= self.grace}
-        self._generation += 1
-        return self._table(len(alive), len(namespaces))
+        if changed or len(self._held) != before or self._last is None:
+            self._generation += 1
+            self._last = self._table(len(namespaces))
+        return self._last
 
-    def _table(self, processes: int, namespaces: int) -> ProcessTable:
+    def _table(self, namespaces: int) -> ProcessTable:
         connected: dict[bytes, ProcessInfo] = {}
         bound: dict[bytes, ProcessInfo] = {}
         # setdefault keeps the first: sockets seen in this refresh win over ones in
-        # their grace period (a 4-tuple reused), the own namespace over others.
+        # their grace period (a 4-tuple reused), netmon's own namespace (where it
+        # captures) over other namespaces.
         order = sorted(self._held.values(),
                        key=lambda h: (-h.seen, h.netns != self.own_netns))
+        pids = set()
         for h in order:
             if h.owner is None:
                 continue
-            ln = h.line
-            if ln.remote == ANY and ln.rport == 0:
-                bound.setdefault(local_key(ln.proto, ln.local, ln.lport), h.owner)
+            pids.add(h.owner.pid)
+            if h.line.bound:
+                bound.setdefault(h.line.key[:19], h.owner)
             else:
-                connected.setdefault(
-                    tuple_key(ln.proto, ln.local, ln.lport, ln.remote, ln.rport), h.owner)
-        return ProcessTable(connected, bound, sockets=len(self._held), processes=processes,
+                connected.setdefault(h.line.key, h.owner)
+        return ProcessTable(connected, bound, sockets=len(self._held), processes=len(pids),
                             namespaces=namespaces, generation=self._generation)
 
     # -- reading /proc ---------------------------------------------------------
@@ -166,27 +179,34 @@ class ProcessScanner:
                 groups.setdefault(ns, []).append(pid)
         return groups
 
-    def _socket_lines(self, members: list[int | str]) -> list[SocketLine]:
+    def _socket_lines(self, ns: int, members: list[int | str],
+                      memos: dict[tuple[int, str], LineMemo]) -> list[SocketLine]:
         # Any live member shows the namespace's tables; the first may exit meanwhile.
         for pid in members[:8]:
-            try:
-                out = parse_proc_net(_read(f"{self.proc}/{pid}/net/tcp"), TCP)
-            except OSError:
-                continue
-            for name, proto in TABLES[1:]:
-                try:  # tcp6 and udp6 are absent where IPv6 is off
-                    out += parse_proc_net(_read(f"{self.proc}/{pid}/net/{name}"), proto)
+            out: list[SocketLine] = []
+            for name, proto in TABLES:
+                try:
+                    text = _read(f"{self.proc}/{pid}/net/{name}")
                 except OSError:
-                    pass
-            return out
+                    if name == "tcp":
+                        break  # this member is gone: try the next
+                    continue  # tcp6 and udp6 are absent where IPv6 is off
+                seen: LineMemo = {}
+                out += parse_proc_net(text, proto, memo=self._memos.get((ns, name)),
+                                      seen=seen)
+                memos[(ns, name)] = seen
+            else:
+                return out
         return []
 
     def _walk_fds(self, pids: list[int], missing: set[int]) -> None:
         pidset = set(pids)
-        first = [p for p in self._recent if p in pidset]
+        # New processes first (few per refresh, and a new socket is often theirs),
+        # then the ones that last gained sockets, then the rest.
         new = [p for p in pids if p not in self._walked]
+        recent = [p for p in self._recent if p in pidset]
         seen: set[int] = set()
-        for pid in (*first, *new, *pids):
+        for pid in (*new, *recent, *pids):
             if pid in seen:
                 continue
             seen.add(pid)
@@ -249,10 +269,6 @@ class ProcessScanner:
                 name = str(uid)
             self._users[uid] = name
         return name
-
-
-def _endpoints(line: SocketLine) -> bytes:
-    return tuple_key(line.proto, line.local, line.lport, line.remote, line.rport)
 
 
 def _bracketed(link: str) -> int:

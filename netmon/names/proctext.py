@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import re
 import socket
+import struct
 import sys
 from dataclasses import dataclass
 
@@ -50,8 +51,8 @@ TCP_LISTEN = 0x0A
 @dataclass(frozen=True, slots=True)
 class SocketLine:
     """One socket of a /proc/net table: protocol, both endpoints (key layout), the
-    kernel's state code, the owning uid and the socket inode (0: no owner, e.g.
-    TIME_WAIT)."""
+    kernel's state code, the owning uid, the socket inode (0: no owner, e.g.
+    TIME_WAIT), and its look-up key (:func:`tuple_key`)."""
 
     proto: int
     local: bytes
@@ -61,6 +62,12 @@ class SocketLine:
     state: int
     uid: int
     inode: int
+    key: bytes
+
+    @property
+    def bound(self) -> bool:
+        """No peer: a listening TCP or an unconnected UDP socket."""
+        return self.rport == 0 and self.remote == ANY
 
 
 def key_address(raw: bytes) -> bytes:
@@ -70,6 +77,21 @@ def key_address(raw: bytes) -> bytes:
     if raw[:12] == _MAPPED:
         return bytes(12) + raw[12:]
     return raw
+
+
+def tuple_key(proto: int, local: bytes, lport: int, remote: bytes, rport: int) -> bytes:
+    """The look-up key of a connected socket: protocol, local address (4 or 16 bytes)
+    and port, remote address and port. Its layout is a flow key's
+    (``netmon.flows.keys.KEY_DTYPE``) without the family byte, so a flow key ``k``
+    looks up its lo end as ``k[0:1] + k[2:38]``."""
+    return (bytes((proto,)) + key_address(local) + lport.to_bytes(2, "big")
+            + key_address(remote) + rport.to_bytes(2, "big"))
+
+
+def local_key(proto: int, local: bytes, lport: int) -> bytes:
+    """The look-up key of a listening or unconnected socket (wildcard: 16 zeros):
+    the first 19 bytes of a :func:`tuple_key`."""
+    return bytes((proto,)) + key_address(local) + lport.to_bytes(2, "big")
 
 
 def key_address_text(text: str) -> bytes | None:
@@ -82,27 +104,34 @@ def key_address_text(text: str) -> bytes | None:
     return None
 
 
+_BIG_WORDS = struct.Struct(">4I")
+_LITTLE_WORDS = struct.Struct("<4I")
+
+
 def _hex_address(text: str, byteorder: str) -> bytes | None:
     # The kernel prints each 32-bit word of the address with %08X in host byte order,
     # so on a little-endian machine every group of 4 bytes comes out reversed.
-    if len(text) not in (8, 32):
-        return None
     try:
-        raw = bytes.fromhex(text)
+        raw = bytes.fromhex(text)  # hex digits only: int(x, 16) would take "+1_f"
     except ValueError:
         return None
+    if len(raw) == 4:
+        return bytes(12) + (raw[::-1] if byteorder == "little" else raw)
+    if len(raw) != 16:
+        return None
     if byteorder == "little":
-        raw = b"".join(raw[i:i + 4][::-1] for i in range(0, len(raw), 4))
-    return key_address(raw)
+        raw = _LITTLE_WORDS.pack(*_BIG_WORDS.unpack(raw))
+    return bytes(12) + raw[12:] if raw[:12] == _MAPPED else raw
 
 
-def _endpoint(text: str, byteorder: str) -> tuple[bytes, int] | None:
+def _endpoint(text: str, byteorder: str) -> bytes | None:
+    """An endpoint in key layout: 16 address bytes and 2 port bytes (big-endian)."""
     addr, sep, port = text.partition(":")
     if not sep or len(port) != 4:
         return None
     raw = _hex_address(addr, byteorder)
     try:
-        return (raw, int(port, 16)) if raw is not None else None
+        return raw + bytes.fromhex(port) if raw is not None else None
     except ValueError:
         return None
 
@@ -116,6 +145,10 @@ def parse_proc_net_line(line: str, proto: int,
     # sl local rem st tx:rx tr:tm retrnsmt uid timeout inode ...
     if len(f) < 10 or not f[0].endswith(":"):
         return None
+    return _socket_line(f, proto, byteorder)
+
+
+def _socket_line(f: list[str], proto: int, byteorder: str) -> SocketLine | None:
     local = _endpoint(f[1], byteorder)
     remote = _endpoint(f[2], byteorder)
     try:
@@ -124,14 +157,37 @@ def parse_proc_net_line(line: str, proto: int,
         return None
     if local is None or remote is None:
         return None
-    return SocketLine(proto, local[0], local[1], remote[0], remote[1], state, uid, inode)
+    return SocketLine(proto, local[:16], int.from_bytes(local[16:], "big"), remote[:16],
+                      int.from_bytes(remote[16:], "big"), state, uid, inode,
+                      bytes((proto,)) + local + remote)
 
 
-def parse_proc_net(text: str, proto: int, byteorder: str = sys.byteorder) -> list[SocketLine]:
-    """Every socket of one /proc/net table's text (the header and bad lines skipped)."""
+_MISS = SocketLine(0, ANY, 0, ANY, 0, 0, 0, 0, b"")
+#: A memo of parsed lines by their lasting fields (see :func:`parse_proc_net`).
+LineMemo = dict[tuple[str, ...], "SocketLine | None"]
+
+
+def parse_proc_net(text: str, proto: int, byteorder: str = sys.byteorder,
+                   memo: LineMemo | None = None, seen: LineMemo | None = None,
+                   ) -> list[SocketLine]:
+    """Every socket of one /proc/net table's text (the header and bad lines skipped).
+
+    Decoding hex addresses is most of the cost, and a socket's line changes from one
+    read to the next only in fields nobody here uses (queues, timers, its row
+    number): a caller that reads the table again passes the ``memo`` it got as
+    ``seen`` last time (lines keyed by endpoints, state, uid and inode), so only new
+    sockets are decoded. ``seen`` gets exactly this read's lines (bounded memory)."""
     out = []
     for line in text.splitlines():
-        row = parse_proc_net_line(line, proto, byteorder)
+        f = line[:LINE_CAP].split()
+        if len(f) < 10 or not f[0].endswith(":"):
+            continue
+        lasting = (f[1], f[2], f[3], f[7], f[9])
+        row = memo.get(lasting, _MISS) if memo is not None else _MISS
+        if row is _MISS:
+            row = _socket_line(f, proto, byteorder)
+        if seen is not None:
+            seen[lasting] = row
         if row is not None:
             out.append(row)
     return out
