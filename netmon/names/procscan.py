@@ -12,18 +12,27 @@ inodes a process holds (``socket:[12345]``). Sockets of other network namespaces
 its namespace's sockets) is read per namespace. When one 4-tuple is in two
 namespaces, netmon's own namespace wins (that is where it captures).
 
-Incremental: reading the socket tables is cheap; walking every process's fds is not.
-So the fd walk runs only when a socket's inode has no known owner, visits first the
-processes new since the last walk, then those that were last seen opening sockets,
-then the rest, and stops as soon as every new inode is placed. An inode that a
-whole walk could not place (a process we may not read, a socket in flight) is not
-hunted again. Process details (name, user, cgroup) are read once per process and
-again every ``info_ttl`` seconds (a process may rename itself).
+Incremental: the socket tables are read whole each time (only new lines are decoded);
+walking every process's fds costs in proportion to all open files, so it runs only
+when a socket's inode has no known owner, visits first the processes new since the
+last walk, then those that were last seen opening sockets, then the rest, and stops as
+soon as every new inode is placed. An inode that a whole walk could not place (a
+process we may not read, a socket in flight) is hunted again only after ``rehunt``
+seconds. Process details (name, user, cgroup) are read once per process and again
+every ``info_ttl`` seconds (a process may rename itself).
 
-Measured with ``python -m netmon.bench procs`` on this machine (2 vCPUs, Linux 6.18,
-Python 3.11), 300 extra processes holding 3000 TCP sockets (plus ~100 others): a full
-refresh from cold (every fd link read) 61 ms, a refresh with nothing new 14 ms, a
-refresh after 50 new sockets in one busy process 16 ms; look-ups 0.4 us each.
+Measured with ``python -m netmon.bench procs`` on this machine (2 vCPUs shared with
+other jobs, load average 3 to 11 during the runs, hence ranges; Linux 6.18, Python
+3.11): 300 extra processes each holding 11 loopback TCP sockets, 3.5 k to 8 k sockets
+in the tables with TIME_WAITs, one namespace. Cold refresh (every fd link and every
+owner's details read) 165-510 ms; nothing new 36-130 ms (mostly the kernel writing
+/proc/net/tcp, ~6 us a socket here, and splitting its lines); 50 new sockets in a busy
+process 48-190 ms; a new process 100-250 ms; a new socket in an idle process (the
+whole fd walk) 130-320 ms. Baselines in the same runs: ``psutil.net_connections()``
+97-470 ms, ``ss -tunap`` 80-250 ms. Look-ups: 1.3-4 us for one end, ~2 us for both
+ends of a flow key. At the resolver's default period (2 s) the steady cost is 2-6 %
+of one core, in slices the GIL's switch interval (5 ms) interleaves with the reactor.
+Faster would be netlink sock_diag instead of /proc/net (not done).
 """
 
 from __future__ import annotations
@@ -67,16 +76,18 @@ class _Held:
 
 class ProcessScanner:
     """Builds :class:`ProcessTable` s from ``proc`` (``/proc``); keeps sockets that
-    disappeared for ``grace`` seconds with their last owner."""
+    disappeared for ``grace`` seconds with their last owner; re-reads a process's
+    details after ``info_ttl`` seconds; see the module docstring for ``rehunt``."""
 
     def __init__(self, proc: str = "/proc", grace: float = 30.0, info_ttl: float = 10.0,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 rehunt: float = 60.0, clock: Callable[[], float] = time.monotonic) -> None:
         self.proc = proc
         self.grace = grace
         self.info_ttl = info_ttl
+        self.rehunt = rehunt
         self.clock = clock
         self._owner: dict[int, int] = {}  # inode -> pid (first seen holding it)
-        # Inodes a whole fd walk did not find -> when; hunted again after info_ttl.
+        # Inodes a whole fd walk did not find -> when; hunted again after rehunt.
         self._unplaceable: dict[int, float] = {}
         self._info: dict[int, tuple[float, ProcessInfo]] = {}  # pid -> (read at, info)
         self._walked: set[int] = set()  # pids whose fds a walk read
@@ -107,7 +118,7 @@ class ProcessScanner:
         alive = set(pids)
         self._owner = {i: p for i, p in self._owner.items() if i in inodes and p in alive}
         self._unplaceable = {i: t for i, t in self._unplaceable.items()
-                             if i in inodes and now - t < self.info_ttl}
+                             if i in inodes and now - t < self.rehunt}
         missing = inodes - self._owner.keys() - self._unplaceable.keys()
         if missing:
             self._walk_fds(pids, missing)
