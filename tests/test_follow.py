@@ -267,7 +267,7 @@ def as_tshark(chunks: tuple[FollowChunk, ...]) -> list[tuple[int, str]]:
     out = []
     for c in chunks:
         if c.missing:
-            out.append((c.direction, f"[{c.missing} bytes missing in capture file].")[:])
+            out.append((c.direction, f"[{c.missing} bytes missing in capture file]."))
         else:
             out.append((c.direction, payload_ascii(c.data)))
     return out

@@ -172,6 +172,17 @@ class PacketExportResult:
     error: str = ""
 
 
+def no_packets_reason(flow: FlowView) -> str:
+    """Why ``flow`` has no packets at all ("" when it was captured as packets)."""
+    if flow.exported:
+        return ("no packets exist for this flow: it comes from exported flow records "
+                "(NetFlow/IPFIX), which carry totals only")
+    if flow.listener:
+        return ("no packets exist for this flow: it is a connection to netmon's listener, "
+                "measured from the socket, not captured")
+    return ""
+
+
 class EngineLink(Protocol):
     """What the UI may ask of the engine; every reply arrives once, off the UI thread."""
 
