@@ -132,7 +132,11 @@ class FlowScreen(NetmonScreen):
     def _show_known(self) -> None:
         packetless = bool(no_packets_reason(self.flow))
         self.query_one("#flow-known", Static).display = packetless
-        self.query_one(PacketsTable).display = not packetless
+        table = self.query_one(PacketsTable)
+        table.display = not packetless
+        table.can_focus = not packetless  # Enter then reaches the screen, which says why
+        if packetless and self.focused is table:
+            self.set_focus(None)
         if packetless:
             self.query_one("#flow-known", Static).update(known_text(self.flow))
 
@@ -179,8 +183,6 @@ class FlowScreen(NetmonScreen):
             line.append(f" · {grouped(self.dropped_older)} older ones no longer kept")
         if count:
             line.append(" · Enter dissects with tshark")
-            if self.flow.proto in (PROTO_TCP, PROTO_UDP):
-                line.append(" · f follows the stream")
         if self.error:
             line.append(" · ")
             line.append(safe_text(self.error), "bold reverse")
