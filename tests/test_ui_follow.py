@@ -71,7 +71,7 @@ async def test_f_follows_a_tcp_stream_in_two_colours_and_h_shows_hex() -> None:
         await pilot.pause()
         text = screen_text(app)
         assert "00000000  47 45 54 20 2f 69 6e 64" in text  # "GET /ind"
-        assert "    00000000  48 54 54 50" in text  # the responder's lines are indented
+        assert "00000000  48 54 54 50 2f 31" in text  # the responder's offsets start at 0
         await pilot.press("h")
         await pilot.pause()
         assert "GET /index.html HTTP/1.1" in screen_text(app)

@@ -82,14 +82,14 @@ def stream_text(chunks: Sequence[FollowChunk], limit: int = MAX_SHOWN) -> Text:
 
 def stream_hex(chunks: Sequence[FollowChunk], limit: int = MAX_SHOWN) -> Text:
     """The stream as a hex dump, chunk by chunk, offsets counted per direction
-    (Wireshark's hex dump view: the responder's lines indented)."""
+    (Wireshark's hex dump view; each side in its colour, not indented, so a row fits
+    80 columns)."""
     out = Text(no_wrap=True)
     offset = {1: 0, -1: 0, 0: 0}
     shown = 0
     for c in chunks:
-        indent = "    " if c.direction < 0 else ""
         if c.missing or c.packets:
-            out.append(f"{indent}{_gap_note(c)}\n", f"{_style(c.direction)} reverse")
+            out.append(f"{_gap_note(c)}\n", f"{_style(c.direction)} reverse")
             offset[c.direction] += c.missing
             continue
         if shown >= limit:
@@ -99,7 +99,7 @@ def stream_hex(chunks: Sequence[FollowChunk], limit: int = MAX_SHOWN) -> Text:
         for i in range(0, len(data), _HEX_ROW):
             row = data[i:i + _HEX_ROW]
             hexes = " ".join(f"{b:02x}" for b in row)
-            line = (f"{indent}{offset[c.direction] + i:08x}  {hexes:<{_HEX_ROW * 3 - 1}}  "
+            line = (f"{offset[c.direction] + i:08x}  {hexes:<{_HEX_ROW * 3 - 1}}  "
                     f"{payload_ascii(row).replace(chr(10), '.').replace(chr(13), '.')}\n")
             out.append(line, _style(c.direction))
         offset[c.direction] += len(c.data)
