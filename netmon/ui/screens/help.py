@@ -25,6 +25,8 @@ KEYS: tuple[tuple[str, str], ...] = (
     ("h", "flow list: the hosts among its flows, and back"),
     ("[  ]", "flow list: previous / next page"),
     ("p  Space", "pause the view; capture goes on, the header counts it"),
+    ("n  p", "packet: next / previous kept packet of the flow (p does not pause there)"),
+    ("← →  Enter", "packet: collapse / expand a layer; the item's bytes light up in hex"),
     ("e", "export the view: flows, clusters (CSV, JSON), a BPF"),
     ("t", "next colour theme"),
     ("?", "this help"),
