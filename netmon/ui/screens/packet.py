@@ -21,6 +21,7 @@ from textual import events
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Container, Vertical
+from textual.widget import Widget
 from textual.widgets import Footer, Static, Tree
 
 from netmon.core.link import Dissection, DissectNode, ExportRequest, FlowQuery
@@ -38,6 +39,22 @@ if TYPE_CHECKING:
 WIDE = 140
 #: Dissections kept on the screen (back and forth with n / p without tshark again).
 CACHE = 16
+
+
+class _Line(Widget):
+    """One line of text whose updates repaint it alone (``Static.update`` lays out the
+    whole screen again: 30+ ms a key with a big tree)."""
+
+    def __init__(self, *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self.text = Text()
+
+    def show(self, text: Text) -> None:
+        self.text = text
+        self.refresh()
+
+    def render(self) -> Text:
+        return self.text
 
 
 class PacketScreen(NetmonScreen):
@@ -71,7 +88,7 @@ class PacketScreen(NetmonScreen):
         with Container(id="dissection-body"):
             yield ProtocolTree(id="protocol-tree")
             with Vertical(id="bytes-pane"):
-                yield Static(id="bytes-caption")
+                yield _Line(id="bytes-caption")
                 yield HexView(id="hex-view")
         yield Footer(compact=True)
 
@@ -199,7 +216,7 @@ class PacketScreen(NetmonScreen):
         else:
             line.append(" · selected: no bytes of this frame (generated, or from "
                         "reassembled data)")
-        self.query_one("#bytes-caption", Static).update(line)
+        self.query_one("#bytes-caption", _Line).show(line)
 
     def export_request(self) -> ExportRequest:
         return ExportRequest(self.netmon.export_dir, FlowQuery(filter=flow_filter(self.flow)))

@@ -108,23 +108,29 @@ class HexView(ScrollView, can_focus=False):
         return strip.crop_extend(scroll_x, scroll_x + width, base)
 
     def _segments(self, row: int, base: Style) -> list[Segment]:
-        chunk = self.data[row * ROW:(row + 1) * ROW]
-        lit = base + self.get_component_rich_style("hex-view--highlight", partial=True)
-        muted = base + self.get_component_rich_style("hex-view--offset", partial=True)
-        lo, hi = self.span
+        """Row ``row`` as a few runs of text: offset, hex before / in / after the
+        highlight, then the same for ASCII (a highlighted run keeps its gaps, so the
+        field reads as one block, as in Wireshark)."""
         at = row * ROW
-        segs = [Segment(f"{at:0{self._digits}x}  ", muted)]
-        # Hex cells, then ASCII: a highlighted run stays one segment, gaps included,
-        # so the marked field reads as one block as in Wireshark.
-        for kind in ("hex", "ascii"):
-            for i, b in enumerate(chunk):
-                on = lo <= at + i < hi
-                text = f"{b:02x}" if kind == "hex" else _ASCII[b]
-                segs.append(Segment(text, lit if on else base))
-                if kind == "hex" and i < ROW - 1:
-                    gap = "  " if i == 7 else " "
-                    segs.append(Segment(gap, lit if on and lo <= at + i + 1 < hi else base))
-            if kind == "hex":
-                used = sum(len(seg.text) for seg in segs[1:])  # short last row: pad
-                segs.append(Segment(" " * (ROW * 3 - used) + "  ", base))
+        chunk = self.data[at:at + ROW]
+        text = hex_row(chunk, 0, self._digits)  # this row's text, offset fixed below
+        offset = f"{at:0{self._digits}x}"
+        muted = base + self.get_component_rich_style("hex-view--offset", partial=True)
+        segs = [Segment(offset, muted)]
+        lo, hi = max(self.span[0] - at, 0), min(self.span[1] - at, len(chunk))
+        hex_at = self._digits + 2
+        ascii_at = hex_at + ROW * 3 + 2  # 16 cells, their gaps, two spaces
+        if lo >= hi:  # nothing of this row is highlighted
+            segs.append(Segment(text[self._digits:], base))
+            return segs
+        lit = base + self.get_component_rich_style("hex-view--highlight", partial=True)
+
+        def cell(i: int) -> int:  # column of byte i's first hex digit
+            return hex_at + 3 * i + (1 if i >= 8 else 0)
+
+        for a, b, c in ((self._digits, cell(lo), cell(hi - 1) + 2),
+                        (cell(hi - 1) + 2, ascii_at + lo, ascii_at + hi)):
+            segs.append(Segment(text[a:b], base))
+            segs.append(Segment(text[b:c], lit))
+        segs.append(Segment(text[ascii_at + hi:], base))
         return segs
