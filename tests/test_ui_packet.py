@@ -20,7 +20,7 @@ from netmon.ui import FixedFeed, NetmonApp, make_app
 from netmon.ui.messages import PacketDissected
 from netmon.ui.screens import FlowScreen, PacketScreen
 from netmon.ui.widgets import FlowsTable, HexView, PacketsTable, ProtocolTree
-from netmon.ui.widgets._hex_view import ROW, row_width
+from netmon.ui.widgets._hex_view import ROW, ascii_column, hex_row, offset_digits, row_width
 from netmon.ui.widgets._protocol_tree import LABEL_MAX
 from tests.conftest import captures_dir
 from tests.test_dissect import pcapng_frames
@@ -299,3 +299,18 @@ def test_fake_dissections_are_real_frames() -> None:
         if addr.version == 4 and ":" in flow.addr_b:
             addr = ipaddress.ip_address(f"::ffff:{flow.addr_a}")  # the fake maps it
         assert d.data[src.start:src.start + src.length] == addr.packed
+
+
+def test_hex_rows_are_aligned_and_printable() -> None:
+    data = bytes(range(256)) + b"\x1b[2J\x07"
+    assert ascii_column(bytes(range(256))) == "." * 32 + "".join(
+        chr(c) for c in range(32, 127)) + "." * 129
+    rows = [hex_row(data, r) for r in range((len(data) + 15) // 16)]
+    # the hex of a short last row is padded, so its ASCII lines up with the others'
+    assert {len(r) for r in rows[:-1]} == {row_width()}
+    assert len(rows[-1]) == row_width() - ROW + 5
+    assert rows[1] == ("0010  10 11 12 13 14 15 16 17  18 19 1a 1b 1c 1d 1e 1f  "
+                       "................")
+    assert rows[-1] == "0100  1b 5b 32 4a 07" + " " * 36 + ".[2J."
+    assert all(ch.isprintable() for r in rows for ch in r)
+    assert offset_digits(65536) == 4 and offset_digits(65537) == 5
