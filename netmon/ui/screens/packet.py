@@ -117,6 +117,8 @@ class PacketScreen(NetmonScreen):
             where = "last" if step > 0 else "first"
             self.notify(f"packet #{here} is the {where} kept packet of this flow",
                         timeout=2)
+            # a live flow may have more by now: the next press will know
+            self.netmon.engine.list_packets(self.flow.flow_id, self)
             return
         self._go(min(later) if step > 0 else max(later))
 
