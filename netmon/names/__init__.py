@@ -1,0 +1,8 @@
+"""Passive names from the wire: pure parsers of DNS answers, TLS/QUIC SNI, HTTP request
+Host and SSH banners, and the bounded cache of address -> name they feed.
+
+Layer: sits beside ``netflow`` and ``ingest`` (imports only ``core``, the stdlib, numpy and
+cryptography); ``flows`` and above may import it. Every parser takes bytes (one datagram,
+or a payload prefix fed chunk by chunk), bounds what it buffers, never raises on garbage,
+and returns frozen values whose strings are capped and safe for a terminal.
+"""
