@@ -176,6 +176,7 @@ def _named(records: list[tuple[int, bytes, bytes, int, int, bool]], questions: l
     for owner, target in cnames.items():
         back.setdefault(target, owner)
     asked = {q.lower() for q in questions}
+    texts: dict[bytes, str] = {}  # one string per name: a CDN's many addresses share it
     out: list[AddressName] = []
     for section, owner, data, family, ttl, flush in records:
         if family == 0:  # PTR: the owner is the address, the target the name
@@ -183,7 +184,8 @@ def _named(records: list[tuple[int, bytes, bytes, int, int, bool]], questions: l
             if packed is None:
                 continue
             addr, family = packed
-            out.append(AddressName(addr, family, _text(data), "", ttl, TYPE_PTR, section, flush))
+            out.append(AddressName(addr, family, _text(data, texts), "", ttl, TYPE_PTR, section,
+                                   flush))
             continue
         name = owner
         if section == 0:
@@ -195,8 +197,8 @@ def _named(records: list[tuple[int, bytes, bytes, int, int, bool]], questions: l
                 seen.add(key)
             if key in asked or key != owner.lower():
                 name = shown.get(key, key)
-        alias = _text(owner) if name.lower() != owner.lower() else ""
-        out.append(AddressName(data, family, _text(name), alias, ttl,
+        alias = _text(owner, texts) if name.lower() != owner.lower() else ""
+        out.append(AddressName(data, family, _text(name, texts), alias, ttl,
                                TYPE_A if family == 4 else TYPE_AAAA, section, flush))
     return tuple(out)
 
@@ -237,9 +239,14 @@ def _read_name(msg: bytes, off: int) -> tuple[bytes, int]:
     return b".".join(labels), (end if end >= 0 else off)
 
 
-def _text(name: bytes) -> str:
+def _text(name: bytes, memo: dict[bytes, str] | None = None) -> str:
     """A wire name as terminal-safe text (undecodable bytes as \\xNN)."""
-    return safe_text(name.decode("utf-8", "backslashreplace"), NAME_TEXT_MAX)
+    if memo is not None and name in memo:
+        return memo[name]
+    text = safe_text(name.decode("utf-8", "backslashreplace"), NAME_TEXT_MAX)
+    if memo is not None:
+        memo[name] = text
+    return text
 
 
 def _reverse_address(owner: bytes) -> tuple[bytes, int] | None:
