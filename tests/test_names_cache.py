@@ -146,3 +146,13 @@ def test_memory_per_entry_is_as_documented() -> None:
     per = used / n
     print(f"{per:.0f} bytes per entry")
     assert per < 360, per  # the docstring says 334
+
+
+def test_the_names_benchmark_runs_and_the_fuzz_target_finds_nothing(capsys) -> None:
+    from netmon.bench import fuzz, names
+
+    assert names.main(["--repeat", "1", "--addresses", "2000"]) == 0
+    out = capsys.readouterr().out
+    assert "responses/s" in out and "lookup_many" in out and "banners/s" in out
+    result = fuzz.fuzz("names", 2.0, 14)
+    assert result["runs"] > 1000 and result["crashes"] == 0, result["first_crash"]
