@@ -123,9 +123,10 @@ def _parse(msg: bytes, mdns: bool) -> DnsMessage | None:
     cnames: dict[bytes, bytes] = {}  # lower-case owner -> lower-case target (answer section)
     shown: dict[bytes, bytes] = {}  # lower-case name -> the name as sent, for the text
     records: list[tuple[int, bytes, bytes, int, int, bool]] = []
+    memo: dict[int, tuple[bytes, int, int]] = {}  # offset -> a name read there
     try:
         for _ in range(qd):
-            name, off = _read_name(msg, off)
+            name, off = _read_name(msg, off, memo)
             if off + 4 > len(msg):
                 raise _Malformed
             off += 4
@@ -134,7 +135,7 @@ def _parse(msg: bytes, mdns: bool) -> DnsMessage | None:
                 shown.setdefault(name.lower(), name)
         for section, count in ((0, an), (1, ns), (2, ar)):
             for _ in range(count):
-                owner, off = _read_name(msg, off)
+                owner, off = _read_name(msg, off, memo)
                 if off + 10 > len(msg):
                     raise _Malformed
                 rtype, rclass, ttl, rdlen = _RR.unpack_from(msg, off)
@@ -153,7 +154,7 @@ def _parse(msg: bytes, mdns: bool) -> DnsMessage | None:
                     elif rtype == TYPE_AAAA and rdlen == 16:
                         records.append((section, owner, msg[off:end], 6, ttl, flush))
                     elif rtype in (TYPE_CNAME, TYPE_PTR):
-                        target, tend = _read_name(msg, off)
+                        target, tend = _read_name(msg, off, memo)
                         if tend > end:
                             raise _Malformed
                         if rtype == TYPE_CNAME and section == 0:
@@ -203,14 +204,21 @@ def _named(records: list[tuple[int, bytes, bytes, int, int, bool]], questions: l
     return tuple(out)
 
 
-def _read_name(msg: bytes, off: int) -> tuple[bytes, int]:
-    """The name at ``off`` as dotted bytes (root: b""), and the offset after it."""
+def _read_name(msg: bytes, off: int, memo: dict[int, tuple[bytes, int, int]]
+               ) -> tuple[bytes, int]:
+    """The name at ``off`` as dotted bytes (root: b""), and the offset after it.
+
+    ``memo`` (one per message) maps offsets where a name was read whole to (name,
+    wire bytes, jumps): a pointer to such an offset reuses it, with the same limits
+    checked as if it were read again (answers point at the question's name)."""
     labels: list[bytes] = []
+    start = off
     wire = 1  # the root's zero byte
     end = -1  # where the name ends in the message (after its first pointer)
     floor = off  # every jump must land strictly before the last one's target
     jumps = 0
     n = len(msg)
+    suffix = b""
     while True:
         if off >= n:
             raise _Malformed
@@ -226,8 +234,16 @@ def _read_name(msg: bytes, off: int) -> tuple[bytes, int]:
                 raise _Malformed  # forward or self pointer: could loop
             if end < 0:
                 end = off + 2
-            floor = off = target
             jumps += 1
+            known = memo.get(target)
+            if known is not None:
+                suffix, more, deeper = known
+                wire += more - 1
+                jumps += deeper
+                if wire > NAME_WIRE_MAX or jumps > _MAX_JUMPS:
+                    raise _Malformed
+                break
+            floor = off = target
             continue
         if length > LABEL_MAX:  # 0x40 / 0x80: extended label types, not in use
             raise _Malformed
@@ -236,7 +252,11 @@ def _read_name(msg: bytes, off: int) -> tuple[bytes, int]:
             raise _Malformed
         labels.append(msg[off + 1: off + 1 + length])
         off += 1 + length
-    return b".".join(labels), (end if end >= 0 else off)
+    if suffix:
+        labels.append(suffix)
+    name = b".".join(labels)
+    memo[start] = (name, wire, jumps)
+    return name, (end if end >= 0 else off)
 
 
 def _text(name: bytes, memo: dict[bytes, str] | None = None) -> str:
