@@ -77,7 +77,10 @@ def main(argv: list[str] | None = None) -> int:
     records = sum(len(m.names) for m in msgs if m)
     rounds = max(1, 20_000 // len(payloads))
     work = payloads * rounds
-    t = best(lambda: [parse_dns(p) for p in work], rep)
+    def parse_all() -> None:
+        for p in work:  # results dropped as they come, as the ingest path would
+            parse_dns(p)
+    t = best(parse_all, rep)
     print(f"DNS: {len(payloads)} responses from {origin}, {records} address records")
     print(f"  parse_dns: {len(work) / t:,.0f} responses/s, {records * rounds / t:,.0f} "
           f"address records/s ({1e6 * t / len(work):.1f} us per response)")
