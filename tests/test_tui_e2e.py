@@ -46,12 +46,12 @@ def test_replay_drill_to_dissection_and_quit() -> None:
         term.keys("Enter")  # the cluster under the cursor -> its flows
         screen = term.wait_for(lambda s: "› flows" in s and "TCP" in s)
         term.keys("Enter")  # the biggest flow -> its packets
-        screen = term.wait_for(lambda s: "recent packets" in s and "SYN" in s)
+        screen = term.wait_for(lambda s: "packets kept" in s and "SYN" in s)
         term.keys("Enter")  # the first packet -> tshark's dissection
         screen = term.wait_for(lambda s: "Ethernet II" in s and "eth:ethertype:ip:tcp" in s
                                and "Frame 1" in s, timeout=40)
         term.keys("Escape")
-        term.wait_for(lambda s: "recent packets" in s)
+        term.wait_for(lambda s: "packets kept" in s)
         term.keys("Escape")
         term.wait_for(lambda s: "› flows" in s)
         term.keys("Escape")
