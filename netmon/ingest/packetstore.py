@@ -18,8 +18,8 @@ Memory. Bytes sit in one arena of 128-byte blocks; a frame takes the smallest wi
 class that holds it (:data:`WIDTHS`: 128, 256, 512, 1536 or 2048 bytes), so a 66-byte
 ACK costs one block and 2 KB only goes to frames that need it. Index rows cost
 :data:`ROW_BYTES` each. Everything allocated (index columns, arena, the list of ended
-flows) counts against ``budget``; :attr:`PacketStore.nbytes` never exceeds it (a
-compaction briefly holds the old and the new arrays together).
+flows) counts against ``budget``; :attr:`PacketStore.nbytes` never exceeds it (growing,
+or re-splitting the budget between index and arena, briefly holds old and new arrays).
 
 Hot path (:meth:`PacketStore.append`), all vectorised: a packet is kept when it is one
 of its flow's first (``seq < first``) or one of the last ``recent`` of its flow in this
@@ -32,8 +32,8 @@ are not removed there: queries hide them (``seq <= newest - recent``) and the ne
 compaction drops them. When the arrays are full and may not grow within the budget, a
 compaction (:mod:`netmon.ingest.packetevict`) plans which rows stay under a low-water
 mark, fairly (stale rows, then ended flows oldest first, then water-filling of live
-flows' recent packets, then of their first packets), and gathers them into fresh arrays
-sorted by (flow, seq), which the next compaction's stable sort exploits.
+flows' recent packets, then of their first packets), and packs them to the front of the
+same arrays, in place (no fresh pages to fault in), keeping their order.
 """
 
 from __future__ import annotations
@@ -57,8 +57,9 @@ DEFAULT_MB = 128
 #: The arena's block, and the width classes of kept frames (multiples of a block).
 BLOCK = 128
 WIDTHS = (128, 256, 512, 1536, 2048)
-#: A compaction keeps at most this share of the budget, so the next one is some way off.
-LOW_WATER = 0.75
+#: A compaction keeps at most this share of the budget, so the next one is some way off:
+#: each moves up to LOW_WATER of the budget to make room for 1 - LOW_WATER of new rows.
+LOW_WATER = 0.6
 #: An append is cut into pieces of at most this share of the budget.
 _PIECE = 0.25
 #: Tiers of a kept packet (``StorePackets.tier``).
@@ -317,35 +318,39 @@ class PacketStore:
             arena[:bt] = self._arena[:bt]
             self._arena = arena
 
-    def _realloc(self, rows: np.ndarray, mcap: int, bcap: int) -> None:
-        """Fresh arrays of ``mcap`` rows and ``bcap`` blocks holding ``rows`` (in that
-        order) and their bytes, packed at the front."""
-        old = self._cols
-        new = {}
+    def _pack(self, rows: np.ndarray, mcap: int, bcap: int) -> None:
+        """Keep only ``rows`` (ascending) and their bytes, packed at the front of arrays of
+        ``mcap`` rows and ``bcap`` blocks: in place when the size stays (every row and
+        block moves towards the front, so copying in ascending order is safe, and no
+        fresh pages are touched), else into new arrays."""
+        k = len(rows)
         for name, dtype in _COLUMNS:
-            col = np.empty(mcap, dtype=dtype)
-            np.take(old[name], rows, out=col[:len(rows)])
-            new[name] = col
-        slen = new["slen"][:len(rows)]
+            old = self._cols[name]
+            col = old if len(old) == mcap else np.empty(mcap, dtype=dtype)
+            col[:k] = old[rows]
+            self._cols[name] = col
+        c = self._cols
+        slen = c["slen"][:k]
         nb = np.where(slen > 0, self._blocks[np.minimum(np.searchsorted(self._widths, slen),
                                                         len(self._blocks) - 1)], 0)
-        arena = np.empty((bcap, BLOCK), dtype=np.uint8)
         used = int(nb.sum())
+        old = self._arena
+        arena = old if len(old) == bcap else np.empty((bcap, BLOCK), dtype=np.uint8)
         if used:
-            starts = new["block"][:len(rows)]
-            has = nb > 0
+            starts = c["block"][:k]
+            has = np.flatnonzero(nb > 0)
+            has = has[np.argsort(starts[has], kind="stable")]  # by where the bytes are now
             nbh = nb[has]
-            # Every kept block, in the new order: block i of a row is its start + i.
-            first = np.repeat(starts[has] - np.r_[0, np.cumsum(nbh)[:-1]], nbh)
-            src = first + np.arange(used)
-            for lo in range(0, used, 1 << 16):  # bounded temporary copies
-                hi = min(lo + (1 << 16), used)
-                arena[lo:hi] = self._arena[src[lo:hi]]
-            new_start = np.full(len(rows), -1, dtype=np.int32)
-            new_start[has] = np.r_[0, np.cumsum(nbh)[:-1]]
-            starts[:] = new_start
-        self._cols, self._arena = new, arena
-        self._n, self._bt = len(rows), used
+            new_start = np.r_[0, np.cumsum(nbh)[:-1]]
+            # Every kept block, ascending: block i of a row is its start + i.
+            src = np.repeat(starts[has] - new_start, nbh) + np.arange(used)
+            step = 1 << 15  # 4 MB temporaries
+            for lo in range(0, used, step):
+                hi = min(lo + step, used)
+                arena[lo:hi] = old[src[lo:hi]]
+            starts[has] = new_start
+        self._arena = arena
+        self._n, self._bt = k, used
 
     def _compact(self, rows: int, blocks: int) -> None:
         """Make room for ``rows`` index rows and ``blocks`` blocks: drop rows (see
@@ -376,10 +381,16 @@ class PacketStore:
         room = max(room, 0)
         r, b = self._since if any(self._since) else (kept_rows, kept_blocks)
         share = (r * ROW_BYTES) / (r * ROW_BYTES + b * BLOCK) if r or b else 0.25
-        mcap = kept_rows + rows + int(room * share) // ROW_BYTES
-        bcap = kept_blocks + blocks + int(room * (1 - share)) // BLOCK
+        mroom, broom = int(room * share) // ROW_BYTES, int(room * (1 - share)) // BLOCK
+        mcap, bcap = len(c["flow"]), len(self._arena)
+        # The arrays stay (compacted in place) while each leaves at least half the room
+        # recent appends would want there; else they are split anew.
+        if (mcap - kept_rows - rows < mroom // 2 or bcap - kept_blocks - blocks < broom // 2
+                or mcap * ROW_BYTES + bcap * BLOCK > self.budget - self._ended_reserve
+                - self._ended_n * _ENDED_BYTES):
+            mcap, bcap = kept_rows + rows + mroom, kept_blocks + blocks + broom
         self._since = [0, 0]
-        self._realloc(p.rows, mcap, bcap)
+        self._pack(np.sort(p.rows), mcap, bcap)
 
     # ------------------------------------------------------------------ ended flows
     def end_flows(self, flow_ids: np.ndarray) -> None:
