@@ -197,7 +197,7 @@ def test_the_budget_is_never_exceeded_and_all_of_it_counts() -> None:
         assert p.store.used_bytes <= p.store.nbytes
     s = p.store
     assert s.compactions > 0
-    assert s.nbytes == len(s._cols["flow"]) * ROW_BYTES + s._arena.nbytes + s._ended_n * 16
+    assert s.nbytes == len(s._cols["flow"]) * ROW_BYTES + s._arena.nbytes + s._ended.nbytes
     for fid in p.flow_ids()[:50]:  # what is kept is still each flow's own, in order
         got = s.packets_of(fid)
         assert list(got.seq) == sorted(set(got.seq.tolist()))

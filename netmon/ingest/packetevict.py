@@ -37,6 +37,54 @@ class Plan:
     first: int  # first rows of live flows dropped by water-filling
 
 
+class EndedFlows:
+    """The flows that ended while they had packets kept, in the order they ended."""
+
+    ROW = 16  # bytes per flow remembered: its id and end order
+
+    def __init__(self) -> None:
+        self._parts: list[tuple[np.ndarray, np.ndarray]] = []  # (flow ids, end order)
+        self.n = 0
+        self._clock = 0
+
+    @property
+    def nbytes(self) -> int:
+        return self.n * self.ROW
+
+    def add(self, flow_ids: np.ndarray) -> None:
+        ids = np.asarray(flow_ids, dtype=np.int64)
+        self._parts.append((ids, np.arange(self._clock, self._clock + len(ids))))
+        self._clock += len(ids)
+        self.n += len(ids)
+
+    def _merged(self) -> tuple[np.ndarray, np.ndarray]:
+        if len(self._parts) > 1:
+            self._parts = [(np.concatenate([i for i, _ in self._parts]),
+                            np.concatenate([r for _, r in self._parts]))]
+        return self._parts[0]
+
+    def rank(self, flows: np.ndarray) -> np.ndarray:
+        """Per row of ``flows``, when its flow ended (-1: live)."""
+        out = np.full(len(flows), -1, dtype=np.int64)
+        if not self.n:
+            return out
+        ids, rank = self._merged()
+        by_id = np.argsort(ids)
+        sids = ids[by_id]
+        pos = np.minimum(np.searchsorted(sids, flows), len(sids) - 1)
+        hit = sids[pos] == flows
+        out[hit] = rank[by_id][pos[hit]]
+        return out
+
+    def prune(self, kept_flows: np.ndarray) -> None:
+        """Forget ended flows that no longer have a row."""
+        if self.n:
+            ids, rank = self._merged()
+            still = np.isin(ids, kept_flows)
+            self._parts = [(ids[still], rank[still])]
+            self.n = int(still.sum())
+
+
 def level(held: np.ndarray, allowed: float) -> float:
     """The largest L with sum(min(held, L)) <= allowed (inf when everything fits)."""
     if allowed <= 0:

@@ -41,10 +41,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from numpy.lib.stride_tricks import as_strided
 
 from netmon.ingest.batch import PacketBatch
-from netmon.ingest.packetevict import plan
+from netmon.ingest.packetarena import BLOCK, copy_frames, pack_blocks
+from netmon.ingest.packetevict import EndedFlows, plan
 
 #: Bytes kept of each frame: enough for any Ethernet frame (headers, handshakes,
 #: requests); longer frames (GRO, jumbo) are snapped, their wire size stays exact.
@@ -54,8 +54,7 @@ FIRST = 32
 RECENT = 32
 #: Default budget (MB): ~280 k full-size frames, or ~750 k small ones.
 DEFAULT_MB = 128
-#: The arena's block, and the width classes of kept frames (multiples of a block).
-BLOCK = 128
+#: The width classes of kept frames (multiples of the arena's 128-byte BLOCK).
 WIDTHS = (128, 256, 512, 1536, 2048)
 #: A compaction keeps at most this share of the budget, so the next one is some way off:
 #: each moves up to LOW_WATER of the budget to make room for 1 - LOW_WATER of new rows.
@@ -75,7 +74,6 @@ _COLUMNS = (("flow", np.int64), ("seq", np.int64), ("ts", np.float64), ("size", 
             ("a2b", np.bool_))
 #: Bytes of index per kept packet (counted against the budget with the arena).
 ROW_BYTES = sum(np.dtype(t).itemsize for _, t in _COLUMNS)
-_ENDED_BYTES = 16  # per ended flow remembered: id and end order
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,9 +150,7 @@ class PacketStore:
         self._n = 0  # index rows used
         self._arena = np.empty((0, BLOCK), dtype=np.uint8)
         self._bt = 0  # arena blocks used
-        self._ended: list[tuple[np.ndarray, np.ndarray]] = []  # (flow ids, end order)
-        self._ended_n = 0
-        self._end_clock = 0
+        self._ended = EndedFlows()
         self._since = [0, 0]  # index rows, arena blocks appended since the last compaction
         #: Budget left free by compactions for the ids of flows that end meanwhile.
         self._ended_reserve = self.budget // 64
@@ -170,12 +166,12 @@ class PacketStore:
     def nbytes(self) -> int:
         """Bytes counted against the budget: allocated index, arena and ended list."""
         return (len(self._cols["flow"]) * ROW_BYTES + self._arena.nbytes
-                + self._ended_n * _ENDED_BYTES)
+                + self._ended.nbytes)
 
     @property
     def used_bytes(self) -> int:
         """Bytes of the rows and blocks in use (at most :attr:`nbytes`)."""
-        return self._n * ROW_BYTES + self._bt * BLOCK + self._ended_n * _ENDED_BYTES
+        return self._n * ROW_BYTES + self._bt * BLOCK + self._ended.nbytes
 
     # ------------------------------------------------------------------ append
     def append(self, batch: PacketBatch, flow_id: np.ndarray, a2b: np.ndarray,
@@ -251,46 +247,10 @@ class PacketStore:
     def _copy_bytes(self, batch: PacketBatch, chunk: np.ndarray, off: np.ndarray,
                     slen: np.ndarray, cls: np.ndarray, block: np.ndarray,
                     linktype: np.ndarray) -> None:
-        """Copy each kept frame's bytes to the arena's tail, one fancy-indexing copy per
-        (buffer, width class); ``block`` and ``linktype`` (index slices) are filled in."""
         has = np.flatnonzero(slen > 0)
-        ncls = len(self._widths)
-        # A small-integer key: numpy's stable sort is then a radix sort.
-        key = (chunk[has] * ncls + cls[has]).astype(
-            np.uint16 if len(batch.bufs) * ncls < 1 << 16 else np.int64)
-        order = has[np.argsort(key, kind="stable")]
-        groups = np.bincount(key, minlength=len(batch.bufs) * ncls)
-        bounds = np.r_[0, np.cumsum(groups)]
-        lts = np.array(batch.linktypes, dtype=np.uint16)
-        linktype[has] = lts[chunk[has]]
-        bt = self._bt
-        arena = self._arena
-        views: dict[int, np.ndarray] = {}
-        for g in np.flatnonzero(groups).tolist():
-            ci, k = divmod(g, ncls)
-            rows = order[bounds[g]:bounds[g + 1]]
-            w = int(self._widths[k])
-            b = w // BLOCK
-            m = len(rows)
-            A = views.get(ci)
-            if A is None:
-                A = views[ci] = np.frombuffer(batch.bufs[ci], dtype=np.uint8)
-            dest = arena[bt:bt + m * b].reshape(m, w)
-            offs = off[rows]
-            # A window of w bytes from each frame's start; frames closer than w to the
-            # buffer's end are read bytewise (clipped), a few per buffer.
-            inside = offs <= len(A) - w
-            if inside.all():
-                dest[:] = as_strided(A, shape=(len(A) - w + 1, w), strides=(1, 1),
-                                     writeable=False)[offs]
-            else:
-                if inside.any():
-                    dest[inside] = as_strided(A, shape=(len(A) - w + 1, w), strides=(1, 1),
-                                              writeable=False)[offs[inside]]
-                tail = offs[~inside]
-                dest[~inside] = A[np.minimum(tail[:, None] + np.arange(w), len(A) - 1)]
-            block[rows] = bt + b * np.arange(m)
-            bt += m * b
+        linktype[has] = np.array(batch.linktypes, dtype=np.uint16)[chunk[has]]
+        bt = copy_frames(self._arena, self._bt, batch.bufs, has, chunk, off, cls,
+                         self._widths, block)
         self._since[1] += bt - self._bt
         self._bt = bt
 
@@ -301,7 +261,7 @@ class PacketStore:
             return
         new_m = mcap if self._n + rows <= mcap else max(2 * mcap, self._n + rows, 1024)
         new_b = bcap if self._bt + blocks <= bcap else max(2 * bcap, self._bt + blocks, 256)
-        if (new_m * ROW_BYTES + new_b * BLOCK + self._ended_n * _ENDED_BYTES
+        if (new_m * ROW_BYTES + new_b * BLOCK + self._ended.nbytes
                 + self._ended_reserve <= self.budget):
             self._grow(new_m, new_b)
         else:
@@ -333,31 +293,17 @@ class PacketStore:
         slen = c["slen"][:k]
         nb = np.where(slen > 0, self._blocks[np.minimum(np.searchsorted(self._widths, slen),
                                                         len(self._blocks) - 1)], 0)
-        used = int(nb.sum())
         old = self._arena
         arena = old if len(old) == bcap else np.empty((bcap, BLOCK), dtype=np.uint8)
-        if used:
-            starts = c["block"][:k]
-            has = np.flatnonzero(nb > 0)
-            has = has[np.argsort(starts[has], kind="stable")]  # by where the bytes are now
-            nbh = nb[has]
-            new_start = np.r_[0, np.cumsum(nbh)[:-1]]
-            # Every kept block, ascending: block i of a row is its start + i.
-            src = np.repeat(starts[has] - new_start, nbh) + np.arange(used)
-            step = 1 << 15  # 4 MB temporaries
-            for lo in range(0, used, step):
-                hi = min(lo + step, used)
-                arena[lo:hi] = old[src[lo:hi]]
-            starts[has] = new_start
+        self._bt = pack_blocks(old, arena, c["block"][:k], nb)
         self._arena = arena
-        self._n, self._bt = k, used
+        self._n = k
 
     def _compact(self, rows: int, blocks: int) -> None:
         """Make room for ``rows`` index rows and ``blocks`` blocks: drop rows (see
         :mod:`netmon.ingest.packetevict`) down to the low-water mark, then size the
         arrays to the whole budget, split as recent appends used it."""
         self.compactions += 1
-        self._merge_ended()
         n = self._n
         c = self._cols
         slen = c["slen"][:n]
@@ -367,16 +313,16 @@ class PacketStore:
         need = rows * ROW_BYTES + blocks * BLOCK
         # The ended list only shrinks here (pruned below): counting it whole is safe.
         target = max(0, min(int(self.budget * LOW_WATER), self.budget - need)
-                     - self._ended_n * _ENDED_BYTES - self._ended_reserve)
+                     - self._ended.nbytes - self._ended_reserve)
         flows = c["flow"][:n]
-        p = plan(flows, c["seq"][:n], cost, self._ended_rank(flows), first=self.first,
+        p = plan(flows, c["seq"][:n], cost, self._ended.rank(flows), first=self.first,
                  recent=self.recent, target=target)
         for k in self.dropped:
             self.dropped[k] += getattr(p, k)
         kept_rows = len(p.rows)
         kept_blocks = int(nb[p.rows].sum())
-        self._prune_ended(flows[p.rows])
-        room = self.budget - self._ended_n * _ENDED_BYTES - self._ended_reserve - (
+        self._ended.prune(flows[p.rows])
+        room = self.budget - self._ended.nbytes - self._ended_reserve - (
             (kept_rows + rows) * ROW_BYTES + (kept_blocks + blocks) * BLOCK)
         room = max(room, 0)
         r, b = self._since if any(self._since) else (kept_rows, kept_blocks)
@@ -387,7 +333,7 @@ class PacketStore:
         # recent appends would want there; else they are split anew.
         if (mcap - kept_rows - rows < mroom // 2 or bcap - kept_blocks - blocks < broom // 2
                 or mcap * ROW_BYTES + bcap * BLOCK > self.budget - self._ended_reserve
-                - self._ended_n * _ENDED_BYTES):
+                - self._ended.nbytes):
             mcap, bcap = kept_rows + rows + mroom, kept_blocks + blocks + broom
         self._since = [0, 0]
         self._pack(np.sort(p.rows), mcap, bcap)
@@ -398,40 +344,9 @@ class PacketStore:
         flow's, oldest ended first."""
         if not self.budget or not len(flow_ids) or not self._n:
             return
-        ids = np.asarray(flow_ids, dtype=np.int64)
-        self._ended.append((ids, np.arange(self._end_clock, self._end_clock + len(ids))))
-        self._end_clock += len(ids)
-        self._ended_n += len(ids)
+        self._ended.add(flow_ids)
         if self.nbytes > self.budget:  # past its reserve: make room (ended flows go)
             self._compact(0, 0)
-
-    def _merge_ended(self) -> None:
-        if len(self._ended) > 1:
-            ids = np.concatenate([i for i, _ in self._ended])
-            rank = np.concatenate([r for _, r in self._ended])
-            self._ended = [(ids, rank)]
-
-    def _ended_rank(self, flows: np.ndarray) -> np.ndarray:
-        """Per row, when its flow ended (-1: live)."""
-        out = np.full(len(flows), -1, dtype=np.int64)
-        if not self._ended_n:
-            return out
-        ids, rank = self._ended[0]
-        by_id = np.argsort(ids)
-        sids = ids[by_id]
-        pos = np.minimum(np.searchsorted(sids, flows), len(sids) - 1)
-        hit = sids[pos] == flows
-        out[hit] = rank[by_id][pos[hit]]
-        return out
-
-    def _prune_ended(self, kept_flows: np.ndarray) -> None:
-        """Forget ended flows that no longer have a row."""
-        if not self._ended_n:
-            return
-        ids, rank = self._ended[0]
-        still = np.isin(ids, kept_flows)
-        self._ended = [(ids[still], rank[still])]
-        self._ended_n = int(still.sum())
 
     # ------------------------------------------------------------------ queries
     def _rows_of(self, flow_id: int) -> np.ndarray:
