@@ -209,11 +209,11 @@ def many_flows(n: int, packets: int, size: int, sport: int = 10000) -> list[list
 
 
 def test_a_bulk_flow_cannot_push_out_the_first_packets_of_others() -> None:
-    budget = 480 << 10
+    budget = 720 << 10
     p = Pipeline(budget)
     # 150 small flows of 8 ~100-byte packets (~206 KB: 128-byte blocks) and a bulk flow
     # of 1450-byte ones, whose first 32 and recent 32 take ~50 KB each: not all fits
-    # under the low-water mark (~280 KB), the small flows' packets and the bulk's first
+    # under the low-water mark (~276 KB), the small flows' packets and the bulk's first
     # ones do.
     small = many_flows(150, 8, 50)
     bulk = conversation(20000, sport=9, size=1400)
@@ -235,16 +235,16 @@ def test_a_bulk_flow_cannot_push_out_the_first_packets_of_others() -> None:
 
 
 def test_ended_flows_go_first_oldest_first() -> None:
-    budget = 640 << 10  # low-water mark ~374 KB: room for the new flows, not the old
+    budget = 1000 << 10  # low-water mark ~384 KB: room for the new flows, not the old
     p = Pipeline(budget)
-    # 80 flows of 10 packets (3 in 128-byte blocks, 7 in 512-byte ones): ~353 KB each.
-    old = many_flows(80, 10, 400, sport=10000)
+    # Flows of 10 packets (3 in 128-byte blocks, 7 in 512-byte ones): 4.4 KB each.
+    old = many_flows(160, 10, 400, sport=10000)
     new = many_flows(80, 10, 400, sport=20000)
     p.feed(pcap_bytes([f for c in old for f in c]))
     old_ids = p.flow_ids()
     assert p.store.compactions == 0
-    p.store.end_flows(np.array(old_ids[:40]))  # these ended first
-    p.store.end_flows(np.array(old_ids[40:]))
+    p.store.end_flows(np.array(old_ids[:80]))  # these ended first
+    p.store.end_flows(np.array(old_ids[80:]))
     p.feed(pcap_bytes([f for c in new for f in c], t0=1_700_000_100.0)[24:])
     s = p.store
     assert s.nbytes <= budget and s.compactions > 0
