@@ -96,7 +96,7 @@ def test_readme_config_example_loads(tmp_path: Path) -> None:
     cfg = tmp_path / "config.toml"
     cfg.write_text(block)
     s = load_settings({}, cfg)
-    assert s.theme == "netmon-light" and s.interface == "eth0" and s.ring_mb == 32
+    assert s.theme == "netmon-light" and s.interface == "eth0" and s.packet_mb == 128
     # a file naming an interface does not stop a replay given on the command line
     args = build_parser().parse_args(["--config", str(cfg), "--headless", "-r", "x.pcap"])
     s = settings_from_args(args, {})
@@ -154,11 +154,13 @@ def test_every_numeric_setting_has_a_range() -> None:
 
 
 def test_out_of_range_flags_are_one_line_and_exit_2() -> None:
-    flags = {opt for action in build_parser()._actions for opt in action.option_strings}
+    # setting -> its long flag (--packet-memory sets packet_mb)
+    flags = {action.dest: action.option_strings[-1] for action in build_parser()._actions
+             if action.option_strings}
     runs, named = [], []
     for name in LIMITS:
-        flag = "--" + name.replace("_", "-")
-        if flag not in flags:  # top-flows, ring-mb: config file and environment only
+        flag = flags.get(name)
+        if flag is None:  # top-flows: config file and environment only
             continue
         for value in _out_of_range(name):
             runs.append((["--headless", "-r", "x.pcap", f"{flag}={value}"], {}))

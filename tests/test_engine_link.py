@@ -194,11 +194,16 @@ def test_the_link_answers_every_question_about_a_real_capture(running_engine, tm
 
     # -- packets of the biggest HTTP flow
     plist = ask(link.query_packets, http.flow_id)
-    assert plist.flow == http and plist.dropped_older == 0 and not plist.error
-    assert [p.index for p in plist.packets] == list(range(http.packets))
+    assert plist.flow == http and not plist.error
+    # Its first 32 and most recent 32 packets, of all it had.
+    kept = sorted({*range(32), *range(http.packets - 32, http.packets)})
+    assert http.packets > 64 and plist.total == http.packets and plist.kept == 64
+    assert [p.index for p in plist.packets] == kept
+    assert [p.kept for p in plist.packets] == ["first"] * 32 + ["recent"] * 32
+    assert all(p.has_bytes for p in plist.packets)
     assert plist.packets[0].flags == "SYN" and plist.packets[0].direction == 1
     assert plist.packets[1].flags == "SYN,ACK" and plist.packets[1].direction == -1
-    assert sum(p.size for p in plist.packets if p.direction == 1) == http.bytes_a2b
+    assert plist.packets[-1].ts == http.last_epoch
     request = next(p for p in plist.packets if p.direction == 1 and "PSH" in p.flags)
 
     # -- dissection of the HTTP request
@@ -210,6 +215,9 @@ def test_the_link_answers_every_question_about_a_real_capture(running_engine, tm
     assert any(line.startswith("    ") for line in d.lines)  # the tree is indented
     missing = ask(link.dissect, http.flow_id, 10_000)
     assert missing.error == f"flow {http.flow_id} has no packet 10000"
+    between = ask(link.dissect, http.flow_id, 40)
+    assert between.error == (f"packet 40 of flow {http.flow_id} is not kept: netmon keeps "
+                             "each flow's first 32 and most recent 32 packets")
     assert "no packet of flow 999999" in ask(link.dissect, 999_999, 0).error
 
     # -- export: every matching flow, the clusters, the cluster's BPF
@@ -393,7 +401,17 @@ def test_a_paced_replay_keeps_frames_for_dissection() -> None:
     try:
         snaps.wait_for(lambda s: s.finished)
         assert engine.join(15)
-        assert len(engine.ring) == 956
+        # Every flow keeps its first 32 and most recent 32 packets, whatever the
+        # paced replay's batches were; their numbers add up to the capture's 956.
+        store = engine.packets
+        totals = []
+        for fid in store.flows().tolist():
+            got = store.packets_of(fid)
+            n = got.newest + 1
+            totals.append(n)
+            assert got.seq.tolist() == sorted({*range(min(n, 32)), *range(max(n - 32, 0), n)})
+            assert got.has_bytes.all()
+        assert sum(totals) == 956 and max(totals) > 64
         flow = ask(link.query_flows, FlowQuery(filter="port 80", limit=1)).flows[0]
         d = ask(link.dissect, flow.flow_id, 0)
         assert not d.error and any("Transmission Control Protocol" in ln for ln in d.lines)

@@ -46,13 +46,13 @@ def test_replay_drill_to_dissection_and_quit() -> None:
         term.keys("Enter")  # the cluster under the cursor -> its flows
         screen = term.wait_for(lambda s: "› flows" in s and "TCP" in s)
         term.keys("Enter")  # the biggest flow -> its packets
-        screen = term.wait_for(lambda s: "recent packets" in s and "SYN" in s)
+        screen = term.wait_for(lambda s: "packets kept" in s and "SYN" in s)
         term.keys("Enter")  # the first packet -> tshark's tree and the frame's bytes
         screen = term.wait_for(lambda s: "Ethernet II" in s and "Frame 1" in s
                                and "Transmission Control Protocol" in s
                                and "0000  00 26 0b 31 07 33" in s, timeout=40)
         term.keys("Escape")
-        term.wait_for(lambda s: "recent packets" in s)
+        term.wait_for(lambda s: "packets kept" in s)
         term.keys("Escape")
         term.wait_for(lambda s: "› flows" in s)
         term.keys("Escape")
@@ -117,7 +117,7 @@ def test_collected_and_ssh_sources_in_the_tui(tmp_path) -> None:
             time.sleep(0.5)  # (the table takes focus once its rows are in)
             term.keys("Enter")  # a flow -> its screen
             screen = term.wait_for(lambda s: "seen at exporter 127.0.0.1" in s)
-            assert "no per-packet detail" in screen and "no packets to list" in screen
+            assert "no per-packet detail" in screen and "no packets exist for this flow" in screen
             procs = descendants(shell)
             assert any(p.name() == "ssh" for p in procs)
             quit_and_check(term, procs)

@@ -73,7 +73,7 @@ async def test_enter_drills_down_to_a_dissection_and_esc_comes_back() -> None:
         assert app.screen.flow.flow_id == first
         packets = app.screen.query_one(PacketsTable)
         await wait_until(pilot, lambda: packets.row_count > 0)
-        assert "recent packets" in screen_text(app)
+        assert "packets kept" in screen_text(app)
 
         await pilot.press("end", "enter")
         assert isinstance(app.screen, PacketScreen)

@@ -81,13 +81,13 @@ def test_drill_down_and_quit_in_a_real_terminal() -> None:
         term.keys("Enter")
         term.wait_for(lambda s: "initiator" in s and "responder" in s)
         term.keys("Enter")
-        term.wait_for(lambda s: "recent packets" in s)
+        term.wait_for(lambda s: "packets kept" in s)
         term.keys("End", "Enter")
         screen = term.wait_for(lambda s: "Frame" in s and "Hypertext" in s)
         assert "\\x1b[2J" in screen  # packet bytes shown escaped, not obeyed
 
         term.keys("Escape")
-        term.wait_for(lambda s: "recent packets" in s)
+        term.wait_for(lambda s: "packets kept" in s)
         term.keys("Escape")
         term.wait_for(lambda s: "initiator" in s)
         term.keys("Escape")

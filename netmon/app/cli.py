@@ -145,6 +145,9 @@ def build_parser() -> argparse.ArgumentParser:
                       help="end and restart flows older than this (1800)")
     tune.add_argument("--max-flows", type=_setting("max_flows"), metavar="N",
                       help="cap on live flows; least recently seen are evicted (500000)")
+    tune.add_argument("--packet-memory", dest="packet_mb", type=_setting("packet_mb"),
+                      metavar="MB", help="memory for each flow's first and recent packets, "
+                      "for packet lists and dissection (128; 0: none)")
     p.add_argument("command", nargs="?", choices=["interfaces", "demo"],
                    help="'interfaces': list capture interfaces and whether you can capture "
                    "on them; 'demo': generate several kinds of loopback traffic and "
@@ -166,6 +169,7 @@ def settings_from_args(args: argparse.Namespace, environ: dict | None = None) ->
         flows_out=args.flows_out, duration=args.duration, count=args.count, tick=args.tick,
         idle_timeout=args.idle_timeout, active_timeout=args.active_timeout,
         max_flows=args.max_flows, cluster=args.cluster, no_ports=args.no_ports, seed=args.seed,
+        packet_mb=args.packet_mb,
         reproducible=args.reproducible, theme=args.theme, include_ssh=args.include_ssh,
         log_level=args.log_level,
         listen=tuple(args.listen) if args.listen else None,
@@ -280,9 +284,9 @@ def run(argv: list[str]) -> int:
 
     runner = HeadlessRunner(json_out=settings.json)
     try:
-        # Headless, nothing can ask for a packet's dissection: keep no frame ring; and
+        # Headless, nothing can ask for a packet's dissection: keep no packets; and
         # only JSON shows hosts.
-        engine = Engine(settings.with_overrides(ring_mb=0), sources, runner.publish,
+        engine = Engine(settings.with_overrides(packet_mb=0), sources, runner.publish,
                         hosts=settings.json)
     except OSError as exc:  # --flows-out in a missing or read-only directory
         raise SourceError(f"cannot write {safe_text(settings.flows_out, NAME_MAX)}: "

@@ -29,6 +29,7 @@ BENCHMARKS = {
     "tlshello": "TLS/QUIC ClientHellos parsed per second (SNI, JA3, JA4), against tshark",
     "procs": "process attribution: /proc refresh costs at N processes, vs psutil and ss",
     "names": "DNS answers, HTTP requests, SSH banners parsed/s; name cache lookups/s",
+    "packets": "packet store: memory under 1 M flows, ingest with the store on vs off",
 }
 
 

@@ -66,24 +66,31 @@ class HostPage:
 
 @dataclass(frozen=True, slots=True)
 class PacketInfo:
-    """One retained packet of a flow. ``direction`` is +1 a->b, -1 b->a."""
+    """One kept packet of a flow (``index``: its number in the flow, 0 = first).
+    ``direction`` is +1 a->b, -1 b->a; ``kept`` says where it is kept ("first": one of
+    the flow's first packets, "recent": one of its most recent); ``has_bytes`` whether
+    its bytes are (dissection needs them)."""
 
     index: int
     ts: float
     direction: int
     size: int
     flags: str  # "SYN,ACK" for TCP, "echo-request" style for ICMP, "" otherwise
+    kept: str = "recent"
+    has_bytes: bool = True
 
 
 @dataclass(frozen=True, slots=True)
 class PacketList:
-    """The recent packets netmon still holds for a flow (a bounded ring keeps them)."""
+    """The packets netmon keeps of a flow (its first and most recent ones): ``kept`` (K)
+    of its ``total`` (N) packets, of which ``packets`` lists the newest MAX_PACKETS."""
 
     flow_id: int
     flow: FlowView | None
     packets: tuple[PacketInfo, ...]
-    dropped_older: int = 0  # packets of this flow no longer in the ring
+    total: int = 0  # the flow's packets (N), kept or not
     error: str = ""
+    kept: int = 0  # packets of the flow kept (K)
 
 
 @dataclass(frozen=True, slots=True)

@@ -96,8 +96,9 @@ class Settings:
     """Receive NetFlow v5, v9 and IPFIX export on these UDP [HOST:]PORT addresses (HOST
     127.0.0.1 unless given; 0.0.0.0 to hear routers; 2055 is the usual port)."""
 
-    ring_mb: int = 32
-    """MB of recent frames kept for packet lists and dissection (0: none)."""
+    packet_mb: int = 128
+    """MB for the packet store: every flow's first 32 and most recent 32 packets (up to
+    2048 bytes of each), for packet lists and dissection (0: none)."""
 
     def validated(self) -> Settings:
         """Return self, or raise SourceError(EXIT_USAGE) naming the bad value."""
@@ -217,7 +218,7 @@ LIMITS: dict[str, Limit] = {
     "listen_idle_timeout": Limit(0, _LONG, above=True),
     "listen_max_bytes": Limit(1, 10**15),
     "listen_max_lifetime": Limit(0, _LONG, above=True),
-    "ring_mb": Limit(0, 65536),
+    "packet_mb": Limit(0, 65536),
 }
 
 

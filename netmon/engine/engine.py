@@ -35,7 +35,7 @@ from netmon.engine.snapshot import SnapshotBuilder
 from netmon.export.flowsout import FlowsOutWriter
 from netmon.flows.table import FlowTable
 from netmon.ingest.batch import PacketBatch
-from netmon.ingest.framering import FrameRing
+from netmon.ingest.packetstore import PacketStore
 from netmon.netflow.templates import FlowRecords
 from netmon.sources.base import EngineSinks, Source
 from netmon.sources.capture import kill_leftovers
@@ -81,8 +81,8 @@ class Engine:
                                active_timeout=settings.active_timeout,
                                max_flows=settings.max_flows)
         self.result = EngineResult()
-        #: Recent frames' bytes by flow, for the UI's packet lists and dissections.
-        self.ring = FrameRing(settings.ring_mb << 20)
+        #: Each flow's first and recent packets, for the UI's packet lists and dissections.
+        self.packets = PacketStore(settings.packet_mb << 20)
         self._pending_raw = 0
         self._writer = FlowsOutWriter(settings.flows_out) if settings.flows_out else None
         self._pending: list[PacketBatch] = []
@@ -239,10 +239,14 @@ class Engine:
                     self._expired_at = latest
 
     def _count(self, batch: PacketBatch) -> None:
-        """Count packets in the flow table; keep their frames in the ring."""
+        """Count packets in the flow table; keep their flows' first and recent ones."""
         slots, lo_first, seq = self.table.add_batch(batch)
-        self.ring.append(batch, self.table.flow_id[slots],
-                         lo_first == self.table.a_is_lo[slots], seq)
+        t = self.table
+        if self.packets.budget:
+            # Each row's flow total after the batch: the store keeps a flow's last
+            # packets of the batch without sorting it again.
+            self.packets.append(batch, t.flow_id[slots], lo_first == t.a_is_lo[slots], seq,
+                                t.pkts_ab[slots] + t.pkts_ba[slots])
 
     def _clock(self) -> float:
         # Live traffic expires by the wall clock (quiet links still age flows out);
@@ -317,7 +321,10 @@ class Engine:
                     src.resume()
 
     def _pass_ended(self) -> None:
-        """Ended flows go to clustering (which hands them on) or straight out."""
+        """Ended flows go to clustering (which hands them on) or straight out; their
+        kept packets are the first to go when the packet store needs room."""
+        if self.packets.budget:
+            self.packets.end_flows(self.table.finished_ids())
         if self.clustering is not None:
             self.clustering.add_ended(self.table.take_finished())
         elif self._writer is None:

@@ -2,12 +2,12 @@
 
 Threads. The UI calls every method on its own thread; each one only schedules work on
 the engine's reactor thread (``reactor.callFromThread``), which owns the flow table and
-the frame ring. Flow, host and packet questions are answered there, vectorised over the
+the packet store. Flow, host and packet questions are answered there, vectorised over the
 table's columns, and ``reply`` is called there. Dissections and export files take
 longer: the reactor thread gathers immutable inputs (frame bytes, numpy copies, views)
 and hands them to a worker thread (``reactor.callInThread``), which replies when done.
 Once the engine has stopped (a replay that ended while the screen stays open) the table
-and ring have no owner left and do not change: questions are then answered, in order,
+and store have no owner left and do not change: questions are then answered, in order,
 on one thread of the link's own.
 
 Errors a user can cause (a bad filter, an unknown sort column, a packet no longer
@@ -47,11 +47,11 @@ from netmon.flows.selection import QueryError, flag_text, host_rows, select_flow
 from netmon.flows.table import FlowTable
 from netmon.flows.views import views_from_columns
 from netmon.ingest.dissect import CONTEXT_FRAMES, DISSECT_TIMEOUT, DissectError, dissect_frames
-from netmon.ingest.framering import RingFrame
+from netmon.ingest.packetstore import TIER_NAMES, RingFrame
 
 log = logging.getLogger(__name__)
 
-#: A packet list shows at most this many of a flow's newest retained packets.
+#: A packet list shows at most this many of a flow's newest kept packets.
 MAX_PACKETS = 5000
 
 
@@ -128,7 +128,8 @@ class EngineUILink(FollowExportMixin):
             reply(Dissection(flow_id, index, (), error=msg))
 
         def work(background: Callable) -> None:
-            frames = self.engine.ring.frames_of(flow_id, upto_seq=index, limit=CONTEXT_FRAMES)
+            frames = self.engine.packets.frames_of(flow_id, upto_seq=index,
+                                                  limit=CONTEXT_FRAMES)
             if not frames or frames[-1].seq != index:
                 fail(self._why_missing(flow_id, index))
                 return
@@ -282,33 +283,48 @@ class EngineUILink(FollowExportMixin):
 
     def _packets(self, flow_id: int) -> PacketList:
         flow = self._flow_view(flow_id)
-        rp = self.engine.ring.packets_of(flow_id)
-        if not len(rp):
+        sp = self.engine.packets.packets_of(flow_id)
+        # N: the table's count while the flow is live; once it has ended, the newest
+        # packet kept tells (the store keeps a flow's newest packets to the end).
+        total = flow.packets if flow is not None else sp.newest + 1
+        if not len(sp):
             if flow is None:
                 return PacketList(flow_id, None, (), error=f"flow {flow_id} has ended and "
-                                  "none of its packets are retained")
-            return PacketList(flow_id, flow, (), dropped_older=flow.packets)
-        skip = max(len(rp) - MAX_PACKETS, 0)  # older than the listed ones: left out
-        rows = zip(rp.seq[skip:].tolist(), rp.ts[skip:].tolist(), rp.a2b[skip:].tolist(),
-                   rp.size[skip:].tolist(), rp.proto[skip:].tolist(),
-                   rp.flags[skip:].tolist(), strict=True)
-        packets = tuple(PacketInfo(seq, ts, 1 if a2b else -1, size, flag_text(proto, fl))
-                        for seq, ts, a2b, size, proto, fl in rows)
-        return PacketList(flow_id, flow, packets, dropped_older=rp.dropped_older + skip)
+                                  "none of its packets are kept any more")
+            return PacketList(flow_id, flow, (), total=total)
+        skip = max(len(sp) - MAX_PACKETS, 0)  # older than the listed ones: left out
+        rows = zip(sp.seq[skip:].tolist(), sp.ts[skip:].tolist(), sp.a2b[skip:].tolist(),
+                   sp.size[skip:].tolist(), sp.proto[skip:].tolist(),
+                   sp.flags[skip:].tolist(), sp.tier[skip:].tolist(),
+                   sp.has_bytes[skip:].tolist(), strict=True)
+        packets = tuple(PacketInfo(seq, ts, 1 if a2b else -1, size, flag_text(proto, fl),
+                                   TIER_NAMES[tier], has)
+                        for seq, ts, a2b, size, proto, fl, tier, has in rows)
+        return PacketList(flow_id, flow, packets, total=max(total, len(sp)), kept=len(sp))
 
     # ------------------------------------------------------------------ dissection
     def _why_missing(self, flow_id: int, index: int) -> str:
-        rp = self.engine.ring.packets_of(flow_id)
-        budget = f"the most recent {self.engine.ring.budget / 2**20:g} MB of frames"
-        if not len(rp):
-            return f"no packet of flow {flow_id} is retained any more (netmon keeps {budget})"
-        if index < rp.seq[0]:
-            return (f"packet {index} of flow {flow_id} is no longer retained "
-                    f"(netmon keeps {budget})")
-        if index in rp.seq.tolist():
+        store = self.engine.packets
+        sp = store.packets_of(flow_id)
+        flow = self._flow_view(flow_id)
+        total = flow.packets if flow is not None else sp.newest + 1
+        policy = (f"netmon keeps each flow's first {store.first} and most recent "
+                  f"{store.recent} packets")
+        if not store.budget:
+            return "netmon keeps no packets in this run (packet memory is 0)"
+        if index < 0 or (flow is not None and index >= total):
+            return f"flow {flow_id} has no packet {index}"
+        if index in sp.seq.tolist():
             return (f"the bytes of packet {index} of flow {flow_id} were not kept "
                     "(it was read while recovering from damaged capture data)")
-        return f"flow {flow_id} has no packet {index}"
+        memory = f"{store.budget / 2**20:g} MB in all"
+        if not len(sp):
+            return (f"no packet of flow {flow_id} is kept any more ({policy}, "
+                    f"{memory}; ended flows' packets go first)")
+        if index < store.first or index > total - 1 - store.recent:
+            return (f"packet {index} of flow {flow_id} is not kept: it went to make room "
+                    f"({policy} within {memory}; the flows holding most lose first)")
+        return f"packet {index} of flow {flow_id} is not kept: {policy}"
 
     def _dissect_in_worker(self, flow_id: int, index: int, frames: list[RingFrame],
                            reply: Callable[[Dissection], None]) -> None:

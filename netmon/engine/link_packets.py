@@ -27,7 +27,7 @@ from netmon.ingest.follow import follow_frames
 
 if TYPE_CHECKING:
     from netmon.flows.table import FlowTable
-    from netmon.ingest.framering import RingFrame
+    from netmon.ingest.packetstore import RingFrame
 
 
 class FollowExportMixin:
@@ -57,7 +57,7 @@ class FollowExportMixin:
                 reply(FollowStream(flow_id, flow, error="only TCP and UDP streams can be "
                                    f"followed; this is a {proto_name(flow.proto)} flow"))
                 return
-            frames = self.engine.ring.frames_of(flow_id)
+            frames = self.engine.packets.frames_of(flow_id)
             if not frames:
                 reply(FollowStream(flow_id, flow, packets_not_kept=flow.packets,
                                    error=f"none of the {flow.packets:,} packets of flow "
@@ -111,7 +111,7 @@ class FollowExportMixin:
             frames = []
             flows_with = 0
             for fid in ids:
-                got = self.engine.ring.frames_of(fid)
+                got = self.engine.packets.frames_of(fid)
                 flows_with += bool(got)
                 frames.extend(got)
             if not frames:

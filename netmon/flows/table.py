@@ -381,6 +381,13 @@ class FlowTable(FlowViewsMixin, ExternalRecordsMixin):
         """Flows ended and not yet drained."""
         return self._finished_n
 
+    def finished_ids(self) -> np.ndarray:
+        """Flow ids of the flows ended and not yet drained (the packet store lets their
+        packets go first)."""
+        if not self._finished:
+            return np.zeros(0, dtype=np.int64)
+        return np.concatenate([cols["flow_id"] for cols, _, _ in self._finished])
+
     def drain_finished(self, labels: dict[int, str] | None = None) -> list[FlowView]:
         """Take the flows that ended since the last call (``labels``: cluster names)."""
         chunks, self._finished, self._finished_n = self._finished, [], 0

@@ -322,21 +322,23 @@ class FakeLink:
             if flow is None:
                 reply(PacketList(flow_id, None, (), error="flow no longer live"))
                 return
-            n = min(flow.packets, 40)
+            # As the packet store keeps them: the first 32 and the most recent 32.
+            kept = [*range(min(flow.packets, 32)), *range(max(flow.packets - 32, 32),
+                                                          flow.packets)]
             packets = []
-            for i in range(n):
+            for i in kept:
                 forward = i % 3 != 1
                 flags = ""
                 if flow.proto == PROTO_TCP:
                     flags = ("SYN" if i == 0 else "SYN,ACK" if i == 1
-                             else "FIN,ACK" if i == n - 1 else "PSH,ACK" if i % 4 == 3
-                             else "ACK")
-                packets.append(PacketInfo(index=flow.packets - n + i + 1,
-                                          ts=flow.first_epoch + i * flow.iat_mean,
+                             else "FIN,ACK" if i == flow.packets - 1
+                             else "PSH,ACK" if i % 4 == 3 else "ACK")
+                packets.append(PacketInfo(index=i, ts=flow.first_epoch + i * flow.iat_mean,
                                           direction=1 if forward else -1,
-                                          size=60 + (i * 211) % 1454, flags=flags))
-            reply(PacketList(flow_id, flow, tuple(packets),
-                             dropped_older=flow.packets - n))
+                                          size=60 + (i * 211) % 1454, flags=flags,
+                                          kept="first" if i < 32 else "recent"))
+            reply(PacketList(flow_id, flow, tuple(packets), total=flow.packets,
+                             kept=len(packets)))
 
         self._answer(("packets", flow_id), job)
 

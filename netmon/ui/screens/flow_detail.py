@@ -1,4 +1,4 @@
-"""One flow: its counters and the recent packets netmon still holds for it.
+"""One flow: its counters and the packets netmon keeps of it (first and most recent).
 
 UI thread only. The packet list (and the flow's latest counters, which come with it)
 is asked for again about once a second while the view is live. From here ``f``
@@ -17,7 +17,13 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.widgets import Footer, Static
 
-from netmon.core.link import ExportRequest, FlowQuery, PacketExportRequest, no_packets_reason
+from netmon.core.link import (
+    ExportRequest,
+    FlowQuery,
+    PacketExportRequest,
+    PacketList,
+    no_packets_reason,
+)
 from netmon.core.text import safe_text
 from netmon.core.units import human_bytes, si
 from netmon.core.values import PROTO_TCP, PROTO_UDP, FlowView, proto_name
@@ -99,7 +105,7 @@ def known_text(flow: FlowView) -> Text:
 
 
 class FlowScreen(NetmonScreen):
-    """A flow's stats over its recent packets; Enter dissects the packet, ``f``
+    """A flow's stats over its kept packets; Enter dissects the packet, ``f``
     follows the stream, ``w`` writes the kept packets."""
 
     BINDINGS: ClassVar[list[BindingType]] = [
@@ -112,7 +118,7 @@ class FlowScreen(NetmonScreen):
         super().__init__()
         self.flow = flow
         self.refresher = Refresher()
-        self.dropped_older = 0
+        self.listed: PacketList | None = None  # the latest answer without an error
         self.error = ""
         self.context = f"flow {flow.flow_id}"
 
@@ -126,7 +132,7 @@ class FlowScreen(NetmonScreen):
 
     def on_mount(self) -> None:
         self._show_known()
-        self._show_status(0)
+        self._show_status()
         self.ask()
 
     def _show_known(self) -> None:
@@ -160,29 +166,33 @@ class FlowScreen(NetmonScreen):
             self.query_one("#flow-stats", Static).update(flow_stats(self.flow))
             self._show_known()
         if not answer.error:
-            self.dropped_older = answer.dropped_older
+            self.listed = answer
             table = self.query_one(PacketsTable)
             table.empty_text = ("a flow from exported records: its packets were never here"
                                 if self.flow.exported
-                                else "no packets of this flow are retained")
+                                else "no packets of this flow are kept")
             table.show_packets(answer.packets, self.flow.first_epoch)
-        self._show_status(len(answer.packets))
+        self._show_status()
 
-    def _show_status(self, count: int) -> None:
+    def _show_status(self) -> None:
         line = Text(no_wrap=True, overflow="ellipsis")
         if no_packets_reason(self.flow):
             line.append("no packets exist for this flow", "bold")
             line.append(" · what is known of it is below")
             self.query_one("#packets-status", Static).update(line)
             return
-        if count:
-            line.append(f"{count} recent packets", "bold")
+        listed = self.listed
+        if listed is None:
+            line.append("asking which packets are kept…")
         else:
-            line.append("no packet of this flow is kept now", "bold")
-        if self.dropped_older:
-            line.append(f" · {grouped(self.dropped_older)} older ones no longer kept")
-        if count:
-            line.append(" · Enter dissects with tshark")
+            total = max(listed.total, self.flow.packets)
+            line.append(f"{grouped(listed.kept)} of {grouped(total)} packets kept", "bold")
+            for where in ("first", "recent", "disk"):
+                n = sum(1 for p in listed.packets if p.kept == where)
+                if n:
+                    line.append(f" · {where} {grouped(n)}")
+            if any(p.has_bytes for p in listed.packets):
+                line.append(" · Enter dissects with tshark")
         if self.error:
             line.append(" · ")
             line.append(safe_text(self.error), "bold reverse")

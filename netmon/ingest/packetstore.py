@@ -1,0 +1,408 @@
+"""PacketStore: every flow's first and most recent packets, as snapped copies, in a budget.
+
+Pure module (numpy only). One owner: the reactor thread, where the engine appends each
+batch right after the flow table has counted it, tells the store which flows ended, and
+where the UI link asks for a flow's packets and frames. Other threads get copies
+(numpy arrays, ``bytes``).
+
+What is kept. Per flow, its first ``first`` packets (32: the handshake, the request,
+the first answer) and its ``recent`` most recent ones (32), each as one index row
+(number in the flow, time, direction, wire size, TCP flags or ICMP type, protocol,
+link type, captured length) plus a COPY of the captured frame's first ``snap`` bytes
+(:data:`SNAP`, 2048: a whole Ethernet frame with its headers, TLS ClientHello and
+HTTP request headers included; longer GRO/jumbo frames lose their tail). Copies, not
+references: the decoder's buffers are megabytes holding thousands of other packets,
+which is why the frame ring this replaces kept only seconds of traffic.
+
+Memory. Bytes sit in one arena of 128-byte blocks; a frame takes the smallest width
+class that holds it (:data:`WIDTHS`: 128, 256, 512, 1536 or 2048 bytes), so a 66-byte
+ACK costs one block and 2 KB only goes to frames that need it. Index rows cost
+:data:`ROW_BYTES` each. Everything allocated (index columns, arena, the list of ended
+flows) counts against ``budget``; :attr:`PacketStore.nbytes` never exceeds it (growing,
+or re-splitting the budget between index and arena, briefly holds old and new arrays).
+
+Hot path (:meth:`PacketStore.append`), all vectorised: a packet is kept when it is one
+of its flow's first (``seq < first``) or one of the last ``recent`` of its flow in this
+batch (``seq >= count - recent``, ``count`` being the flow's packets after the batch);
+kept rows and their bytes go to the END of the index and of the arena (append-only, so
+every copy is one contiguous block: ``arena[t:t+m*b].reshape(m, w)[:] = window[offs]``
+with ``window`` a :func:`numpy.lib.stride_tricks.as_strided` view of the decoder's
+buffer, one fancy-indexing copy per width class and buffer). A flow's older recent rows
+are not removed there: queries hide them (``seq <= newest - recent``) and the next
+compaction drops them. When the arrays are full and may not grow within the budget, a
+compaction (:mod:`netmon.ingest.packetevict`) plans which rows stay under a low-water
+mark, fairly (stale rows, then ended flows oldest first, then water-filling of live
+flows' recent packets, then of their first packets), and packs them to the front of the
+same arrays, in place (no fresh pages to fault in), keeping their order.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from netmon.ingest.batch import PacketBatch
+from netmon.ingest.packetarena import BLOCK, copy_frames, pack_blocks
+from netmon.ingest.packetevict import EndedFlows, plan
+
+#: Bytes kept of each frame: enough for any Ethernet frame (headers, handshakes,
+#: requests); longer frames (GRO, jumbo) are snapped, their wire size stays exact.
+SNAP = 2048
+#: A flow's first packets kept, and its most recent ones.
+FIRST = 32
+RECENT = 32
+#: Default budget (MB): ~280 k full-size frames, or ~750 k small ones.
+DEFAULT_MB = 128
+#: The width classes of kept frames (multiples of the arena's 128-byte BLOCK).
+WIDTHS = (128, 256, 512, 1536, 2048)
+#: A compaction keeps at most this share of the budget, so the next one is some way off:
+#: each moves up to LOW_WATER of the budget to make room for 1 - LOW_WATER of new rows
+#: (0.4: under constant pressure the store holds 40-100% of its budget, and moves 0.7
+#: bytes per byte it takes in; at 0.75 it was 3 bytes, twice the cost in ingest time).
+LOW_WATER = 0.4
+#: An append is cut into pieces of at most this share of the budget.
+_PIECE = 0.25
+#: Tiers of a kept packet (``StorePackets.tier``).
+TIER_FIRST, TIER_RECENT = 0, 1
+TIER_NAMES = ("first", "recent")
+
+#: The index columns: flow id, packet number in the flow, capture time, wire size,
+#: captured length, bytes kept (0: none), first arena block (-1: none), link type,
+#: TCP flags or ICMP type (with the tunnel bit), IP protocol, direction (True: a->b).
+_COLUMNS = (("flow", np.int64), ("seq", np.int64), ("ts", np.float64), ("size", np.int32),
+            ("caplen", np.int32), ("slen", np.uint16), ("block", np.int32),
+            ("linktype", np.uint16), ("flags", np.uint16), ("proto", np.uint8),
+            ("a2b", np.bool_))
+#: Bytes of index per kept packet (counted against the budget with the arena).
+ROW_BYTES = sum(np.dtype(t).itemsize for _, t in _COLUMNS)
+
+
+@dataclass(frozen=True, slots=True)
+class StorePackets:
+    """The kept packets of one flow, oldest first (numpy copies). ``tier`` says why
+    each is kept (:data:`TIER_FIRST` or :data:`TIER_RECENT`); ``has_bytes`` whether its
+    bytes are (a packet read while the decoder resynchronised has none)."""
+
+    seq: np.ndarray
+    ts: np.ndarray
+    a2b: np.ndarray
+    size: np.ndarray
+    flags: np.ndarray
+    proto: np.ndarray
+    has_bytes: np.ndarray
+    tier: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.seq)
+
+    @property
+    def newest(self) -> int:
+        """The highest packet number kept (-1: none): the flow had at least newest + 1."""
+        return int(self.seq[-1]) if len(self.seq) else -1
+
+
+@dataclass(frozen=True, slots=True)
+class RingFrame:
+    """One kept frame: what a capture-file writer needs. ``data`` may be shorter than
+    ``wirelen`` (snapped, or captured with a snap length)."""
+
+    seq: int
+    ts: float
+    wirelen: int
+    linktype: int
+    data: bytes
+
+
+def _widths(snap: int) -> np.ndarray:
+    top = -(-snap // BLOCK) * BLOCK
+    return np.array([w for w in WIDTHS if w < top] + [top], dtype=np.int64)
+
+
+def flow_counts(flow_id: np.ndarray, seq: np.ndarray) -> np.ndarray:
+    """Per row, its flow's packet count after the batch (last seq in the batch + 1):
+    what :meth:`PacketStore.append` needs when the caller does not know it."""
+    order = np.argsort(flow_id, kind="stable")
+    f = flow_id[order]
+    ends = np.r_[np.flatnonzero(f[1:] != f[:-1]), len(f) - 1]
+    starts = np.r_[0, ends[:-1] + 1]
+    top = np.maximum.reduceat(seq[order], starts) + 1
+    out = np.empty(len(f), dtype=np.int64)
+    out[order] = np.repeat(top, ends - starts + 1)
+    return out
+
+
+class PacketStore:
+    """Per flow: first ``first`` and most recent ``recent`` packets, in ``budget`` bytes.
+
+    A budget of 0 keeps nothing (headless runs: nothing can ask).
+    """
+
+    def __init__(self, budget: int = DEFAULT_MB << 20, first: int = FIRST,
+                 recent: int = RECENT, snap: int = SNAP) -> None:
+        if snap < 1 or first < 0 or recent < 1:
+            raise ValueError("snap and recent must be positive, first not negative")
+        self.budget = max(0, int(budget))
+        self.first = int(first)
+        self.recent = int(recent)
+        self.snap = int(snap)
+        self._widths = _widths(self.snap)
+        self._blocks = self._widths // BLOCK
+        self._cols: dict[str, np.ndarray] = {n: np.empty(0, dtype=t) for n, t in _COLUMNS}
+        self._n = 0  # index rows used
+        self._arena = np.empty((0, BLOCK), dtype=np.uint8)
+        self._bt = 0  # arena blocks used
+        self._ended = EndedFlows()
+        self._since = [0, 0]  # index rows, arena blocks appended since the last compaction
+        #: Budget left free by compactions for the ids of flows that end meanwhile.
+        self._ended_reserve = self.budget // 64
+        self.compactions = 0
+        self.dropped = {"stale": 0, "ended": 0, "recent": 0, "first": 0}
+
+    # ------------------------------------------------------------------ sizes
+    def __len__(self) -> int:
+        """Index rows held (stale recent rows included until the next compaction)."""
+        return self._n
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes counted against the budget: allocated index, arena and ended list."""
+        return (len(self._cols["flow"]) * ROW_BYTES + self._arena.nbytes
+                + self._ended.nbytes)
+
+    @property
+    def used_bytes(self) -> int:
+        """Bytes of the rows and blocks in use (at most :attr:`nbytes`)."""
+        return self._n * ROW_BYTES + self._bt * BLOCK + self._ended.nbytes
+
+    # ------------------------------------------------------------------ append
+    def append(self, batch: PacketBatch, flow_id: np.ndarray, a2b: np.ndarray,
+               seq: np.ndarray, count: np.ndarray | None = None) -> None:
+        """Keep what ``batch`` adds to its flows' first and recent packets.
+
+        ``flow_id``, ``a2b`` (direction) and ``seq`` (number within the flow) give each
+        packet's place, as the flow table assigned it; ``count`` (optional, per row) is
+        the flow's packet count after this batch, which the engine reads off the table
+        for free (else it is computed here, with a sort)."""
+        n = len(batch)
+        if not n or not self.budget:
+            return
+        if count is None:
+            count = flow_counts(flow_id, seq)
+        keep = (seq < self.first) | (seq >= count - self.recent)
+        idx = np.flatnonzero(keep)
+        if not len(idx):
+            return
+        if batch.raw_off is None or not batch.bufs:
+            chunk = np.full(len(idx), -1, dtype=np.int64)
+            off = length = chunk
+        else:
+            chunk, off, length = batch.raw_chunk[idx], batch.raw_off[idx], batch.raw_len[idx]
+        has = (chunk >= 0) & (length > 0)
+        slen = np.where(has, np.minimum(length, self.snap), 0)
+        cls = np.searchsorted(self._widths, slen)
+        nb = np.where(has, self._blocks[np.minimum(cls, len(self._blocks) - 1)], 0)
+        cost = ROW_BYTES + nb * BLOCK
+        total = int(cost.sum())
+        piece = max(int(self.budget * _PIECE), 1)
+        if total <= piece:
+            self._append(batch, idx, flow_id, a2b, seq, chunk, off, slen, cls, nb)
+            return
+        # Bigger than a piece of the budget (a small budget, or huge frames): in turns,
+        # so each fits once the store has made room.
+        cum = np.cumsum(cost)
+        cuts = np.r_[0, np.searchsorted(cum, np.arange(piece, total, piece), side="right"),
+                     len(idx)]
+        for lo, hi in zip(cuts[:-1].tolist(), cuts[1:].tolist(), strict=True):
+            if hi > lo and int(cum[hi - 1] - (cum[lo - 1] if lo else 0)) <= self.budget:
+                sl = slice(lo, hi)
+                self._append(batch, idx[sl], flow_id, a2b, seq, chunk[sl], off[sl],
+                             slen[sl], cls[sl], nb[sl])
+
+    def _append(self, batch: PacketBatch, idx: np.ndarray, flow_id: np.ndarray,
+                a2b: np.ndarray, seq: np.ndarray, chunk: np.ndarray, off: np.ndarray,
+                slen: np.ndarray, cls: np.ndarray, nb: np.ndarray) -> None:
+        m = len(idx)
+        blocks = int(nb.sum())
+        self._reserve(m, blocks)
+        r0 = self._n
+        sl = slice(r0, r0 + m)
+        c = self._cols
+        c["flow"][sl] = flow_id[idx]
+        c["seq"][sl] = seq[idx]
+        c["ts"][sl] = batch.ts[idx]
+        c["size"][sl] = batch.wirelen[idx]
+        c["caplen"][sl] = batch.raw_len[idx] if batch.raw_len is not None else 0
+        c["slen"][sl] = slen
+        c["flags"][sl] = batch.flags[idx]
+        c["proto"][sl] = batch.proto[idx]
+        c["a2b"][sl] = a2b[idx]
+        block = c["block"][sl]
+        block[:] = -1
+        linktype = c["linktype"][sl]
+        linktype[:] = 0
+        self._n += m
+        self._since[0] += m
+        if blocks:
+            self._copy_bytes(batch, chunk, off, slen, cls, block, linktype)
+
+    def _copy_bytes(self, batch: PacketBatch, chunk: np.ndarray, off: np.ndarray,
+                    slen: np.ndarray, cls: np.ndarray, block: np.ndarray,
+                    linktype: np.ndarray) -> None:
+        has = np.flatnonzero(slen > 0)
+        linktype[has] = np.array(batch.linktypes, dtype=np.uint16)[chunk[has]]
+        bt = copy_frames(self._arena, self._bt, batch.bufs, has, chunk, off, cls,
+                         self._widths, block)
+        self._since[1] += bt - self._bt
+        self._bt = bt
+
+    # ------------------------------------------------------------------ room
+    def _reserve(self, rows: int, blocks: int) -> None:
+        mcap, bcap = len(self._cols["flow"]), len(self._arena)
+        if self._n + rows <= mcap and self._bt + blocks <= bcap:
+            return
+        need_m, need_b = max(mcap, self._n + rows), max(bcap, self._bt + blocks)
+        new_m = mcap if need_m == mcap else max(2 * mcap, need_m, 1024)
+        new_b = bcap if need_b == bcap else max(2 * bcap, need_b, 256)
+        free = self.budget - self._ended.nbytes - self._ended_reserve
+        if new_m * ROW_BYTES + new_b * BLOCK > free:
+            # Doubling would pass the budget: grow the side that is short to all that is
+            # left (compacting only when even that cannot hold the rows).
+            if need_m > mcap:
+                new_m = max(need_m, (free - new_b * BLOCK) // ROW_BYTES)
+            else:
+                new_b = max(need_b, (free - new_m * ROW_BYTES) // BLOCK)
+        if new_m * ROW_BYTES + new_b * BLOCK <= free:
+            self._grow(new_m, new_b)
+        else:
+            self._compact(rows, blocks)
+
+    def _grow(self, mcap: int, bcap: int) -> None:
+        n, bt = self._n, self._bt
+        for name, dtype in _COLUMNS:
+            col = np.empty(mcap, dtype=dtype)
+            col[:n] = self._cols[name][:n]
+            self._cols[name] = col
+        if bcap != len(self._arena):
+            arena = np.empty((bcap, BLOCK), dtype=np.uint8)
+            arena[:bt] = self._arena[:bt]
+            self._arena = arena
+
+    def _pack(self, rows: np.ndarray, mcap: int, bcap: int) -> None:
+        """Keep only ``rows`` (ascending) and their bytes, packed at the front of arrays of
+        ``mcap`` rows and ``bcap`` blocks: in place when the size stays (every row and
+        block moves towards the front, so copying in ascending order is safe, and no
+        fresh pages are touched), else into new arrays."""
+        k = len(rows)
+        for name, dtype in _COLUMNS:
+            old = self._cols[name]
+            col = old if len(old) == mcap else np.empty(mcap, dtype=dtype)
+            col[:k] = old[rows]
+            self._cols[name] = col
+        c = self._cols
+        slen = c["slen"][:k]
+        nb = np.where(slen > 0, self._blocks[np.minimum(np.searchsorted(self._widths, slen),
+                                                        len(self._blocks) - 1)], 0)
+        old = self._arena
+        arena = old if len(old) == bcap else np.empty((bcap, BLOCK), dtype=np.uint8)
+        self._bt = pack_blocks(old, arena, c["block"][:k], nb)
+        self._arena = arena
+        self._n = k
+
+    def _compact(self, rows: int, blocks: int) -> None:
+        """Make room for ``rows`` index rows and ``blocks`` blocks: drop rows (see
+        :mod:`netmon.ingest.packetevict`) down to the low-water mark, then size the
+        arrays to the whole budget, split as recent appends used it."""
+        self.compactions += 1
+        n = self._n
+        c = self._cols
+        slen = c["slen"][:n]
+        nb = np.where(slen > 0, self._blocks[np.minimum(np.searchsorted(self._widths, slen),
+                                                        len(self._blocks) - 1)], 0)
+        cost = ROW_BYTES + nb * BLOCK
+        need = rows * ROW_BYTES + blocks * BLOCK
+        # The ended list only shrinks here (pruned below): counting it whole is safe.
+        target = max(0, min(int(self.budget * LOW_WATER), self.budget - need)
+                     - self._ended.nbytes - self._ended_reserve)
+        flows = c["flow"][:n]
+        p = plan(flows, c["seq"][:n], cost, self._ended.rank(flows), first=self.first,
+                 recent=self.recent, target=target)
+        for k in self.dropped:
+            self.dropped[k] += getattr(p, k)
+        kept_rows = len(p.rows)
+        kept_blocks = int(nb[p.rows].sum())
+        self._ended.prune(flows[p.rows])
+        room = self.budget - self._ended.nbytes - self._ended_reserve - (
+            (kept_rows + rows) * ROW_BYTES + (kept_blocks + blocks) * BLOCK)
+        room = max(room, 0)
+        r, b = self._since if any(self._since) else (kept_rows, kept_blocks)
+        share = (r * ROW_BYTES) / (r * ROW_BYTES + b * BLOCK) if r or b else 0.25
+        mroom, broom = int(room * share) // ROW_BYTES, int(room * (1 - share)) // BLOCK
+        mcap, bcap = len(c["flow"]), len(self._arena)
+        # The arrays stay (compacted in place) while each leaves at least half the room
+        # recent appends would want there; else they are split anew.
+        if (mcap - kept_rows - rows < mroom // 2 or bcap - kept_blocks - blocks < broom // 2
+                or mcap * ROW_BYTES + bcap * BLOCK > self.budget - self._ended_reserve
+                - self._ended.nbytes):
+            mcap, bcap = kept_rows + rows + mroom, kept_blocks + blocks + broom
+        self._since = [0, 0]
+        self._pack(np.sort(p.rows), mcap, bcap)
+
+    # ------------------------------------------------------------------ ended flows
+    def end_flows(self, flow_ids: np.ndarray) -> None:
+        """These flows ended (left the flow table): their packets go before any live
+        flow's, oldest ended first."""
+        if not self.budget or not len(flow_ids) or not self._n:
+            return
+        self._ended.add(flow_ids)
+        if self.nbytes > self.budget:  # past its reserve: make room (ended flows go)
+            self._compact(0, 0)
+
+    # ------------------------------------------------------------------ queries
+    def _rows_of(self, flow_id: int) -> np.ndarray:
+        """Index rows of the flow's kept packets, oldest first (stale rows hidden)."""
+        c = self._cols
+        rows = np.flatnonzero(c["flow"][:self._n] == flow_id)
+        if len(rows):
+            seq = c["seq"][rows]
+            rows = rows[np.argsort(seq, kind="stable")]
+            seq = c["seq"][rows]
+            rows = rows[(seq < self.first) | (seq > seq[-1] - self.recent)]
+        return rows
+
+    def packets_of(self, flow_id: int) -> StorePackets:
+        """The flow's kept packets (vectorised: one comparison over the index)."""
+        rows = self._rows_of(flow_id)
+        c = self._cols
+        seq = c["seq"][rows]
+        return StorePackets(seq=seq, ts=c["ts"][rows], a2b=c["a2b"][rows],
+                            size=c["size"][rows], flags=c["flags"][rows],
+                            proto=c["proto"][rows], has_bytes=c["slen"][rows] > 0,
+                            tier=np.where(seq < self.first, TIER_FIRST,
+                                          TIER_RECENT).astype(np.uint8))
+
+    def frames_of(self, flow_id: int, upto_seq: int | None = None,
+                  limit: int | None = None) -> list[RingFrame]:
+        """The flow's kept frames whose bytes are known, oldest first: those up to
+        packet ``upto_seq`` when given, at most the last ``limit`` of them."""
+        rows = self._rows_of(flow_id)
+        c = self._cols
+        keep = c["slen"][rows] > 0
+        if upto_seq is not None:
+            keep &= c["seq"][rows] <= upto_seq
+        rows = rows[keep]
+        if limit is not None:
+            rows = rows[max(len(rows) - limit, 0):]
+        flat = self._arena.reshape(-1)
+        out = []
+        for seq, ts, size, lt, start, ln in zip(
+                c["seq"][rows].tolist(), c["ts"][rows].tolist(), c["size"][rows].tolist(),
+                c["linktype"][rows].tolist(), c["block"][rows].tolist(),
+                c["slen"][rows].tolist(), strict=True):
+            at = start * BLOCK
+            out.append(RingFrame(seq, ts, size, lt, flat[at:at + ln].tobytes()))
+        return out
+
+    def flows(self) -> np.ndarray:
+        """Ids of the flows with at least one kept packet (sorted)."""
+        return np.unique(self._cols["flow"][:self._n])

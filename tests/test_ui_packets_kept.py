@@ -1,0 +1,75 @@
+"""Pilot on the real engine at a high packet rate: a busy flow's screen says how many of
+its packets are kept, and they are its first ones and its most recent ones."""
+
+from __future__ import annotations
+
+import re
+import threading
+from pathlib import Path
+
+import pytest
+
+from netmon.app.tui import EngineFeed
+from netmon.core.link import FlowPage, FlowQuery
+from netmon.core.settings import Settings
+from netmon.engine.engine import Engine
+from netmon.engine.link import EngineUILink
+from netmon.sources.files import FileSource
+from netmon.testing.synth import synthetic_pcap
+from netmon.ui import make_app
+from netmon.ui.screens import FlowScreen
+from netmon.ui.widgets import PacketsTable
+from tests.ui_support import screen_text, ui_test, wait_until
+
+pytestmark = pytest.mark.timeout(120)
+
+KEPT = re.compile(r"([\d,]+) of ([\d,]+) packets kept · first (\d+)(?: · recent (\d+))?")
+
+
+def busiest(link: EngineUILink) -> FlowPage:
+    done = threading.Event()
+    got: list[FlowPage] = []
+    link.query_flows(FlowQuery(sort="packets", limit=1),
+                     lambda page: (got.append(page), done.set()))
+    assert done.wait(30)
+    return got[0]
+
+
+@ui_test
+async def test_a_busy_flow_shows_its_first_and_recent_packets_while_ingest_runs(
+        tmp_path: Path) -> None:
+    path = tmp_path / "busy.pcap"
+    # 400 k packets over 300 flows (~1300 each), replayed at ~100 k packets/s.
+    synthetic_pcap(path, 400_000, 300, seed=7)
+    feed = EngineFeed()
+    settings = Settings(read=str(path), speed=50.0, cluster=False)
+    engine = Engine(settings, [FileSource(str(path), speed=50.0)], feed.deliver)
+    feed.engine = engine
+    link = EngineUILink(engine)
+    app = make_app(settings, feed, link)
+    try:
+        async with app.run_test(size=(100, 30)) as pilot:
+            await wait_until(pilot, lambda: engine.table.packets > 50_000, timeout=30)
+            flow = busiest(link).flows[0]
+            assert flow.packets > 64
+            await app.push_screen(FlowScreen(flow))
+            table = app.screen.query_one(PacketsTable)
+            seen = 0
+            for _ in range(3):  # the list refreshes as packets arrive
+                await wait_until(pilot, lambda: KEPT.search(screen_text(app))
+                                 and table.row_count, timeout=10)
+                m = KEPT.search(screen_text(app))
+                kept, total = (int(g.replace(",", "")) for g in m.groups()[:2])
+                assert total > 64 and kept >= min(total, 32), m.group(0)
+                assert int(m.group(3)) == 32 and int(m.group(4) or 0) >= 1
+                assert kept == 32 + int(m.group(4) or 0)
+                keys = [int(k) for k in table.keys]
+                assert keys[:32] == list(range(32)) and keys[-1] >= total - 32
+                assert "Enter dissects" in screen_text(app)
+                seen = max(seen, total)
+                await pilot.pause(0.5)
+            assert engine.table.packets > 50_000 and seen > 64
+    finally:
+        engine.stop()
+        assert engine.join(15)
+        link.stop()
