@@ -77,16 +77,18 @@ def run_packets(args: argparse.Namespace, out: TextIO) -> int:
     if not flows:
         print_line(f"netmon: no flows kept in {shown} match", out)
         return 0
+    ends = [(f"{f.addr_a}:{f.port_a}", f"{f.addr_b}:{f.port_b}") for f in flows]
+    wa = max(len(a) for a, _ in ends)
+    wb = max(len(b) for _, b in ends)
     run = None
-    for f in flows:
+    for f, (a, b) in zip(flows, ends, strict=True):
         if f.run != run:
             run = f.run
             print_line(f"run {run}:", out)
-            print_line(f"{'ID':>8}  {'PROTO':<6} {'A':>41}    {'B':<41} {'PACKETS':>8}  "
+            print_line(f"{'ID':>8}  {'PROTO':<6} {'A':>{wa}}    {'B':<{wb}} {'PACKETS':>8}  "
                        f"{'FIRST':<23}  LAST", out)
-        print_line(f"{f.flow_id:>8}  {proto_name(f.proto):<6} {f'{f.addr_a}:{f.port_a}':>41}"
-                   f" -> {f'{f.addr_b}:{f.port_b}':<41} {f.packets:>8}  {_when(f.first)}  "
-                   f"{_when(f.last)}", out)
+        print_line(f"{f.flow_id:>8}  {proto_name(f.proto):<6} {a:>{wa}} -> {b:<{wb}} "
+                   f"{f.packets:>8}  {_when(f.first)}  {_when(f.last)}", out)
     return 0
 
 

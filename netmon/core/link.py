@@ -84,6 +84,7 @@ class PacketList:
     packets: tuple[PacketInfo, ...]
     dropped_older: int = 0  # packets of this flow no longer in the ring
     error: str = ""
+    tier: str = "memory"  # where the bytes come from: "memory", or "disk" (--keep-packets)
 
 
 @dataclass(frozen=True, slots=True)

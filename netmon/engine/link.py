@@ -126,7 +126,8 @@ class EngineUILink:
             reply(Dissection(flow_id, index, (), error=msg))
 
         def work(background: Callable) -> None:
-            frames = self.engine.ring.frames_of(flow_id, upto_seq=index, limit=CONTEXT_FRAMES)
+            store, _ = self._store(flow_id)
+            frames = store.frames_of(flow_id, upto_seq=index, limit=CONTEXT_FRAMES)
             if not frames or frames[-1].seq != index:
                 fail(self._why_missing(flow_id, index))
                 return
@@ -278,9 +279,19 @@ class EngineUILink:
         slot = np.flatnonzero((t.flow_id == flow_id) & t.live)
         return self._views(slot[:1])[0] if len(slot) else None
 
+    def _store(self, flow_id: int) -> tuple[Any, str]:
+        """Where the flow's packets are read from, and that tier's name: the on-disk
+        ring (--keep-packets) when it holds them (whole frames, all it kept), else the
+        in-memory ring. The disk reader is safe on any thread."""
+        disk = getattr(self.engine, "disk", None)
+        if disk is not None and disk.holds(flow_id):
+            return disk.reader(), "disk"
+        return self.engine.ring, "memory"
+
     def _packets(self, flow_id: int) -> PacketList:
         flow = self._flow_view(flow_id)
-        rp = self.engine.ring.packets_of(flow_id)
+        store, tier = self._store(flow_id)
+        rp = store.packets_of(flow_id)
         if not len(rp):
             if flow is None:
                 return PacketList(flow_id, None, (), error=f"flow {flow_id} has ended and "
@@ -292,12 +303,15 @@ class EngineUILink:
                    rp.flags[skip:].tolist(), strict=True)
         packets = tuple(PacketInfo(seq, ts, 1 if a2b else -1, size, flag_text(proto, fl))
                         for seq, ts, a2b, size, proto, fl in rows)
-        return PacketList(flow_id, flow, packets, dropped_older=rp.dropped_older + skip)
+        return PacketList(flow_id, flow, packets, dropped_older=rp.dropped_older + skip,
+                          tier=tier)
 
     # ------------------------------------------------------------------ dissection
     def _why_missing(self, flow_id: int, index: int) -> str:
-        rp = self.engine.ring.packets_of(flow_id)
-        budget = f"the most recent {self.engine.ring.budget / 2**20:g} MB of frames"
+        store, tier = self._store(flow_id)
+        rp = store.packets_of(flow_id)
+        budget = (f"the most recent {self.engine.ring.budget / 2**20:g} MB of frames"
+                  if tier == "memory" else "what fits in --keep-size on disk")
         if not len(rp):
             return f"no packet of flow {flow_id} is retained any more (netmon keeps {budget})"
         if index < rp.seq[0]:
