@@ -25,6 +25,7 @@ BENCHMARKS = {
     "ssh": "CPU per packet: four --ssh sources vs one local capture",
     "exported": "clustering quality of flows from softflowd's export",
     "flowsout": "--flows-out writing speed at 4 M flows, against the per-flow writer",
+    "keep": "--keep-packets: replay time with and without the disk ring, MB written",
 }
 
 

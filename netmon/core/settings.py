@@ -254,7 +254,7 @@ def describe_limit(name: str, kind: type) -> str:
     limit = LIMITS[name]
     if name in SIZE_SETTINGS:
         return (f"a size such as 500M, 2G or 1.5G, from {_size_text(limit.low)} to "
-                f"{_size_text(limit.high)}")
+                f"{_size_text(limit.high)}: {limit.describe(kind)} bytes")
     return limit.describe(kind)
 
 

@@ -44,8 +44,10 @@ from netmon.ingest.pcapwrite import pcapng_idb, pcapng_shb
 
 DEFAULT_CAP = 1 << 30
 #: Segments are a sixteenth of the cap (so deleting one frees little), at least this
-#: big (fewer files and index sorts) and at most a quarter of the cap.
+#: big (fewer files and index sorts), at most a quarter of the cap and at most
+#: MAX_SEGMENT (sorting a closed segment's index takes one pass over it).
 MIN_SEGMENT = 4 << 20
+MAX_SEGMENT = 256 << 20
 #: Buffers queued for the writer at most; past this, packets are counted as not written.
 QUEUE_BYTES = 64 << 20
 #: An Enhanced Packet Block's header before the frame data, and its total with trailer.
@@ -83,7 +85,7 @@ class _Item:
 
 
 def segment_size_for(cap: int) -> int:
-    return min(max(cap // 16, MIN_SEGMENT), max(cap // 4, 1))
+    return min(max(cap // 16, MIN_SEGMENT), max(cap // 4, 1), MAX_SEGMENT)
 
 
 def _run_id() -> str:
@@ -494,13 +496,18 @@ def _epbs(it: _Item, sl: slice, iface: np.ndarray) -> tuple[bytes, np.ndarray]:
     glue[tpos[:, None] + _AR_TAIL] = total.astype("<u4").view(np.uint8).reshape(n, 4)
     data_at = gend[:n] + (np.cumsum(cap) - cap)
     gv = memoryview(glue)
-    views = [memoryview(b) for b in it.bufs]
-    parts: list = []
-    add = parts.append
-    for gs, ge, c, o, ln in zip(gstart[:n].tolist(), gend[:n].tolist(),
-                                it.chunk[sl].tolist(), it.off[sl].tolist(), cap.tolist(),
-                                strict=True):
-        add(gv[gs:ge])
-        add(views[c][o:o + ln])
-    add(gv[int(gstart[n]):])
+    # Comprehensions and slice assignment: about half the cost of a loop of appends.
+    parts: list = [None] * (2 * n + 1)
+    parts[0:2 * n:2] = [gv[a:b] for a, b in zip(gstart[:n].tolist(), gend[:n].tolist(),
+                                                 strict=True)]
+    off = it.off[sl]
+    ends = (off + cap).tolist()
+    if len(it.bufs) == 1:
+        v = memoryview(it.bufs[0])
+        parts[1:2 * n:2] = [v[o:e] for o, e in zip(off.tolist(), ends, strict=True)]
+    else:
+        views = [memoryview(b) for b in it.bufs]
+        parts[1:2 * n:2] = [views[c][o:e] for c, o, e in zip(
+            it.chunk[sl].tolist(), off.tolist(), ends, strict=True)]
+    parts[2 * n] = gv[int(gstart[n]):]
     return b"".join(parts), data_at
