@@ -7,7 +7,8 @@ reactor thread and only copies a batch's columns (the frames' ``bytes`` buffers 
 immutable and handed over by reference) onto a bounded queue: when the writer falls
 behind, the packets that do not fit are counted, never waited for. One writer thread
 (``netmon-keep``) owns every file in DIR: it writes the segments and their indexes
-(layout in :mod:`netmon.ingest.diskindex`), rotates at the segment size and deletes
+(layout in :mod:`netmon.ingest.diskindex`, blocks built in :mod:`netmon.ingest.diskseg`),
+rotates at the segment size and deletes
 the oldest segments, older runs' first, so the directory never holds more than the
 cap. :meth:`DiskRing.close` (reactor thread, at the engine's end) lets it write what
 is queued and joins it. A write error (disk full, file too large, DIR removed) stops
@@ -20,11 +21,9 @@ import contextlib
 import errno
 import fcntl
 import os
-import socket
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass
 
 import numpy as np
 
@@ -38,8 +37,8 @@ from netmon.ingest.diskindex import (
     DiskReader,
     list_segments,
     segment_bytes,
-    segment_name,
 )
+from netmon.ingest.diskseg import Item, OpenSegment, epbs, tuple_line, write_all
 from netmon.ingest.pcapwrite import pcapng_idb, pcapng_shb
 
 DEFAULT_CAP = 1 << 30
@@ -50,40 +49,6 @@ MIN_SEGMENT = 4 << 20
 MAX_SEGMENT = 256 << 20
 #: Buffers queued for the writer at most; past this, packets are counted as not written.
 QUEUE_BYTES = 64 << 20
-#: An Enhanced Packet Block's header before the frame data, and its total with trailer.
-_EPB_HEAD = 28
-_EPB_FIXED = 32
-_HDR = np.dtype([("type", "<u4"), ("total", "<u4"), ("iface", "<u4"), ("hi", "<u4"),
-                 ("lo", "<u4"), ("cap", "<u4"), ("wire", "<u4")])
-_AR_HEAD = np.arange(_EPB_HEAD)
-_AR_TAIL = np.arange(4)
-
-
-@dataclass(frozen=True, slots=True)
-class _Item:
-    """One batch's frames with bytes, as the writer needs them (copies and immutable
-    buffers: nothing the reactor thread changes afterwards)."""
-
-    bufs: tuple[bytes, ...]
-    linktypes: tuple[int, ...]
-    chunk: np.ndarray
-    off: np.ndarray
-    caplen: np.ndarray
-    ts: np.ndarray
-    wirelen: np.ndarray
-    flow: np.ndarray
-    seq: np.ndarray
-    a2b: np.ndarray
-    flags: np.ndarray
-    proto: np.ndarray
-    fam: np.ndarray
-    src: np.ndarray
-    dst: np.ndarray
-    sport: np.ndarray
-    dport: np.ndarray
-    nbytes: int
-
-
 def segment_size_for(cap: int) -> int:
     return min(max(cap // 16, MIN_SEGMENT), max(cap // 4, 1), MAX_SEGMENT)
 
@@ -94,12 +59,6 @@ def _run_id() -> str:
             + f".{int(now % 1 * 1e6):06d}-{os.getpid()}")
 
 
-def _write_all(fd: int, data: bytes | memoryview) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view):]
-
-
 def _reason(exc: OSError) -> str:
     return {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is used up",
             errno.EFBIG: "a file grew past the size limit",
@@ -107,48 +66,6 @@ def _reason(exc: OSError) -> str:
             errno.EACCES: "no permission to write there any more",
             errno.EROFS: "the file system became read-only"}.get(
                 exc.errno, exc.strerror or str(exc))
-
-
-class _Open:
-    """The segment being written (writer thread only)."""
-
-    def __init__(self, directory: str, run: str, number: int) -> None:
-        self.number = number
-        self.stem = segment_name(run, number)
-        base = os.path.join(directory, self.stem)
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND
-        self.fds: list[int] = []
-        for kind in ("pcapng", "idx", "flows"):
-            self.fds.append(os.open(f"{base}.{kind}", flags, 0o600))
-        self.sizes = [0, 0, 0]
-        self.ifaces: dict[int, int] = {}
-        self.flows: set[int] = set()
-        self.packets = 0
-
-    @property
-    def bytes(self) -> int:
-        return sum(self.sizes)
-
-    def write(self, parts: tuple[bytes, bytes, bytes]) -> None:
-        """Append to the three files; on error, cut each back so the segment stays
-        valid pcapng with an index that points only at whole frames."""
-        try:
-            for fd, data in zip(self.fds, parts, strict=True):
-                if data:
-                    _write_all(fd, data)
-        except OSError:
-            for fd, size in zip(self.fds, self.sizes, strict=True):
-                with contextlib.suppress(OSError):
-                    os.ftruncate(fd, size)
-            raise
-        for i, data in enumerate(parts):
-            self.sizes[i] += len(data)
-
-    def close(self) -> None:
-        for fd in self.fds:
-            with contextlib.suppress(OSError):
-                os.close(fd)
-        self.fds = []
 
 
 class DiskRing:
@@ -174,11 +91,11 @@ class DiskRing:
         self.present: dict[int, int] = {}
         self._tuples: dict[int, str] = {}
         self._cond = threading.Condition()
-        self._items: deque[_Item] = deque()
+        self._items: deque[Item] = deque()
         self._queued = 0
         self._closing = False
         self._thread: threading.Thread | None = None
-        self._cur: _Open | None = None
+        self._cur: OpenSegment | None = None
         self._number = 0
         self._old: deque[tuple[str, int, str]] = deque()  # closed segments: run, number, stem
         self._total = 0
@@ -249,7 +166,7 @@ class DiskRing:
                 self.dropped += n
                 return
             self._queued += nbytes
-        item = _Item(batch.bufs, batch.linktypes, batch.raw_chunk[sel].copy(),
+        item = Item(batch.bufs, batch.linktypes, batch.raw_chunk[sel].copy(),
                      batch.raw_off[sel].copy(), batch.raw_len[sel].copy(),
                      batch.ts[sel].copy(), batch.wirelen[sel].copy(),
                      np.array(flow_id[sel]), np.array(seq[sel]), np.array(a2b[sel]),
@@ -346,7 +263,7 @@ class DiskRing:
 
     def _open_segment(self) -> None:
         self._number += 1
-        self._cur = _Open(self.directory, self.run, self._number)
+        self._cur = OpenSegment(self.directory, self.run, self._number)
         shb = pcapng_shb()
         self._make_room(len(shb))
         self._cur.write((shb, b"", b""))
@@ -363,7 +280,7 @@ class DiskRing:
         tmp = f"{base}.fidx.tmp"
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
-            _write_all(fd, rows.tobytes())
+            write_all(fd, rows.tobytes())
         except OSError:
             os.close(fd)
             os.unlink(tmp)
@@ -380,7 +297,7 @@ class DiskRing:
                 return False
         return True
 
-    def _write_item(self, it: _Item) -> None:
+    def _write_item(self, it: Item) -> None:
         cost = 32 + it.caplen.astype(np.int64) + (-it.caplen.astype(np.int64)) % 4 + ROW
         i, n = 0, len(cost)
         while i < n:
@@ -399,7 +316,7 @@ class DiskRing:
             self._write_piece(it, slice(i, i + k))
             i += k
 
-    def _write_piece(self, it: _Item, sl: slice) -> None:
+    def _write_piece(self, it: Item, sl: slice) -> None:
         cur = self._cur
         lts = np.asarray(it.linktypes, dtype=np.int64)[it.chunk[sl]]
         idbs = b""
@@ -410,7 +327,7 @@ class DiskRing:
         lut = {lt: i for lt, i in cur.ifaces.items()}
         iface = np.vectorize(lut.__getitem__, otypes=[np.int64])(lts) if len(lut) > 1 \
             else np.zeros(len(lts), dtype=np.int64)
-        blocks, data_at = _epbs(it, sl, iface)
+        blocks, data_at = epbs(it, sl, iface)
         rows = np.empty(len(data_at), dtype=INDEX_DTYPE)
         rows["flow"] = it.flow[sl]
         rows["seq"] = it.seq[sl]
@@ -429,7 +346,7 @@ class DiskRing:
             if f not in cur.flows:
                 line = self._tuples.get(f)
                 if line is None:
-                    line = self._tuples[f] = _tuple_line(it, base + at)
+                    line = self._tuples[f] = tuple_line(it, base + at)
                 lines.append(f"{f}\t{line}\n")
         text = "".join(lines).encode("ascii")
         index = rows.tobytes()
@@ -447,67 +364,3 @@ class DiskRing:
         cur.flows.update(ids)
         # In place (one dict operation, atomic for readers on other threads).
         self.present.update(dict.fromkeys(ids, cur.number))
-
-
-def _tuple_line(it: _Item, row: int) -> str:
-    """"proto, addr a, port a, addr b, port b" (a = the flow's initiator) from a row."""
-    fam = socket.AF_INET if it.fam[row] == 4 else socket.AF_INET6
-    cut = 12 if fam == socket.AF_INET else 0
-    src = socket.inet_ntop(fam, it.src[row, cut:].tobytes())
-    dst = socket.inet_ntop(fam, it.dst[row, cut:].tobytes())
-    ends = [(src, int(it.sport[row])), (dst, int(it.dport[row]))]
-    if not it.a2b[row]:
-        ends.reverse()
-    (a, pa), (b, pb) = ends
-    return f"{int(it.proto[row])}\t{a}\t{pa}\t{b}\t{pb}"
-
-
-def _epbs(it: _Item, sl: slice, iface: np.ndarray) -> tuple[bytes, np.ndarray]:
-    """The Enhanced Packet Blocks of rows ``sl`` as one ``bytes``, and where each
-    frame's data starts in it. The fixed parts (header; padding, trailer) are built
-    with numpy as "glue" runs between frames, so per frame only two slices are
-    joined in Python."""
-    cap = it.caplen[sl].astype(np.int64)
-    n = len(cap)
-    pad = (-cap) % 4
-    total = _EPB_FIXED + cap + pad
-    hdr = np.empty(n, dtype=_HDR)
-    ticks = np.round(it.ts[sl] * 1e6).astype(np.int64)  # microseconds: the IDB default
-    hdr["type"] = 6
-    hdr["total"] = total
-    hdr["iface"] = iface
-    hdr["hi"] = ticks >> 32
-    hdr["lo"] = ticks & 0xFFFFFFFF
-    hdr["cap"] = cap
-    hdr["wire"] = it.wirelen[sl]
-    # Glue j: header 0 (j = 0); pad and trailer of frame j-1 then header j; last: the
-    # last frame's pad and trailer.
-    glen = np.empty(n + 1, dtype=np.int64)
-    glen[0] = _EPB_HEAD
-    glen[1:n] = pad[:-1] + _EPB_FIXED
-    glen[n] = pad[-1] + 4
-    gend = np.cumsum(glen)
-    gstart = gend - glen
-    glue = np.zeros(int(gend[-1]), dtype=np.uint8)
-    hpos = gstart[:n].copy()
-    hpos[1:] += pad[:-1] + 4
-    glue[hpos[:, None] + _AR_HEAD] = hdr.view(np.uint8).reshape(n, _EPB_HEAD)
-    tpos = gstart[1:] + pad
-    glue[tpos[:, None] + _AR_TAIL] = total.astype("<u4").view(np.uint8).reshape(n, 4)
-    data_at = gend[:n] + (np.cumsum(cap) - cap)
-    gv = memoryview(glue)
-    # Comprehensions and slice assignment: about half the cost of a loop of appends.
-    parts: list = [None] * (2 * n + 1)
-    parts[0:2 * n:2] = [gv[a:b] for a, b in zip(gstart[:n].tolist(), gend[:n].tolist(),
-                                                 strict=True)]
-    off = it.off[sl]
-    ends = (off + cap).tolist()
-    if len(it.bufs) == 1:
-        v = memoryview(it.bufs[0])
-        parts[1:2 * n:2] = [v[o:e] for o, e in zip(off.tolist(), ends, strict=True)]
-    else:
-        views = [memoryview(b) for b in it.bufs]
-        parts[1:2 * n:2] = [views[c][o:e] for c, o, e in zip(
-            it.chunk[sl].tolist(), off.tolist(), ends, strict=True)]
-    parts[2 * n] = gv[int(gstart[n]):]
-    return b"".join(parts), data_at
