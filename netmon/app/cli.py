@@ -37,6 +37,8 @@ examples:
   netmon --collect 0.0.0.0:2055              collect NetFlow/IPFIX from routers
   netmon interfaces                      list capture interfaces
   netmon demo                            loopback traffic of several kinds, monitored
+  netmon --keep-packets /var/tmp/ring --keep-size 2G   keep every frame on disk
+  netmon packets /var/tmp/ring --host 10.0.0.5 --port 443 -w out.pcapng
 
 exit codes: 0 ok, 1 internal error (a bug), 2 usage, 3 no tshark/dumpcap,
   4 no capture permission, 5 unknown interface, 6 bad capture filter, 7 unreadable or
@@ -97,6 +99,11 @@ def build_parser() -> argparse.ArgumentParser:
                      help="one JSON snapshot per tick on stdout (implies --headless)")
     out.add_argument("--flows-out", metavar="PATH",
                      help="write every flow seen as JSON Lines to PATH on exit")
+    out.add_argument("--keep-packets", metavar="DIR",
+                     help="keep every captured frame in DIR as rotating pcapng segments "
+                     "with an index (see 'netmon packets DIR')")
+    out.add_argument("--keep-size", type=_setting("keep_size"), metavar="SIZE",
+                     help="size cap of --keep-packets DIR, e.g. 500M, 2G, 1.5G (1G)")
     stop = p.add_argument_group("stopping")
     stop.add_argument("--duration", type=_setting("duration"), metavar="S",
                       help="stop after S seconds")
@@ -148,10 +155,21 @@ def build_parser() -> argparse.ArgumentParser:
     tune.add_argument("--packet-memory", dest="packet_mb", type=_setting("packet_mb"),
                       metavar="MB", help="memory for each flow's first and recent packets, "
                       "for packet lists and dissection (128; 0: none)")
-    p.add_argument("command", nargs="?", choices=["interfaces", "demo"],
+    p.add_argument("command", nargs="?", choices=["interfaces", "demo", "packets"],
                    help="'interfaces': list capture interfaces and whether you can capture "
                    "on them; 'demo': generate several kinds of loopback traffic and "
-                   "monitor it")
+                   "monitor it; 'packets DIR': list or export the flows kept by "
+                   "--keep-packets DIR")
+    p.add_argument("ring_dir", nargs="?", metavar="DIR", help=argparse.SUPPRESS)
+    pk = p.add_argument_group("packets (netmon packets DIR [--flow ID ...] [-w OUT.pcapng])")
+    pk.add_argument("--flow", action="append", type=int, metavar="ID",
+                    help="a flow id from the listing (repeatable)")
+    pk.add_argument("--host", metavar="ADDR", help="flows with this address at either end")
+    pk.add_argument("--port", type=int, metavar="N", help="flows with this port at either end")
+    pk.add_argument("--run", metavar="RUN", help="a run of the listing (default: the "
+                    "newest, or every run when listing)")
+    pk.add_argument("-w", "--write", metavar="OUT", help="write the selected flows' packets "
+                    "to OUT as one pcapng")
     return p
 
 
@@ -180,6 +198,7 @@ def settings_from_args(args: argparse.Namespace, environ: dict | None = None) ->
         ssh=tuple(args.ssh) if args.ssh else None,
         ssh_options=tuple(args.ssh_option) if args.ssh_option else None,
         collect=tuple(args.collect) if args.collect else None,
+        keep_packets=args.keep_packets, keep_size=args.keep_size,
     ).validated()
 
 
@@ -263,6 +282,14 @@ def build_listener(settings: Settings, err: TextIO = sys.stderr) -> Source:
 
 def run(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "packets":
+        from netmon.app.packets import run_packets
+
+        return run_packets(args, sys.stdout)
+    if args.ring_dir is not None or any(getattr(args, k) is not None for k in (
+            "flow", "host", "port", "run", "write")):
+        raise SourceError("DIR, --flow, --host, --port, --run and -w go with 'netmon "
+                          "packets DIR' (see 'netmon --help')", EXIT_USAGE)
     settings = settings_from_args(args)
     logging.getLogger().setLevel(settings.log_level.upper())
     if args.command == "interfaces":

@@ -30,6 +30,7 @@ BENCHMARKS = {
     "procs": "process attribution: /proc refresh costs at N processes, vs psutil and ss",
     "names": "DNS answers, HTTP requests, SSH banners parsed/s; name cache lookups/s",
     "packets": "packet store: memory under 1 M flows, ingest with the store on vs off",
+    "keep": "--keep-packets: replay time with and without the disk ring, MB written",
 }
 
 

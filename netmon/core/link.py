@@ -91,6 +91,7 @@ class PacketList:
     total: int = 0  # the flow's packets (N), kept or not
     error: str = ""
     kept: int = 0  # packets of the flow kept (K)
+    tier: str = "memory"  # where the bytes come from: "memory", or "disk" (--keep-packets)
 
 
 @dataclass(frozen=True, slots=True)

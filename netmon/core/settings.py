@@ -99,6 +99,12 @@ class Settings:
     packet_mb: int = 128
     """MB for the packet store: every flow's first 32 and most recent 32 packets (up to
     2048 bytes of each), for packet lists and dissection (0: none)."""
+    keep_packets: str = ""
+    """Keep every captured frame on disk in this directory (made 0700 if missing), as
+    rotating pcapng segments with an index, so any flow's packets can be read back."""
+    keep_size: int = 1 << 30
+    """Size cap of the --keep-packets directory in bytes; flags, variables and the
+    config file also take 500M, 2G, 1.5G (K, M, G, T: powers of 1024)."""
 
     def validated(self) -> Settings:
         """Return self, or raise SourceError(EXIT_USAGE) naming the bad value."""
@@ -106,7 +112,7 @@ class Settings:
             value = getattr(self, name)
             if not limit.holds(value):
                 raise SourceError(f"invalid setting {name.replace('_', '-')} = {value!r} "
-                                  f"({limit.describe(type(value))})", EXIT_USAGE)
+                                  f"({describe_limit(name, type(value))})", EXIT_USAGE)
         checks = [
             (self.log_level.lower() in ("debug", "info", "warning", "error"),
              "log-level must be debug, info, warning or error"),
@@ -219,7 +225,38 @@ LIMITS: dict[str, Limit] = {
     "listen_max_bytes": Limit(1, 10**15),
     "listen_max_lifetime": Limit(0, _LONG, above=True),
     "packet_mb": Limit(0, 65536),
+    "keep_size": Limit(16 << 20, 1 << 50),
 }
+#: Settings in bytes, written with a unit: "1G", "500M", "1.5G".
+SIZE_SETTINGS = ("keep_size",)
+_UNITS = {"": 1, "B": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+
+
+def parse_size(raw: str) -> int:
+    """"1.5G" -> bytes (K, M, G, T are powers of 1024; an optional B and "iB" are
+    allowed); ValueError when it is not such a size."""
+    text = raw.strip().upper().removesuffix("IB").removesuffix("B")
+    unit = text[-1:] if text[-1:] in _UNITS else ""
+    number = float(text[:len(text) - len(unit)])  # ValueError for junk
+    if not number >= 0 or number == float("inf"):
+        raise ValueError(raw)
+    return int(number * _UNITS[unit])
+
+
+def _size_text(n: float) -> str:
+    for unit in ("T", "G", "M", "K"):
+        if n >= _UNITS[unit] and n % _UNITS[unit] == 0:
+            return f"{int(n) // _UNITS[unit]}{unit}"
+    return f"{int(n)}"
+
+
+def describe_limit(name: str, kind: type) -> str:
+    """What a setting accepts, in words (sizes with their units)."""
+    limit = LIMITS[name]
+    if name in SIZE_SETTINGS:
+        return (f"a size such as 500M, 2G or 1.5G, from {_size_text(limit.low)} to "
+                f"{_size_text(limit.high)}: {limit.describe(kind)} bytes")
+    return limit.describe(kind)
 
 
 def parse_setting(name: str, raw: str) -> object:
@@ -239,11 +276,11 @@ def parse_setting(name: str, raw: str) -> object:
     if kind is str:
         return raw
     try:
-        value = kind(raw)
+        value = parse_size(raw) if name in SIZE_SETTINGS else kind(raw)
     except ValueError:
         value = None
     if value is None or (limit is not None and not limit.holds(value)):
-        raise ValueError(limit.describe(kind) if limit else f"a {kind.__name__}")
+        raise ValueError(describe_limit(name, kind) if limit else f"a {kind.__name__}")
     return value
 
 
@@ -252,6 +289,11 @@ def _from_toml(name: str, value: object, origin: str) -> object:
     range."""
     kind = type(getattr(Settings, name))
     limit = LIMITS.get(name)
+    if name in SIZE_SETTINGS and isinstance(value, str):
+        try:
+            value = parse_size(value)
+        except ValueError:
+            pass  # refused below as a string where a size belongs
     if kind is bool:
         ok = isinstance(value, bool)
     elif kind is float:
@@ -265,7 +307,7 @@ def _from_toml(name: str, value: object, origin: str) -> object:
     if ok and limit is not None:
         ok = limit.holds(value)  # type: ignore[arg-type]
     if not ok:
-        want = limit.describe(kind) if limit else {
+        want = describe_limit(name, kind) if limit else {
             bool: "true or false", float: "a number", int: "a whole number",
             tuple: "a list of strings"}.get(kind, "a string")
         # repr: the value's TOML type matters here ("1" is not 1)

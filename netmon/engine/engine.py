@@ -35,6 +35,7 @@ from netmon.engine.snapshot import SnapshotBuilder
 from netmon.export.flowsout import FlowsOutWriter
 from netmon.flows.table import FlowTable
 from netmon.ingest.batch import PacketBatch
+from netmon.ingest.diskring import DiskRing
 from netmon.ingest.packetstore import PacketStore
 from netmon.netflow.templates import FlowRecords
 from netmon.sources.base import EngineSinks, Source
@@ -83,6 +84,11 @@ class Engine:
         self.result = EngineResult()
         #: Each flow's first and recent packets, for the UI's packet lists and dissections.
         self.packets = PacketStore(settings.packet_mb << 20)
+        #: Every frame on disk (--keep-packets); its writer thread runs from _begin to
+        #: _finalise. A bad directory raises SourceError here, before capture starts.
+        self.disk = (DiskRing(settings.keep_packets, settings.keep_size)
+                     if settings.keep_packets else None)
+        self._disk_reported = False
         self._pending_raw = 0
         self._writer = FlowsOutWriter(settings.flows_out) if settings.flows_out else None
         self._pending: list[PacketBatch] = []
@@ -159,6 +165,8 @@ class Engine:
 
     def _begin(self) -> None:
         self.snapshots.begin(time.time())
+        if self.disk is not None:
+            self.disk.start()
         sinks = EngineSinks(packets=self._sink, connections=self._conn_sink,
                             flow_records=self._rec_sink, observer_id=self.table.observer_id)
         for src in self.sources:
@@ -242,11 +250,13 @@ class Engine:
         """Count packets in the flow table; keep their flows' first and recent ones."""
         slots, lo_first, seq = self.table.add_batch(batch)
         t = self.table
+        flow_id, a2b = t.flow_id[slots], lo_first == t.a_is_lo[slots]
         if self.packets.budget:
             # Each row's flow total after the batch: the store keeps a flow's last
             # packets of the batch without sorting it again.
-            self.packets.append(batch, t.flow_id[slots], lo_first == t.a_is_lo[slots], seq,
-                                t.pkts_ab[slots] + t.pkts_ba[slots])
+            self.packets.append(batch, flow_id, a2b, seq, t.pkts_ab[slots] + t.pkts_ba[slots])
+        if self.disk is not None:
+            self.disk.append(batch, flow_id, a2b, seq)
 
     def _clock(self) -> float:
         # Live traffic expires by the wall clock (quiet links still age flows out);
@@ -268,7 +278,15 @@ class Engine:
             else:
                 self.reactor.callLater(0, self._shutdown, "end of input")
 
+    def _disk_news(self) -> None:
+        """The disk ring's one message, once, as a warning (snapshots show it)."""
+        disk = self.disk
+        if disk is not None and disk.error and not self._disk_reported:
+            self._disk_reported = True
+            self.result.warnings.append(disk.error)
+
     def _tick(self) -> None:
+        self._disk_news()
         if self._capture_ticks:
             # Expiry and clustering follow capture time (_capture_tick); the wall-clock
             # tick only reports.
@@ -387,6 +405,17 @@ class Engine:
         if self.clustering is not None:
             self.clustering.finish()  # every flow seen gets its cluster
             self._update_clusters()
+        if self.disk is not None:  # everything counted is queued: write it, end the thread
+            self.disk.close()
+            self._disk_news()
+            if self.disk.dropped:
+                self.result.warnings.append(
+                    f"--keep-packets: {self.disk.dropped} packets were not written "
+                    "(the disk writer fell behind)")
+            if self.disk.skipped:
+                self.result.warnings.append(
+                    f"--keep-packets: {self.disk.skipped} frames were not written (bigger "
+                    "than --keep-size leaves room for)")
         # Before end_live: live flows still count.
         snap = self.snapshots.build(self.result.warnings, finished=True)
         labels = self.clustering.labels if self.clustering is not None else None

@@ -128,8 +128,8 @@ class EngineUILink(FollowExportMixin):
             reply(Dissection(flow_id, index, (), error=msg))
 
         def work(background: Callable) -> None:
-            frames = self.engine.packets.frames_of(flow_id, upto_seq=index,
-                                                  limit=CONTEXT_FRAMES)
+            store, _ = self._store(flow_id)
+            frames = store.frames_of(flow_id, upto_seq=index, limit=CONTEXT_FRAMES)
             if not frames or frames[-1].seq != index:
                 fail(self._why_missing(flow_id, index))
                 return
@@ -281,9 +281,19 @@ class EngineUILink(FollowExportMixin):
         slot = np.flatnonzero((t.flow_id == flow_id) & t.live)
         return self._views(slot[:1])[0] if len(slot) else None
 
+    def _store(self, flow_id: int) -> tuple[Any, str]:
+        """Where the flow's packets are read from, and that tier's name: the on-disk
+        ring (--keep-packets) when it holds them (whole frames, all it kept), else the
+        in-memory ring. The disk reader is safe on any thread."""
+        disk = getattr(self.engine, "disk", None)
+        if disk is not None and disk.holds(flow_id):
+            return disk.reader(), "disk"
+        return self.engine.packets, "memory"
+
     def _packets(self, flow_id: int) -> PacketList:
         flow = self._flow_view(flow_id)
-        sp = self.engine.packets.packets_of(flow_id)
+        store, tier = self._store(flow_id)
+        sp = store.packets_of(flow_id)
         # N: the table's count while the flow is live; once it has ended, the newest
         # packet kept tells (the store keeps a flow's newest packets to the end).
         total = flow.packets if flow is not None else sp.newest + 1
@@ -291,7 +301,7 @@ class EngineUILink(FollowExportMixin):
             if flow is None:
                 return PacketList(flow_id, None, (), error=f"flow {flow_id} has ended and "
                                   "none of its packets are kept any more")
-            return PacketList(flow_id, flow, (), total=total)
+            return PacketList(flow_id, flow, (), total=total, tier=tier)
         skip = max(len(sp) - MAX_PACKETS, 0)  # older than the listed ones: left out
         rows = zip(sp.seq[skip:].tolist(), sp.ts[skip:].tolist(), sp.a2b[skip:].tolist(),
                    sp.size[skip:].tolist(), sp.proto[skip:].tolist(),
@@ -300,14 +310,20 @@ class EngineUILink(FollowExportMixin):
         packets = tuple(PacketInfo(seq, ts, 1 if a2b else -1, size, flag_text(proto, fl),
                                    TIER_NAMES[tier], has)
                         for seq, ts, a2b, size, proto, fl, tier, has in rows)
-        return PacketList(flow_id, flow, packets, total=max(total, len(sp)), kept=len(sp))
+        return PacketList(flow_id, flow, packets, total=max(total, len(sp)), kept=len(sp),
+                          tier=tier)
 
     # ------------------------------------------------------------------ dissection
     def _why_missing(self, flow_id: int, index: int) -> str:
-        store = self.engine.packets
+        store, tier = self._store(flow_id)
         sp = store.packets_of(flow_id)
         flow = self._flow_view(flow_id)
         total = flow.packets if flow is not None else sp.newest + 1
+        if tier == "disk":
+            if index in sp.seq.tolist():
+                return f"packet {index} of flow {flow_id} could not be read back from disk"
+            return (f"packet {index} of flow {flow_id} is no longer on disk (the oldest "
+                    "segments go to stay within --keep-size)")
         policy = (f"netmon keeps each flow's first {store.first} and most recent "
                   f"{store.recent} packets")
         if not store.budget:

@@ -38,6 +38,7 @@ class FollowExportMixin:
     _submit: Callable
     _guarded: Callable
     _flow_view: Callable[[int], FlowView | None]
+    _store: Callable[[int], tuple[Any, str]]
 
     # ------------------------------------------------------------------ follow stream
     def follow(self, flow_id: int, reply: Callable[[FollowStream], None]) -> None:
@@ -57,7 +58,7 @@ class FollowExportMixin:
                 reply(FollowStream(flow_id, flow, error="only TCP and UDP streams can be "
                                    f"followed; this is a {proto_name(flow.proto)} flow"))
                 return
-            frames = self.engine.packets.frames_of(flow_id)
+            frames = self._store(flow_id)[0].frames_of(flow_id)
             if not frames:
                 reply(FollowStream(flow_id, flow, packets_not_kept=flow.packets,
                                    error=f"none of the {flow.packets:,} packets of flow "
@@ -111,7 +112,7 @@ class FollowExportMixin:
             frames = []
             flows_with = 0
             for fid in ids:
-                got = self.engine.packets.frames_of(fid)
+                got = self._store(fid)[0].frames_of(fid)
                 flows_with += bool(got)
                 frames.extend(got)
             if not frames:

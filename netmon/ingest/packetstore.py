@@ -64,8 +64,8 @@ LOW_WATER = 0.4
 #: An append is cut into pieces of at most this share of the budget.
 _PIECE = 0.25
 #: Tiers of a kept packet (``StorePackets.tier``).
-TIER_FIRST, TIER_RECENT = 0, 1
-TIER_NAMES = ("first", "recent")
+TIER_FIRST, TIER_RECENT, TIER_DISK = 0, 1, 2
+TIER_NAMES = ("first", "recent", "disk")
 
 #: The index columns: flow id, packet number in the flow, capture time, wire size,
 #: captured length, bytes kept (0: none), first arena block (-1: none), link type,

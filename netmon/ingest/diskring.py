@@ -1,0 +1,366 @@
+"""The on-disk packet ring (``--keep-packets DIR``): every captured frame, written as
+rotating pcapng segments with an index, under a size cap.
+
+Threads. :class:`DiskRing` is made on the main thread (which checks DIR, so a bad one
+stops netmon before capture starts); :meth:`DiskRing.append` runs on the engine's
+reactor thread and only copies a batch's columns (the frames' ``bytes`` buffers are
+immutable and handed over by reference) onto a bounded queue: when the writer falls
+behind, the packets that do not fit are counted, never waited for. One writer thread
+(``netmon-keep``) owns every file in DIR: it writes the segments and their indexes
+(layout in :mod:`netmon.ingest.diskindex`, blocks built in :mod:`netmon.ingest.diskseg`),
+rotates at the segment size and deletes
+the oldest segments, older runs' first, so the directory never holds more than the
+cap. :meth:`DiskRing.close` (reactor thread, at the engine's end) lets it write what
+is queued and joins it. A write error (disk full, file too large, DIR removed) stops
+the writer with one message in :attr:`DiskRing.error`; counting goes on.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import os
+import threading
+import time
+from collections import deque
+
+import numpy as np
+
+from netmon.core.errors import EXIT_USAGE, SourceError
+from netmon.core.text import NAME_MAX, safe_text
+from netmon.ingest.batch import PacketBatch
+from netmon.ingest.diskindex import (
+    INDEX_DTYPE,
+    LOCK_NAME,
+    ROW,
+    DiskReader,
+    list_segments,
+    segment_bytes,
+)
+from netmon.ingest.diskseg import Item, OpenSegment, epbs, tuple_line, write_all
+from netmon.ingest.pcapwrite import pcapng_idb, pcapng_shb
+
+DEFAULT_CAP = 1 << 30
+#: Segments are a sixteenth of the cap (so deleting one frees little), at least this
+#: big (fewer files and index sorts), at most a quarter of the cap and at most
+#: MAX_SEGMENT (sorting a closed segment's index takes one pass over it).
+MIN_SEGMENT = 4 << 20
+MAX_SEGMENT = 256 << 20
+#: Buffers queued for the writer at most; past this, packets are counted as not written.
+QUEUE_BYTES = 64 << 20
+def segment_size_for(cap: int) -> int:
+    return min(max(cap // 16, MIN_SEGMENT), max(cap // 4, 1), MAX_SEGMENT)
+
+
+def _run_id() -> str:
+    now = time.time()
+    return (time.strftime("%Y%m%dT%H%M%S", time.localtime(now))
+            + f".{int(now % 1 * 1e6):06d}-{os.getpid()}")
+
+
+def _reason(exc: OSError) -> str:
+    return {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is used up",
+            errno.EFBIG: "a file grew past the size limit",
+            errno.ENOENT: "the directory or its files were removed",
+            errno.EACCES: "no permission to write there any more",
+            errno.EROFS: "the file system became read-only"}.get(
+                exc.errno, exc.strerror or str(exc))
+
+
+class DiskRing:
+    """Rotating pcapng segments of every frame, at most ``cap`` bytes in ``directory``."""
+
+    def __init__(self, directory: str, cap: int = DEFAULT_CAP, *,
+                 segment_bytes: int | None = None, queue_bytes: int = QUEUE_BYTES) -> None:
+        self.directory = directory
+        self.shown = safe_text(directory, NAME_MAX)
+        self.cap = int(cap)
+        self.segment_bytes = int(segment_bytes or segment_size_for(self.cap))
+        self.queue_bytes = queue_bytes
+        self._lock_fd = self._claim(directory)
+        self.run = _run_id()
+        #: One clear message once writing has stopped for good (writer thread sets it).
+        self.error = ""
+        self.dropped = 0  # packets the queue had no room for (reactor thread)
+        self.skipped = 0  # frames bigger than the cap allows (writer thread)
+        self.written = 0  # packets written (writer thread)
+        self.bytes_written = 0  # bytes of segments and index written (writer thread)
+        #: Flows of this run with packets on disk -> their newest segment's number
+        #: (replaced whole by the writer when segments go: readers see one or the other).
+        self.present: dict[int, int] = {}
+        self._tuples: dict[int, str] = {}
+        self._cond = threading.Condition()
+        self._items: deque[Item] = deque()
+        self._queued = 0
+        self._closing = False
+        self._thread: threading.Thread | None = None
+        self._cur: OpenSegment | None = None
+        self._number = 0
+        self._old: deque[tuple[str, int, str]] = deque()  # closed segments: run, number, stem
+        self._total = 0
+        self._reader = DiskReader(directory, self.run)
+
+    @staticmethod
+    def _claim(directory: str) -> int:
+        """Check DIR (made 0700 if missing) and lock it; SourceError(EXIT_USAGE) if not
+        usable, so netmon stops before capture starts."""
+        shown = safe_text(directory, NAME_MAX)
+        try:
+            if not os.path.exists(directory):
+                os.makedirs(directory, mode=0o700)
+            if not os.path.isdir(directory):
+                raise SourceError(f"--keep-packets {shown}: not a directory", EXIT_USAGE)
+            fd = os.open(os.path.join(directory, LOCK_NAME), os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as exc:
+            raise SourceError(f"--keep-packets {shown}: {exc.strerror or exc}",
+                              EXIT_USAGE) from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            raise SourceError(f"--keep-packets {shown}: another netmon is keeping packets "
+                              "there", EXIT_USAGE) from None
+        if not os.access(directory, os.W_OK | os.X_OK):
+            os.close(fd)
+            raise SourceError(f"--keep-packets {shown}: no permission to write there",
+                              EXIT_USAGE)
+        return fd
+
+    # ------------------------------------------------------------ any thread
+    @property
+    def not_written(self) -> int:
+        """Packets with bytes that were not written (writer behind, or frame too big)."""
+        return self.dropped + self.skipped
+
+    def holds(self, flow_id: int) -> bool:
+        """Whether this run's segments hold packets of the flow."""
+        return flow_id in self.present
+
+    def reader(self) -> DiskReader:
+        """This run's flows' packets and frames (thread-safe)."""
+        return self._reader
+
+    @property
+    def alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    # ------------------------------------------------------------ reactor thread
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="netmon-keep", daemon=True)
+        self._thread.start()
+
+    def append(self, batch: PacketBatch, flow_id: np.ndarray, a2b: np.ndarray,
+               seq: np.ndarray) -> None:
+        """Queue the batch's frames that have bytes (cheap: copies of columns)."""
+        if self.error or self._closing or batch.raw_off is None or not batch.bufs:
+            return
+        has = batch.raw_chunk >= 0
+        sel = slice(None) if has.all() else np.flatnonzero(has)
+        n = len(batch) if isinstance(sel, slice) else len(sel)
+        if not n:
+            return
+        nbytes = batch.raw_nbytes
+        with self._cond:
+            if self._queued + nbytes > self.queue_bytes and self._items:
+                self.dropped += n
+                return
+            self._queued += nbytes
+        item = Item(batch.bufs, batch.linktypes, batch.raw_chunk[sel].copy(),
+                     batch.raw_off[sel].copy(), batch.raw_len[sel].copy(),
+                     batch.ts[sel].copy(), batch.wirelen[sel].copy(),
+                     np.array(flow_id[sel]), np.array(seq[sel]), np.array(a2b[sel]),
+                     batch.flags[sel].copy(), batch.proto[sel].copy(), batch.fam[sel].copy(),
+                     batch.src[sel].copy(), batch.dst[sel].copy(), batch.sport[sel].copy(),
+                     batch.dport[sel].copy(), nbytes)
+        with self._cond:
+            self._items.append(item)
+            self._cond.notify()
+
+    def close(self) -> None:
+        """Write what is queued, close the segment, end the writer thread (joined)."""
+        with self._cond:
+            self._closing = True
+            self._cond.notify()
+        if self._thread is not None:
+            self._thread.join()
+        elif self._lock_fd >= 0:
+            self._finish()
+
+    # ------------------------------------------------------------ writer thread
+    def _fail(self, exc: OSError) -> None:
+        self.error = (f"--keep-packets {self.shown}: {_reason(exc)}; packets are no longer "
+                      "kept on disk (monitoring goes on)")
+        self._abandon()
+
+    def _run(self) -> None:
+        try:
+            try:
+                self._scan()
+            except OSError as exc:
+                self._fail(exc)
+            while True:
+                with self._cond:
+                    while not self._items and not self._closing:
+                        self._cond.wait()
+                    if not self._items:
+                        break
+                    item = self._items.popleft()
+                try:
+                    if not self.error:
+                        self._write_item(item)
+                except OSError as exc:
+                    self._fail(exc)
+                finally:
+                    with self._cond:
+                        self._queued -= item.nbytes
+        finally:
+            self._finish()
+
+    def _finish(self) -> None:
+        if self._cur is not None:
+            try:
+                self._close_segment()
+            except OSError as exc:
+                if not self.error:
+                    self.error = f"--keep-packets {self.shown}: {_reason(exc)}"
+        if self._lock_fd >= 0:
+            os.close(self._lock_fd)
+            self._lock_fd = -1
+
+    def _abandon(self) -> None:
+        """After a write error: close the segment's files as they are (each was cut
+        back to its last whole frame); its index stays unsorted, which readers take."""
+        if self._cur is not None:
+            self._cur.close()
+            self._cur = None
+
+    def _scan(self) -> None:
+        for name in os.listdir(self.directory):  # a crash's half-written sorted index
+            if name.startswith("netmon-") and name.endswith(".tmp"):
+                with contextlib.suppress(OSError):
+                    os.unlink(os.path.join(self.directory, name))
+        for seg in list_segments(self.directory):
+            self._old.append((seg.run, seg.number, seg.stem))
+            self._total += segment_bytes(self.directory, seg)
+
+    def _delete_oldest(self) -> bool:
+        if not self._old:
+            return False
+        run, number, stem = self._old.popleft()
+        for kind in ("fidx", "idx", "flows", "pcapng"):  # the index first: readers skip it
+            path = os.path.join(self.directory, f"{stem}.{kind}")
+            try:
+                size = os.stat(path).st_size
+                os.unlink(path)
+                self._total -= size
+            except FileNotFoundError:
+                pass
+        if run == self.run:
+            self.present = {f: n for f, n in self.present.items() if n > number}
+            self._tuples = {f: t for f, t in self._tuples.items() if f in self.present}
+        return True
+
+    def _open_segment(self) -> None:
+        self._number += 1
+        self._cur = OpenSegment(self.directory, self.run, self._number)
+        shb = pcapng_shb()
+        self._make_room(len(shb))
+        self._cur.write((shb, b"", b""))
+        self._total += len(shb)
+
+    def _close_segment(self) -> None:
+        """Sort the closed segment's index by (flow, seq) into ``.fidx``."""
+        cur, self._cur = self._cur, None
+        cur.close()
+        base = os.path.join(self.directory, cur.stem)
+        with open(f"{base}.idx", "rb") as f:
+            rows = np.frombuffer(f.read(), dtype=INDEX_DTYPE)
+        rows = rows[np.lexsort((rows["seq"], rows["flow"]))]
+        tmp = f"{base}.fidx.tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            write_all(fd, rows.tobytes())
+        except OSError:
+            os.close(fd)
+            os.unlink(tmp)
+            raise
+        os.close(fd)
+        os.replace(tmp, f"{base}.fidx")
+        os.unlink(f"{base}.idx")
+        self._old.append((self.run, cur.number, cur.stem))
+
+    def _make_room(self, need: int) -> bool:
+        """Delete the oldest closed segments until ``need`` more bytes fit the cap."""
+        while self._total + need > self.cap:
+            if not self._delete_oldest():
+                return False
+        return True
+
+    def _write_item(self, it: Item) -> None:
+        cost = 32 + it.caplen.astype(np.int64) + (-it.caplen.astype(np.int64)) % 4 + ROW
+        i, n = 0, len(cost)
+        while i < n:
+            if self._cur is None:
+                self._open_segment()
+            elif os.fstat(self._cur.fds[0]).st_nlink == 0:  # deleted under us
+                raise OSError(errno.ENOENT, "segment removed")
+            cur = self._cur
+            room = self.segment_bytes - cur.bytes
+            k = int(np.searchsorted(np.cumsum(cost[i:]), room, side="right"))
+            if k == 0:
+                if cur.packets:
+                    self._close_segment()
+                    continue
+                k = 1  # one frame bigger than a segment: alone in its own
+            self._write_piece(it, slice(i, i + k))
+            i += k
+
+    def _write_piece(self, it: Item, sl: slice) -> None:
+        cur = self._cur
+        lts = np.asarray(it.linktypes, dtype=np.int64)[it.chunk[sl]]
+        idbs = b""
+        for lt in np.unique(lts).tolist():
+            if lt not in cur.ifaces:
+                cur.ifaces[lt] = len(cur.ifaces)
+                idbs += pcapng_idb(lt)
+        lut = {lt: i for lt, i in cur.ifaces.items()}
+        iface = np.vectorize(lut.__getitem__, otypes=[np.int64])(lts) if len(lut) > 1 \
+            else np.zeros(len(lts), dtype=np.int64)
+        blocks, data_at = epbs(it, sl, iface)
+        rows = np.empty(len(data_at), dtype=INDEX_DTYPE)
+        rows["flow"] = it.flow[sl]
+        rows["seq"] = it.seq[sl]
+        rows["off"] = data_at + (cur.sizes[0] + len(idbs))
+        rows["ts"] = it.ts[sl]
+        rows["caplen"] = it.caplen[sl]
+        rows["wirelen"] = it.wirelen[sl]
+        rows["linktype"] = lts
+        rows["flags"] = it.flags[sl]
+        rows["proto"] = it.proto[sl]
+        rows["a2b"] = it.a2b[sl]
+        flows, first = np.unique(rows["flow"], return_index=True)
+        lines = []
+        base = sl.start
+        for f, at in zip(flows.tolist(), first.tolist(), strict=True):
+            if f not in cur.flows:
+                line = self._tuples.get(f)
+                if line is None:
+                    line = self._tuples[f] = tuple_line(it, base + at)
+                lines.append(f"{f}\t{line}\n")
+        text = "".join(lines).encode("ascii")
+        index = rows.tobytes()
+        size = len(idbs) + len(blocks) + len(index) + len(text)
+        # Room for this and for the sorted copy of the segment's index made at its close.
+        if not self._make_room(size + cur.sizes[1] + len(index)):
+            self.skipped += len(rows)  # bigger than the cap allows at all
+            return
+        cur.write((idbs + blocks, index, text))
+        self._total += size
+        self.bytes_written += size
+        self.written += len(rows)
+        cur.packets += len(rows)
+        ids = flows.tolist()
+        cur.flows.update(ids)
+        # In place (one dict operation, atomic for readers on other threads).
+        self.present.update(dict.fromkeys(ids, cur.number))
