@@ -1,17 +1,28 @@
 """Follow stream and packet export through the real engine's link: an Engine reading
-01_http_espn.pcapng (all packets kept) answers ``follow`` with the text tshark's
-``-z follow,tcp,ascii`` prints, and ``export_packets`` writes a pcapng that capinfos
-and tshark read with the expected packet count."""
+01_http_espn.pcapng answers ``follow`` with the text tshark's ``-z follow,tcp,ascii``
+prints for every flow whose packets are all kept (in memory: flows of up to 64 packets;
+with --keep-packets: every flow), says how much is missing for the others, and
+``export_packets`` writes a pcapng that capinfos and tshark read with the expected
+packet count."""
 
 from __future__ import annotations
 
 import os
 import subprocess
 
+import pytest
+
 from netmon.core.link import FlowQuery, PacketExportRequest
 from netmon.core.values import PROTO_TCP, PROTO_UDP
 from tests.conftest import captures_dir
-from tests.test_engine_link import HTTP_CAPTURE, ask, running_engine  # noqa: F401 (fixture)
+from netmon.core.settings import Settings
+from netmon.ingest.packetstore import FIRST, RECENT
+from tests.test_engine_link import (  # noqa: F401 (fixture)
+    HTTP_CAPTURE,
+    ask,
+    engine_on_pipe,
+    running_engine,
+)
 from tests.test_follow import as_tshark, tshark_follow
 
 
@@ -25,9 +36,39 @@ def tcp_stream_of(path: str, flow) -> int:
     return int(out.split()[0])
 
 
-def test_follow_through_the_engine_equals_tshark_and_export_writes_a_pcapng(
-        running_engine, tmp_path) -> None:  # noqa: F811
+@pytest.fixture
+def keeping_engine(tmp_path):
+    """The same engine keeping every frame on disk (--keep-packets)."""
+    yield from engine_on_pipe(Settings(read="-", tick=0.1,
+                                       keep_packets=str(tmp_path.parent / f"{tmp_path.name}-keep")))
+
+
+def test_follow_in_memory_equals_tshark_where_all_is_kept_and_counts_the_rest(
+        running_engine) -> None:  # noqa: F811
     _engine, link, snaps, _end = running_engine
+    snaps.wait_for(lambda s: s.totals.ip_packets == 956 and s.clusters)
+    path = str(captures_dir() / HTTP_CAPTURE)
+    flows = ask(link.query_flows, FlowQuery(filter="tcp and port 80", limit=1000)).flows
+    whole = [f for f in flows if f.packets <= FIRST + RECENT]
+    assert len(whole) >= 4
+    for flow in sorted(whole, key=lambda f: -f.bytes)[:4]:
+        stream = ask(link.follow, flow.flow_id)
+        assert not stream.error and stream.packets_not_kept == 0
+        assert as_tshark(stream.chunks) == tshark_follow(path, "tcp",
+                                                         tcp_stream_of(path, flow))[1]
+    big = max(flows, key=lambda f: f.packets)
+    assert big.packets > FIRST + RECENT
+    stream = ask(link.follow, big.flow_id)
+    assert not stream.error and stream.packets_used == FIRST + RECENT
+    assert stream.packets_not_kept == big.packets - FIRST - RECENT
+    # The gap between the first and the recent packets is said, not glossed over.
+    assert stream.missing_a2b + stream.missing_b2a > 0
+    assert any(c.missing or c.packets for c in stream.chunks)
+
+
+def test_follow_through_the_engine_equals_tshark_and_export_writes_a_pcapng(
+        keeping_engine, tmp_path) -> None:
+    _engine, link, snaps, _end = keeping_engine
     snaps.wait_for(lambda s: s.totals.ip_packets == 956 and s.clusters)
     path = str(captures_dir() / HTTP_CAPTURE)
     flows = ask(link.query_flows, FlowQuery(filter="tcp and port 80", limit=1000)).flows

@@ -113,12 +113,18 @@ def check_sorted(flows: tuple[FlowView, ...], key: str, descending: bool) -> Non
 def running_engine():
     """An engine reading the HTTP capture from a pipe that stays open: it keeps running
     (its reactor answers) until the test closes the pipe."""
+    yield from engine_on_pipe(Settings(read="-", tick=0.1))
+
+
+def engine_on_pipe(settings: Settings):
+    """The HTTP capture fed through a pipe to an engine with ``settings``: yields
+    (engine, link, snapshots, end_input) and stops everything afterwards."""
     data = (captures_dir() / HTTP_CAPTURE).read_bytes()
     rfd, wfd = os.pipe()
     writer = threading.Thread(target=os.write, args=(wfd, data), daemon=True)
     writer.start()
     snaps = Snapshots()
-    engine = Engine(Settings(read="-", tick=0.1), [StdinSource(rfd)], snaps)
+    engine = Engine(settings, [StdinSource(rfd)], snaps)
     os.close(rfd)  # the source keeps its own copy
     link = EngineUILink(engine)
     engine.start()
