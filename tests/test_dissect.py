@@ -263,3 +263,17 @@ def test_real_tshark_reassembled_response_has_no_range_in_its_last_frame(espn) -
     http = find(tree, "Hypertext Transfer Protocol")
     assert http.start == -1 and find(http.children, "HTTP/1.1 200 OK").start == -1
     assert find(tree, "Line-based text data").start == -1
+
+
+def test_an_item_without_a_range_covers_the_bytes_of_its_items() -> None:
+    """tshark writes the "data" layer of an undissected payload with no range of its
+    own: it covers its Data field's bytes, as Wireshark highlights it."""
+    frame = bytes(42) + b"\x80\x00" + b"\xd5" * 10
+    pdml = (b'<packet><proto name="data">'
+            b'<field name="data.data" showname="Data: 8000d5" size="12" pos="42" value="'
+            + frame[42:].hex().encode() + b'"/>'
+            b'<field name="data.len" showname="[Length: 12]" size="0" pos="42"/>'
+            b'</proto></packet>')
+    (data,) = parse_pdml(pdml, frame)
+    assert (data.label, data.start, data.length) == ("data", 42, 12)
+    assert [(c.start, c.length) for c in data.children] == [(42, 12), (-1, 0)]

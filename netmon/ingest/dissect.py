@@ -191,6 +191,13 @@ def _resolve(raw: _Raw, frame_len: int, parent_in_frame: bool | None) -> Dissect
     children = tuple(_resolve(c, frame_len, in_frame) for c in raw.children)
     if in_frame and raw.size > 0 and raw.pos >= 0 and raw.pos + raw.size <= frame_len:
         return DissectNode(raw.label, raw.pos, raw.size, children)
+    placed = [c for c in children if c.start >= 0]
+    if in_frame and placed:
+        # An item PDML gives no range of its own (tshark's "data" wrapper) covers the
+        # bytes of its items, as Wireshark highlights a layer.
+        start = min(c.start for c in placed)
+        end = max(c.start + c.length for c in placed)
+        return DissectNode(raw.label, start, end - start, children)
     return DissectNode(raw.label, -1, 0, children)
 
 
