@@ -1,7 +1,8 @@
 """The on-disk packet ring (--keep-packets): the cap holds, segments are pcapng that
 capinfos and tshark read, a flow's frames come back byte for byte (against tshark on a
 real capture), write errors give one message while counting goes on, the writer
-thread always ends, and `netmon packets` lists and exports."""
+thread always ends, a replay waits for the writer (nothing lost) while a live capture
+never waits (drops, counted), and `netmon packets` lists and exports."""
 
 from __future__ import annotations
 
@@ -212,6 +213,87 @@ def tshark_frames(path: Path, display_filter: str) -> list[bytes]:
         frames.append(out[at + 16:at + 16 + caplen])
         at += 16 + caplen
     return frames
+
+
+class LiveLike(FileSource):
+    """A recording fed as a live capture is: it must never be made to wait."""
+
+    kind = "live"
+
+
+def slow_writer(engine: Engine, pauses: list[str]) -> None:
+    """A disk writer slower than ingest (a small queue, a sleep per batch) and sources
+    that record every pause and resume."""
+    ring = engine.disk
+    ring.queue_bytes = 256 << 10
+    write = ring._write_item
+
+    def slow(item) -> None:  # type: ignore[no-untyped-def]
+        time.sleep(0.03)
+        write(item)
+
+    ring._write_item = slow  # type: ignore[method-assign]
+
+    def recorded(name: str, orig):  # type: ignore[no-untyped-def]
+        def record() -> None:
+            pauses.append(name)
+            orig()
+        return record
+
+    for src in engine.sources:
+        for name in ("pause", "resume"):
+            setattr(src, name, recorded(name, getattr(src, name)))
+
+
+@pytest.mark.parametrize("how", ["file", "paced", "stdin"])
+def test_a_replay_waits_for_the_disk_writer_and_loses_nothing(tmp_path: Path,
+                                                               how: str) -> None:
+    src = str(tmp_path / "in.pcap")
+    info = synthetic_pcap(src, 60_000, 300, seed=7)
+    keep = str(tmp_path / "ring")
+    settings = Settings(read=src, keep_packets=keep, tick=0.1, cluster=False)
+    if how == "stdin":
+        fd = os.open(src, os.O_RDONLY)
+        rfd, wfd = os.pipe()
+        source = StdinSource(rfd)
+    else:
+        # Paced far faster than the writer keeps up (the file spans minutes).
+        source = FileSource(src, speed=1000 if how == "paced" else None)
+    snaps, pauses = Snapshots(), []
+    engine = Engine(settings, [source], snaps)
+    slow_writer(engine, pauses)
+    engine.start()
+    if how == "stdin":
+        os.close(rfd)
+        with open(wfd, "wb") as pipe, os.fdopen(fd, "rb") as f:
+            shutil.copyfileobj(f, pipe)
+    assert engine.join(120)
+    ring = engine.disk
+    assert snaps.latest.totals.ip_packets == info["packets"]
+    assert ring.dropped == 0 and ring.written == info["packets"] and not ring.error
+    assert pauses.count("pause") >= 3 and pauses.count("resume") >= 2, pauses
+    assert not [w for w in engine.result.warnings if "--keep-packets" in w]
+    assert sum(len(ring.reader().packets_of(f)) for f in ring.present) == info["packets"]
+    assert not keep_threads()
+
+
+def test_a_live_source_is_never_paused_the_ring_drops_and_says_so(tmp_path: Path) -> None:
+    src = str(tmp_path / "in.pcap")
+    info = synthetic_pcap(src, 60_000, 300, seed=7)
+    keep = str(tmp_path / "ring")
+    snaps, pauses = Snapshots(), []
+    engine = Engine(Settings(read=src, keep_packets=keep, tick=0.1, cluster=False),
+                    [LiveLike(src)], snaps)
+    slow_writer(engine, pauses)
+    engine.start()
+    assert engine.join(120)
+    ring = engine.disk
+    assert pauses == [] and snaps.latest.totals.ip_packets == info["packets"]
+    assert ring.dropped > 0 and ring.written + ring.dropped == info["packets"]
+    mine = [w for w in engine.result.warnings if "--keep-packets" in w]
+    assert mine == [f"--keep-packets: {ring.dropped} packets were not written (the disk "
+                    "writer fell behind)"]
+    assert not keep_threads()
 
 
 @pytest.mark.skipif(TSHARK is None, reason="tshark not installed")

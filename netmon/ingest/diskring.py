@@ -4,8 +4,11 @@ rotating pcapng segments with an index, under a size cap.
 Threads. :class:`DiskRing` is made on the main thread (which checks DIR, so a bad one
 stops netmon before capture starts); :meth:`DiskRing.append` runs on the engine's
 reactor thread and only copies a batch's columns (the frames' ``bytes`` buffers are
-immutable and handed over by reference) onto a bounded queue: when the writer falls
-behind, the packets that do not fit are counted, never waited for. One writer thread
+immutable and handed over by reference) onto a bounded queue. When the writer falls
+behind a live capture, the packets that do not fit are counted, never waited for; a
+replay (:meth:`DiskRing.lossless`) loses none: :meth:`DiskRing.append` says the queue is
+full and the engine pauses its sources until the writer has drained the queue below a
+low-water mark (the writer thread calls back). One writer thread
 (``netmon-keep``) owns every file in DIR: it writes the segments and their indexes
 (layout in :mod:`netmon.ingest.diskindex`, blocks built in :mod:`netmon.ingest.diskseg`),
 rotates at the segment size and deletes
@@ -24,6 +27,7 @@ import os
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 
 import numpy as np
 
@@ -47,8 +51,13 @@ DEFAULT_CAP = 1 << 30
 #: MAX_SEGMENT (sorting a closed segment's index takes one pass over it).
 MIN_SEGMENT = 4 << 20
 MAX_SEGMENT = 256 << 20
-#: Buffers queued for the writer at most; past this, packets are counted as not written.
+#: Buffers queued for the writer at most; past this, packets are counted as not written
+#: (live) or the sources are paused until the queue is below LOW_WATER of it (replays).
 QUEUE_BYTES = 64 << 20
+#: Half: each pause lets the writer catch up by 32 MB, so pauses are few (each costs a
+#: reactor turn) while the queue never stands empty when reading resumes.
+LOW_WATER = 0.5
+
 def segment_size_for(cap: int) -> int:
     return min(max(cap // 16, MIN_SEGMENT), max(cap // 4, 1), MAX_SEGMENT)
 
@@ -94,6 +103,9 @@ class DiskRing:
         self._items: deque[Item] = deque()
         self._queued = 0
         self._closing = False
+        self._on_drained: Callable[[], None] | None = None  # replays: lossless()
+        self._want_drain = False  # append() said "full"; the writer calls back when low
+        self._ended = False  # the writer thread has ended (under _cond)
         self._thread: threading.Thread | None = None
         self._cur: OpenSegment | None = None
         self._number = 0
@@ -146,25 +158,34 @@ class DiskRing:
         return self._thread is not None and self._thread.is_alive()
 
     # ------------------------------------------------------------ reactor thread
+    def lossless(self, on_drained: Callable[[], None]) -> None:
+        """Replays: never drop for lack of queue room. :meth:`append` then returns True
+        when the queue is full, and ``on_drained`` is called (on the writer thread; it
+        must only hand over, e.g. ``reactor.callFromThread``) once the writer has
+        drained it below the low-water mark, or has ended."""
+        self._on_drained = on_drained
+
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="netmon-keep", daemon=True)
         self._thread.start()
 
     def append(self, batch: PacketBatch, flow_id: np.ndarray, a2b: np.ndarray,
-               seq: np.ndarray) -> None:
-        """Queue the batch's frames that have bytes (cheap: copies of columns)."""
+               seq: np.ndarray) -> bool:
+        """Queue the batch's frames that have bytes (cheap: copies of columns). True
+        when the queue is full and the caller should pause (lossless mode only)."""
         if self.error or self._closing or batch.raw_off is None or not batch.bufs:
-            return
+            return False
         has = batch.raw_chunk >= 0
         sel = slice(None) if has.all() else np.flatnonzero(has)
         n = len(batch) if isinstance(sel, slice) else len(sel)
         if not n:
-            return
+            return False
         nbytes = batch.raw_nbytes
         with self._cond:
-            if self._queued + nbytes > self.queue_bytes and self._items:
+            if (self._queued + nbytes > self.queue_bytes and self._items
+                    and (self._on_drained is None or self._ended)):
                 self.dropped += n
-                return
+                return False
             self._queued += nbytes
         item = Item(batch.bufs, batch.linktypes, batch.raw_chunk[sel].copy(),
                      batch.raw_off[sel].copy(), batch.raw_len[sel].copy(),
@@ -176,6 +197,10 @@ class DiskRing:
         with self._cond:
             self._items.append(item)
             self._cond.notify()
+            full = self._on_drained is not None and self._queued >= self.queue_bytes
+            if full:
+                self._want_drain = True
+        return full
 
     def close(self) -> None:
         """Write what is queued, close the segment, end the writer thread (joined)."""
@@ -214,8 +239,23 @@ class DiskRing:
                 finally:
                     with self._cond:
                         self._queued -= item.nbytes
+                        drained = (self._want_drain
+                                   and self._queued <= self.queue_bytes * LOW_WATER)
+                        if drained:
+                            self._want_drain = False
+                    if drained:
+                        self._drained()
         finally:
             self._finish()
+            with self._cond:  # nothing may wait for a writer that has ended
+                self._ended = True
+                drained, self._want_drain = self._want_drain, False
+            if drained:
+                self._drained()
+
+    def _drained(self) -> None:
+        if self._on_drained is not None:
+            self._on_drained()
 
     def _finish(self) -> None:
         if self._cur is not None:
