@@ -30,6 +30,7 @@ import bisect
 import os
 import re
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -141,12 +142,17 @@ class DiskReader:
     run (``run`` None: then flow ids are ambiguous, see :meth:`flows`).
 
     Thread-safe: the only shared state is a cache of memory-mapped sorted indexes of
-    closed segments (which never change), guarded by a lock.
+    closed segments (which never change), guarded by a lock. ``shared``, given by the
+    writer of this process, returns the open segment's stem and index rows written so
+    far (an array it never changes): searched in memory rather than reading the whole
+    unsorted ``.idx`` file at every question.
     """
 
-    def __init__(self, directory: str, run: str | None = None) -> None:
+    def __init__(self, directory: str, run: str | None = None, *,
+                 shared: Callable[[], tuple[str, np.ndarray] | None] | None = None) -> None:
         self.directory = directory
         self.run = run
+        self._shared = shared
         self._lock = threading.Lock()
         self._maps: dict[str, np.ndarray] = {}
 
@@ -175,6 +181,17 @@ class DiskReader:
             self._maps[seg.stem] = rows
         return rows
 
+    def _unsorted(self, seg: Segment) -> np.ndarray:
+        """An open segment's index rows: the writer's, else its file's, else (closed
+        meanwhile) the sorted file's."""
+        shared = self._shared() if self._shared is not None else None
+        if shared is not None and shared[0] == seg.stem:
+            return shared[1]
+        rows = read_index(os.path.join(self.directory, f"{seg.stem}.idx"))
+        if not len(rows):
+            rows = self._sorted(seg)
+        return rows if rows is not None else np.zeros(0, dtype=INDEX_DTYPE)
+
     def _rows(self, flow_id: int) -> tuple[np.ndarray, np.ndarray, list[str]]:
         """The flow's index rows in every segment, by seq; each row's segment as an
         index into the third value, the segments' stems."""
@@ -188,7 +205,7 @@ class DiskReader:
                 hi = bisect.bisect_right(col, flow_id, lo)
                 mine = np.array(rows[lo:hi])
             else:
-                rows = read_index(os.path.join(self.directory, f"{seg.stem}.idx"))
+                rows = self._unsorted(seg)
                 mine = rows[rows["flow"] == flow_id]
             if len(mine):
                 parts.append(mine)
@@ -258,8 +275,8 @@ class DiskReader:
             tuples: dict[int, tuple[int, str, int, str, int]] = {}
             parts = []
             for seg in segs:
-                kind = "fidx" if seg.sorted_index else "idx"
-                parts.append(read_index(os.path.join(self.directory, f"{seg.stem}.{kind}")))
+                parts.append(read_index(os.path.join(self.directory, f"{seg.stem}.fidx"))
+                             if seg.sorted_index else self._unsorted(seg))
                 tuples.update(read_flow_lines(os.path.join(self.directory,
                                                            f"{seg.stem}.flows")))
             rows = np.concatenate(parts) if parts else np.zeros(0, dtype=INDEX_DTYPE)

@@ -111,7 +111,10 @@ class DiskRing:
         self._number = 0
         self._old: deque[tuple[str, int, str]] = deque()  # closed segments: run, number, stem
         self._total = 0
-        self._reader = DiskReader(directory, self.run)
+        #: The open segment's stem and its index rows written so far (replaced whole
+        #: by the writer): this process's readers search it instead of the .idx file.
+        self.open_index: tuple[str, np.ndarray] | None = None
+        self._reader = DiskReader(directory, self.run, shared=lambda: self.open_index)
 
     @staticmethod
     def _claim(directory: str) -> int:
@@ -271,6 +274,7 @@ class DiskRing:
     def _abandon(self) -> None:
         """After a write error: close the segment's files as they are (each was cut
         back to its last whole frame); its index stays unsorted, which readers take."""
+        self.open_index = None
         if self._cur is not None:
             self._cur.close()
             self._cur = None
@@ -306,7 +310,7 @@ class DiskRing:
         self._cur = OpenSegment(self.directory, self.run, self._number)
         shb = pcapng_shb()
         self._make_room(len(shb))
-        self._cur.write((shb, b"", b""))
+        self._cur.write([shb], np.zeros(0, dtype=INDEX_DTYPE), b"")
         self._total += len(shb)
 
     def _close_segment(self) -> None:
@@ -314,9 +318,8 @@ class DiskRing:
         cur, self._cur = self._cur, None
         cur.close()
         base = os.path.join(self.directory, cur.stem)
-        with open(f"{base}.idx", "rb") as f:
-            rows = np.frombuffer(f.read(), dtype=INDEX_DTYPE)
-        rows = rows[np.lexsort((rows["seq"], rows["flow"]))]
+        rows = cur.rows  # a flow's rows are in seq order already: a stable sort by flow
+        rows = rows[np.argsort(rows["flow"], kind="stable")]
         tmp = f"{base}.fidx.tmp"
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
@@ -327,6 +330,7 @@ class DiskRing:
             raise
         os.close(fd)
         os.replace(tmp, f"{base}.fidx")
+        self.open_index = None  # readers use the sorted file from now on
         os.unlink(f"{base}.idx")
         self._old.append((self.run, cur.number, cur.stem))
 
@@ -367,7 +371,7 @@ class DiskRing:
         lut = {lt: i for lt, i in cur.ifaces.items()}
         iface = np.vectorize(lut.__getitem__, otypes=[np.int64])(lts) if len(lut) > 1 \
             else np.zeros(len(lts), dtype=np.int64)
-        blocks, data_at = epbs(it, sl, iface)
+        blocks, data_at, nblocks = epbs(it, sl, iface)
         rows = np.empty(len(data_at), dtype=INDEX_DTYPE)
         rows["flow"] = it.flow[sl]
         rows["seq"] = it.seq[sl]
@@ -389,13 +393,15 @@ class DiskRing:
                     line = self._tuples[f] = tuple_line(it, base + at)
                 lines.append(f"{f}\t{line}\n")
         text = "".join(lines).encode("ascii")
-        index = rows.tobytes()
-        size = len(idbs) + len(blocks) + len(index) + len(text)
+        if idbs:
+            blocks.insert(0, idbs)
+        size = len(idbs) + nblocks + rows.nbytes + len(text)
         # Room for this and for the sorted copy of the segment's index made at its close.
-        if not self._make_room(size + cur.sizes[1] + len(index)):
+        if not self._make_room(size + cur.sizes[1] + rows.nbytes):
             self.skipped += len(rows)  # bigger than the cap allows at all
             return
-        cur.write((idbs + blocks, index, text))
+        cur.write(blocks, rows, text)
+        self.open_index = (cur.stem, cur.rows)
         self._total += size
         self.bytes_written += size
         self.written += len(rows)
