@@ -12,9 +12,12 @@ Layout of DIR (every file 0600; names sort oldest first)::
     netmon-<run>-<segment>.pcapng   a pcapng segment: SHB, one IDB per link type, EPBs
     netmon-<run>-<segment>.idx      its index while open: INDEX_DTYPE rows, append order
     netmon-<run>-<segment>.fidx     ... once closed: the same rows sorted by (flow, seq)
-    netmon-<run>-<segment>.flows    one line per flow with packets in the segment:
-                                    flow id, protocol, address a, port a, address b,
-                                    port b (tab-separated; a = the initiator)
+    netmon-<run>-<segment>.flows    FLOWS_MAGIC, then one FLOWS_DTYPE row per flow
+                                    with packets in the segment: flow id, protocol,
+                                    family, port a, port b, address a, address b (16
+                                    bytes; IPv4 in the last 4; a = the initiator).
+                                    Binary: the writer formats no text per flow.
+                                    (Older runs wrote tab-separated text lines.)
     .netmon-keep.lock               held (flock) by the netmon writing here
 
 ``<run>`` is the start time and pid of the netmon that wrote the segment: flow ids are
@@ -29,6 +32,7 @@ from __future__ import annotations
 import bisect
 import os
 import re
+import socket
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -44,6 +48,10 @@ INDEX_DTYPE = np.dtype([("flow", "<i8"), ("seq", "<i8"), ("off", "<i8"), ("ts", 
                         ("caplen", "<u4"), ("wirelen", "<u4"), ("linktype", "<u2"),
                         ("flags", "<u2"), ("proto", "u1"), ("a2b", "u1")])
 ROW = INDEX_DTYPE.itemsize
+#: One row per flow of a segment: what ``netmon packets`` lists besides its packets.
+FLOWS_DTYPE = np.dtype([("flow", "<i8"), ("proto", "u1"), ("fam", "u1"), ("port_a", "<u2"),
+                        ("port_b", "<u2"), ("addr_a", "u1", (16,)), ("addr_b", "u1", (16,))])
+FLOWS_MAGIC = b"NMFLOWS1"
 LOCK_NAME = ".netmon-keep.lock"
 PREFIX = "netmon-"
 #: netmon-<run: date T time . microseconds - pid>-<segment number>.<kind>
@@ -120,16 +128,31 @@ class FlowEnds:
     last: float
 
 
+def _address(fam: int, addr: bytes) -> str:
+    return (socket.inet_ntop(socket.AF_INET, addr[12:]) if fam == 4
+            else socket.inet_ntop(socket.AF_INET6, addr))
+
+
 def read_flow_lines(path: str) -> dict[int, tuple[int, str, int, str, int]]:
-    """flow id -> (proto, addr a, port a, addr b, port b) from a ``.flows`` file
-    (malformed lines, e.g. one cut short by a crash, are skipped)."""
+    """flow id -> (proto, addr a, port a, addr b, port b) from a ``.flows`` file (a
+    row cut short by a crash is left out; so are malformed lines of an older run's
+    text file)."""
     out: dict[int, tuple[int, str, int, str, int]] = {}
     try:
-        with open(path, encoding="ascii", errors="replace") as f:
-            lines = f.read().splitlines()
+        with open(path, "rb") as f:
+            data = f.read()
     except FileNotFoundError:
         return out
-    for line in lines:
+    if data.startswith(FLOWS_MAGIC):
+        body = memoryview(data)[len(FLOWS_MAGIC):]
+        rows = np.frombuffer(body, dtype=FLOWS_DTYPE, count=len(body) // FLOWS_DTYPE.itemsize)
+        for flow, proto, fam, pa, pb, a, b in zip(
+                rows["flow"].tolist(), rows["proto"].tolist(), rows["fam"].tolist(),
+                rows["port_a"].tolist(), rows["port_b"].tolist(), rows["addr_a"],
+                rows["addr_b"], strict=True):
+            out[flow] = (proto, _address(fam, a.tobytes()), pa, _address(fam, b.tobytes()), pb)
+        return out
+    for line in data.decode("ascii", errors="replace").splitlines():
         parts = line.split("\t")
         if len(parts) == 6 and all(parts[i].isdigit() for i in (0, 1, 3, 5)):
             out[int(parts[0])] = (int(parts[1]), parts[2], int(parts[3]), parts[4],

@@ -35,6 +35,7 @@ from netmon.core.errors import EXIT_USAGE, SourceError
 from netmon.core.text import NAME_MAX, safe_text
 from netmon.ingest.batch import PacketBatch
 from netmon.ingest.diskindex import (
+    FLOWS_MAGIC,
     INDEX_DTYPE,
     LOCK_NAME,
     ROW,
@@ -42,7 +43,7 @@ from netmon.ingest.diskindex import (
     list_segments,
     segment_bytes,
 )
-from netmon.ingest.diskseg import Item, OpenSegment, epbs, tuple_line, write_all
+from netmon.ingest.diskseg import Item, OpenSegment, epbs, flow_rows, write_all
 from netmon.ingest.pcapwrite import pcapng_idb, pcapng_shb
 
 DEFAULT_CAP = 1 << 30
@@ -98,7 +99,6 @@ class DiskRing:
         #: Flows of this run with packets on disk -> their newest segment's number
         #: (replaced whole by the writer when segments go: readers see one or the other).
         self.present: dict[int, int] = {}
-        self._tuples: dict[int, str] = {}
         self._cond = threading.Condition()
         self._items: deque[Item] = deque()
         self._queued = 0
@@ -302,24 +302,24 @@ class DiskRing:
                 pass
         if run == self.run:
             self.present = {f: n for f, n in self.present.items() if n > number}
-            self._tuples = {f: t for f, t in self._tuples.items() if f in self.present}
         return True
 
     def _open_segment(self) -> None:
         self._number += 1
         self._cur = OpenSegment(self.directory, self.run, self._number)
         shb = pcapng_shb()
-        self._make_room(len(shb))
-        self._cur.write([shb], np.zeros(0, dtype=INDEX_DTYPE), b"")
-        self._total += len(shb)
+        self._make_room(len(shb) + len(FLOWS_MAGIC))
+        self._cur.write([shb], np.zeros(0, dtype=INDEX_DTYPE), FLOWS_MAGIC)
+        self._total += len(shb) + len(FLOWS_MAGIC)
 
     def _close_segment(self) -> None:
         """Sort the closed segment's index by (flow, seq) into ``.fidx``."""
         cur, self._cur = self._cur, None
         cur.close()
         base = os.path.join(self.directory, cur.stem)
-        rows = cur.rows  # a flow's rows are in seq order already: a stable sort by flow
-        rows = rows[np.argsort(rows["flow"], kind="stable")]
+        rows = cur.rows
+        order = np.lexsort((rows["seq"], rows["flow"]))
+        rows = rows.view(np.dtype((np.void, ROW)))[order]  # whole rows: 7x a field-wise copy
         tmp = f"{base}.fidx.tmp"
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
@@ -384,29 +384,26 @@ class DiskRing:
         rows["proto"] = it.proto[sl]
         rows["a2b"] = it.a2b[sl]
         flows, first = np.unique(rows["flow"], return_index=True)
-        lines = []
-        base = sl.start
-        for f, at in zip(flows.tolist(), first.tolist(), strict=True):
-            if f not in cur.flows:
-                line = self._tuples.get(f)
-                if line is None:
-                    line = self._tuples[f] = tuple_line(it, base + at)
-                lines.append(f"{f}\t{line}\n")
-        text = "".join(lines).encode("ascii")
+        ids = flows.tolist()
+        new = np.fromiter(set(ids).difference(cur.flows), dtype=np.int64)
+        tuples = (flow_rows(it, sl.start + first[np.isin(flows, new)]).tobytes()
+                if len(new) else b"")
         if idbs:
             blocks.insert(0, idbs)
-        size = len(idbs) + nblocks + rows.nbytes + len(text)
+        size = len(idbs) + nblocks + rows.nbytes + len(tuples)
         # Room for this and for the sorted copy of the segment's index made at its close.
         if not self._make_room(size + cur.sizes[1] + rows.nbytes):
             self.skipped += len(rows)  # bigger than the cap allows at all
             return
-        cur.write(blocks, rows, text)
+        cur.write(blocks, rows, tuples)
         self.open_index = (cur.stem, cur.rows)
         self._total += size
         self.bytes_written += size
         self.written += len(rows)
         cur.packets += len(rows)
-        ids = flows.tolist()
-        cur.flows.update(ids)
-        # In place (one dict operation, atomic for readers on other threads).
-        self.present.update(dict.fromkeys(ids, cur.number))
+        if len(new):
+            added = new.tolist()
+            cur.flows.update(added)
+            # In place (one dict operation, atomic for readers on other threads); flows
+            # already in this segment are mapped to it already.
+            self.present.update(dict.fromkeys(added, cur.number))

@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import contextlib
 import os
-import socket
 from dataclasses import dataclass
 
 import numpy as np
 
-from netmon.ingest.diskindex import INDEX_DTYPE, segment_name
+from netmon.ingest.diskindex import FLOWS_DTYPE, INDEX_DTYPE, segment_name
 
 #: An Enhanced Packet Block's header, padding aside, with its trailer.
 _EPB_FIXED = 32
@@ -101,16 +100,16 @@ class OpenSegment:
     def bytes(self) -> int:
         return sum(self.sizes)
 
-    def write(self, blocks: list, rows: np.ndarray, text: bytes) -> None:
-        """Append EPBs (buffers, in order), their index rows and flow lines to the
+    def write(self, blocks: list, rows: np.ndarray, tuples: bytes) -> None:
+        """Append EPBs (buffers, in order), their index rows and flow rows to the
         three files; on error, cut each back so the segment stays valid pcapng with an
         index that points only at whole frames."""
         try:
             written = write_parts(self.fds[0], blocks)
             if len(rows):
                 write_all(self.fds[1], rows.tobytes())
-            if text:
-                write_all(self.fds[2], text)
+            if tuples:
+                write_all(self.fds[2], tuples)
         except OSError:
             for fd, size in zip(self.fds, self.sizes, strict=True):
                 with contextlib.suppress(OSError):
@@ -118,7 +117,7 @@ class OpenSegment:
             raise
         self.sizes[0] += written
         self.sizes[1] += rows.nbytes
-        self.sizes[2] += len(text)
+        self.sizes[2] += len(tuples)
         n, k = len(self.rows), len(rows)
         if n + k > len(self._rows):
             grown = np.empty(max(2 * len(self._rows), n + k), dtype=INDEX_DTYPE)
@@ -135,17 +134,20 @@ class OpenSegment:
 
 
 
-def tuple_line(it: Item, row: int) -> str:
-    """"proto, addr a, port a, addr b, port b" (a = the flow's initiator) from a row."""
-    fam = socket.AF_INET if it.fam[row] == 4 else socket.AF_INET6
-    cut = 12 if fam == socket.AF_INET else 0
-    src = socket.inet_ntop(fam, it.src[row, cut:].tobytes())
-    dst = socket.inet_ntop(fam, it.dst[row, cut:].tobytes())
-    ends = [(src, int(it.sport[row])), (dst, int(it.dport[row]))]
-    if not it.a2b[row]:
-        ends.reverse()
-    (a, pa), (b, pb) = ends
-    return f"{int(it.proto[row])}\t{a}\t{pa}\t{b}\t{pb}"
+def flow_rows(it: Item, at: np.ndarray) -> np.ndarray:
+    """The ``.flows`` rows of rows ``at`` (one row of each flow; a = the initiator)."""
+    a2b = it.a2b[at].astype(np.bool_)
+    out = np.empty(len(at), dtype=FLOWS_DTYPE)
+    out["flow"] = it.flow[at]
+    out["proto"] = it.proto[at]
+    out["fam"] = it.fam[at]
+    sport, dport = it.sport[at], it.dport[at]
+    out["port_a"] = np.where(a2b, sport, dport)
+    out["port_b"] = np.where(a2b, dport, sport)
+    src, dst = it.src[at], it.dst[at]
+    out["addr_a"] = np.where(a2b[:, None], src, dst)
+    out["addr_b"] = np.where(a2b[:, None], dst, src)
+    return out
 
 
 def epbs(it: Item, sl: slice, iface: np.ndarray) -> tuple[list, np.ndarray, int]:
