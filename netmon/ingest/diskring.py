@@ -148,6 +148,11 @@ class DiskRing:
         """Packets with bytes that were not written (writer behind, or frame too big)."""
         return self.dropped + self.skipped
 
+    @property
+    def queued(self) -> int:
+        """Bytes of capture buffers waiting for the writer."""
+        return self._queued
+
     def holds(self, flow_id: int) -> bool:
         """Whether this run's segments hold packets of the flow."""
         return flow_id in self.present
