@@ -22,6 +22,7 @@ import argparse
 import json
 import os
 import re
+import resource
 import shutil
 import statistics
 import subprocess
@@ -34,16 +35,23 @@ def _dir_bytes(path: str) -> int:
     return sum(e.stat().st_size for e in os.scandir(path) if e.is_file())
 
 
-def _replay(pcap: str, keep: str | None) -> tuple[float, str]:
+def _cpu_children() -> float:
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
+
+
+def _replay(pcap: str, keep: str | None) -> tuple[float, float, str]:
+    """Wall seconds, CPU seconds (user + system: steadier than wall time on a busy
+    machine) and stderr of one headless replay."""
     cmd = [sys.executable, "-m", "netmon", "--headless", "--no-cluster", "-r", pcap]
     if keep:
         cmd += ["--keep-packets", keep, "--keep-size", "64G"]
-    t0 = time.perf_counter()
+    c0, t0 = _cpu_children(), time.perf_counter()
     done = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    wall = time.perf_counter() - t0
+    wall, cpu = time.perf_counter() - t0, _cpu_children() - c0
     if done.returncode != 0:
         raise SystemExit(f"bench: netmon failed ({done.returncode}): {done.stderr[-300:]}")
-    return wall, done.stderr
+    return wall, cpu, done.stderr
 
 
 def query_open_segment(pcap: str, workdir: str, seg_mb: int, queries: int) -> dict:
@@ -100,11 +108,15 @@ def bench_keep(args: argparse.Namespace) -> dict:
         print(f"synthetic pcap: {info['packets']:,} packets, {info['flows']:,} flows, "
               f"{size / 1e6:.0f} MB (on {workdir})")
         plain, kept, written, not_written = [], [], [], []
+        plain_cpu, kept_cpu = [], []
         for i in range(args.repeat):
-            plain.append(_replay(pcap, None)[0])
+            wall, cpu, _ = _replay(pcap, None)
+            plain.append(wall)
+            plain_cpu.append(cpu)
             keep = os.path.join(workdir, f"ring{i}")
-            wall, err = _replay(pcap, keep)
+            wall, cpu, err = _replay(pcap, keep)
             kept.append(wall)
+            kept_cpu.append(cpu)
             written.append(_dir_bytes(keep))
             m = re.search(r"(\d+) packets were not written", err)
             not_written.append(int(m.group(1)) if m else 0)
@@ -112,13 +124,18 @@ def bench_keep(args: argparse.Namespace) -> dict:
         res = {"packets": info["packets"], "file_mb": size / 1e6,
                "plain_s": statistics.median(plain), "keep_s": statistics.median(kept),
                "written_mb": statistics.median(written) / 1e6,
-               "not_written": max(not_written)}
+               "not_written": max(not_written), "plain_cpu_s": statistics.median(plain_cpu),
+               "keep_cpu_s": statistics.median(kept_cpu)}
         res["ratio"] = res["keep_s"] / res["plain_s"]
         res["written_mb_s"] = res["written_mb"] / res["keep_s"]
         print(f"headless --no-cluster replay, median of {args.repeat}: "
               f"{res['plain_s']:.2f} s without, {res['keep_s']:.2f} s with --keep-packets "
               f"({res['ratio']:.2f}x; {info['packets'] / res['plain_s']:,.0f} vs "
               f"{info['packets'] / res['keep_s']:,.0f} pkt/s end to end)")
+        print(f"CPU (user + system), median: {res['plain_cpu_s']:.2f} s without, "
+              f"{res['keep_cpu_s']:.2f} s with ({res['keep_cpu_s'] / res['plain_cpu_s']:.2f}x; "
+              f"{(res['keep_cpu_s'] - res['plain_cpu_s']) / info['packets'] * 1e6:.2f} us "
+              "per packet kept)")
         print(f"--keep-packets wrote {res['written_mb']:.0f} MB (segments and index; "
               f"{res['written_mb'] * 1e6 / info['packets']:.0f} bytes per packet, the "
               f"file is {res['file_mb']:.0f} MB); packets not written: "

@@ -173,19 +173,25 @@ def epbs(it: Item, sl: slice, iface: np.ndarray) -> tuple[list, np.ndarray, int]
     # Glue j runs from frame j-1's padding (the last pad bytes of the zeroed room)
     # to the end of frame j's header; the first has no frame before it, the last
     # no header after it.
-    rows = np.arange(n + 1, dtype=np.int64) * _ROW
-    gstart = rows + 4
-    gstart[1:] -= pad
-    gstart[0] = 8
-    gend = rows + _ROW
-    gend[n] = rows[n] + 8
-    glen = gend - gstart
-    data_at = np.cumsum(glen[:n]) + (np.cumsum(cap) - cap)
-    gv = memoryview(glue.view(np.uint8))
-    # Comprehensions and slice assignment: about half the cost of a loop of appends.
+    glen = np.empty(n, dtype=np.int64)
+    glen[0] = _ROW - 8
+    glen[1:] = _ROW - 4 + pad[:-1]
+    data_at = np.cumsum(glen) + (np.cumsum(cap) - cap)
+    # Each glue as a bytes object, made in C a pad class at a time (rows after a frame
+    # with p pad bytes are 32 + p long: one fixed-size void view each): a quarter of
+    # the cost of slicing them one by one.
+    g8 = glue.view(np.uint8).reshape(n + 1, _ROW)
+    pieces = np.empty(n + 1, dtype=object)
+    pieces[0] = g8[0, 8:].tobytes()
+    pieces[n] = g8[n, 4 - int(pad[-1]):8].tobytes()
+    for p in range(4):
+        rows = np.flatnonzero(pad[:-1] == p) + 1
+        if len(rows):
+            fixed = np.ascontiguousarray(g8[rows, 4 - p:])
+            pieces[rows] = fixed.view(np.dtype((np.void, _ROW - 4 + p))).ravel().astype(object)
+    # Slice assignment of whole lists: about half the cost of a loop of appends.
     parts: list = [None] * (2 * n + 1)
-    parts[0:2 * n + 1:2] = [gv[a:b] for a, b in zip(gstart.tolist(), gend.tolist(),
-                                                     strict=True)]
+    parts[0:2 * n + 1:2] = pieces.tolist()
     off = it.off[sl]
     ends = (off + cap).tolist()
     if len(it.bufs) == 1:
