@@ -199,7 +199,7 @@ def test_a_writer_behind_drops_and_counts_never_blocks(tmp_path: Path) -> None:
 
 def test_the_open_segment_is_searched_in_memory_and_matches_its_files(tmp_path: Path) -> None:
     src = str(tmp_path / "in.pcap")
-    info = synthetic_pcap(src, 8000, 120, seed=8)
+    info = synthetic_pcap(src, 40_000, 120, seed=8)  # the rows grow past 16 k twice
     keep = str(tmp_path / "ring")
     ring = DiskRing(keep, 1 << 30, queue_bytes=1 << 30)  # one segment, open throughout
     memory = AllFrames()
@@ -208,9 +208,10 @@ def test_the_open_segment_is_searched_in_memory_and_matches_its_files(tmp_path: 
     deadline = time.time() + 30
     while ring.queued and time.time() < deadline:
         time.sleep(0.01)
-    stem, rows = ring.open_index
+    stem, rows, flow = ring.open_index
     idx = os.path.join(keep, f"{stem}.idx")
     assert rows.tobytes() == Path(idx).read_bytes() and len(rows) == info["packets"]
+    assert flow.tolist() == rows["flow"].tolist() and flow.flags.c_contiguous
     files = DiskReader(keep, ring.run)  # as another process reads: the files only
     flows = memory.flows().tolist()
     for fid in flows[:20]:

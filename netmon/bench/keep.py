@@ -74,7 +74,7 @@ def query_open_segment(pcap: str, workdir: str, seg_mb: int, queries: int) -> di
                 break
         while ring.queued:  # the writer writes it all; the segment stays open
             time.sleep(0.01)
-        stem, rows = ring.open_index
+        stem, rows, _ = ring.open_index
         flows = np.unique(rows["flow"])
         pick = np.random.default_rng(1).choice(flows, min(queries, len(flows)),
                                                replace=False).tolist()

@@ -166,13 +166,14 @@ class DiskReader:
 
     Thread-safe: the only shared state is a cache of memory-mapped sorted indexes of
     closed segments (which never change), guarded by a lock. ``shared``, given by the
-    writer of this process, returns the open segment's stem and index rows written so
-    far (an array it never changes): searched in memory rather than reading the whole
-    unsorted ``.idx`` file at every question.
+    writer of this process, returns the open segment's stem, index rows written so far
+    and their flow ids (arrays it never changes): searched in memory rather than
+    reading the whole unsorted ``.idx`` file at every question.
     """
 
     def __init__(self, directory: str, run: str | None = None, *,
-                 shared: Callable[[], tuple[str, np.ndarray] | None] | None = None) -> None:
+                 shared: Callable[[], tuple[str, np.ndarray, np.ndarray] | None] | None = None,
+                 ) -> None:
         self.directory = directory
         self.run = run
         self._shared = shared
@@ -204,16 +205,18 @@ class DiskReader:
             self._maps[seg.stem] = rows
         return rows
 
-    def _unsorted(self, seg: Segment) -> np.ndarray:
-        """An open segment's index rows: the writer's, else its file's, else (closed
-        meanwhile) the sorted file's."""
+    def _unsorted(self, seg: Segment) -> tuple[np.ndarray, np.ndarray]:
+        """An open segment's index rows and their flow ids: the writer's, else its
+        file's, else (closed meanwhile) the sorted file's."""
         shared = self._shared() if self._shared is not None else None
         if shared is not None and shared[0] == seg.stem:
-            return shared[1]
+            return shared[1], shared[2]
         rows = read_index(os.path.join(self.directory, f"{seg.stem}.idx"))
         if not len(rows):
             rows = self._sorted(seg)
-        return rows if rows is not None else np.zeros(0, dtype=INDEX_DTYPE)
+            if rows is None:
+                rows = np.zeros(0, dtype=INDEX_DTYPE)
+        return rows, rows["flow"]
 
     def _rows(self, flow_id: int) -> tuple[np.ndarray, np.ndarray, list[str]]:
         """The flow's index rows in every segment, by seq; each row's segment as an
@@ -228,8 +231,8 @@ class DiskReader:
                 hi = bisect.bisect_right(col, flow_id, lo)
                 mine = np.array(rows[lo:hi])
             else:
-                rows = self._unsorted(seg)
-                mine = rows[rows["flow"] == flow_id]
+                rows, flow = self._unsorted(seg)
+                mine = rows[np.flatnonzero(flow == flow_id)]
             if len(mine):
                 parts.append(mine)
                 where.append(np.full(len(mine), len(stems), dtype=np.int64))
@@ -299,7 +302,7 @@ class DiskReader:
             parts = []
             for seg in segs:
                 parts.append(read_index(os.path.join(self.directory, f"{seg.stem}.fidx"))
-                             if seg.sorted_index else self._unsorted(seg))
+                             if seg.sorted_index else self._unsorted(seg)[0])
                 tuples.update(read_flow_lines(os.path.join(self.directory,
                                                            f"{seg.stem}.flows")))
             rows = np.concatenate(parts) if parts else np.zeros(0, dtype=INDEX_DTYPE)

@@ -111,9 +111,10 @@ class DiskRing:
         self._number = 0
         self._old: deque[tuple[str, int, str]] = deque()  # closed segments: run, number, stem
         self._total = 0
-        #: The open segment's stem and its index rows written so far (replaced whole
-        #: by the writer): this process's readers search it instead of the .idx file.
-        self.open_index: tuple[str, np.ndarray] | None = None
+        #: The open segment's stem, its index rows written so far and their flow ids
+        #: (replaced whole by the writer): this process's readers search them instead
+        #: of reading the .idx file.
+        self.open_index: tuple[str, np.ndarray, np.ndarray] | None = None
         self._reader = DiskReader(directory, self.run, shared=lambda: self.open_index)
 
     @staticmethod
@@ -401,7 +402,7 @@ class DiskRing:
             self.skipped += len(rows)  # bigger than the cap allows at all
             return
         cur.write(blocks, rows, tuples)
-        self.open_index = (cur.stem, cur.rows)
+        self.open_index = (cur.stem, cur.rows, cur.flow)
         self._total += size
         self.bytes_written += size
         self.written += len(rows)
