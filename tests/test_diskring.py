@@ -284,15 +284,15 @@ class LiveLike(FileSource):
     kind = "live"
 
 
-def slow_writer(engine: Engine, pauses: list[str]) -> None:
-    """A disk writer slower than ingest (a small queue, a sleep per batch) and sources
-    that record every pause and resume."""
+def slow_writer(engine: Engine, pauses: list[str], delay: float = 0.03) -> None:
+    """A disk writer slower than ingest (a small queue, ``delay`` s more per batch) and
+    sources that record every pause and resume."""
     ring = engine.disk
     ring.queue_bytes = 256 << 10
     write = ring._write_item
 
     def slow(item) -> None:  # type: ignore[no-untyped-def]
-        time.sleep(0.03)
+        time.sleep(delay)
         write(item)
 
     ring._write_item = slow  # type: ignore[method-assign]
@@ -347,7 +347,9 @@ def test_a_live_source_is_never_paused_the_ring_drops_and_says_so(tmp_path: Path
     snaps, pauses = Snapshots(), []
     engine = Engine(Settings(read=src, keep_packets=keep, tick=0.1, cluster=False),
                     [LiveLike(src)], snaps)
-    slow_writer(engine, pauses)
+    # A batch counted every 8 k packets; 0.2 s per batch is slower than ingest on
+    # any machine, however loaded, so batches find the queue full.
+    slow_writer(engine, pauses, 0.2)
     engine.start()
     assert engine.join(120)
     ring = engine.disk
