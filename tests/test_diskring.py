@@ -1,7 +1,8 @@
 """The on-disk packet ring (--keep-packets): the cap holds, segments are pcapng that
 capinfos and tshark read, a flow's frames come back byte for byte (against tshark on a
 real capture), write errors give one message while counting goes on, the writer
-thread always ends, and `netmon packets` lists and exports."""
+thread always ends, a replay waits for the writer (nothing lost) while a live capture
+never waits (drops, counted), and `netmon packets` lists and exports."""
 
 from __future__ import annotations
 
@@ -23,11 +24,17 @@ from netmon.core.settings import Settings, load_settings, parse_setting, parse_s
 from netmon.engine.engine import Engine
 from netmon.engine.link import EngineUILink
 from netmon.flows.table import FlowTable
-from netmon.ingest.diskindex import list_segments
+from netmon.ingest.diskindex import (
+    FLOWS_MAGIC,
+    DiskReader,
+    list_segments,
+    read_flow_lines,
+    read_index,
+)
 from netmon.ingest.diskring import DiskRing
 from netmon.ingest.packetstore import RingFrame
-from netmon.ingest.pcapstream import PcapStreamDecoder
 from netmon.sources.files import FileSource, StdinSource
+from netmon.testing.replay import counted_batches
 from netmon.testing.synth import synthetic_pcap
 from tests.conftest import ROOT, captures_dir, run_netmon
 from tests.test_engine_link import HTTP_CAPTURE, Snapshots, ask
@@ -83,15 +90,11 @@ class AllFrames:
 
 def feed(ring: DiskRing, memory: AllFrames, path: str, chunk: int = 1 << 16) -> int:
     """Decode ``path`` in chunks into a flow table, the disk ring and every frame."""
-    decoder, table, n = PcapStreamDecoder(), FlowTable(idle_timeout=1e9), 0
-    with open(path, "rb") as f:
-        while data := f.read(chunk):
-            batch = decoder.feed_batch(data)
-            slots, lo_first, seq = table.add_batch(batch)
-            fid, a2b = table.flow_id[slots], lo_first == table.a_is_lo[slots]
-            memory.append(batch, fid, a2b, seq)
-            ring.append(batch, fid, a2b, seq)
-            n += len(batch)
+    n = 0
+    for batch, fid, a2b, seq in counted_batches(path, chunk, FlowTable(idle_timeout=1e9)):
+        memory.append(batch, fid, a2b, seq)
+        ring.append(batch, fid, a2b, seq)
+        n += len(batch)
     return n
 
 
@@ -194,6 +197,67 @@ def test_a_writer_behind_drops_and_counts_never_blocks(tmp_path: Path) -> None:
     assert not keep_threads()
 
 
+def test_the_open_segment_is_searched_in_memory_and_matches_its_files(tmp_path: Path) -> None:
+    src = str(tmp_path / "in.pcap")
+    info = synthetic_pcap(src, 40_000, 120, seed=8)  # the rows grow past 16 k twice
+    keep = str(tmp_path / "ring")
+    ring = DiskRing(keep, 1 << 30, queue_bytes=1 << 30)  # one segment, open throughout
+    memory = AllFrames()
+    ring.start()
+    feed(ring, memory, src)
+    deadline = time.time() + 30
+    while ring.queued and time.time() < deadline:
+        time.sleep(0.01)
+    stem, rows, flow = ring.open_index
+    idx = os.path.join(keep, f"{stem}.idx")
+    assert rows.tobytes() == Path(idx).read_bytes() and len(rows) == info["packets"]
+    assert flow.tolist() == rows["flow"].tolist() and flow.flags.c_contiguous
+    files = DiskReader(keep, ring.run)  # as another process reads: the files only
+    flows = memory.flows().tolist()
+    for fid in flows[:20]:
+        mine, theirs = ring.reader().packets_of(fid), files.packets_of(fid)
+        assert mine.seq.tolist() == theirs.seq.tolist() == sorted(memory.by_flow[fid])
+        assert [f.data for f in ring.reader().frames_of(fid)] == [
+            f.data for f in memory.frames_of(fid)]
+    # Without the file, the ring's reader still answers (from memory); a files-only
+    # reader does not: the index is not read from disk at each question.
+    os.rename(idx, idx + ".away")
+    try:
+        assert len(ring.reader().packets_of(flows[0])) == len(memory.by_flow[flows[0]])
+        assert len(files.packets_of(flows[0])) == 0
+        assert sum(f.packets for f in ring.reader().flows()) == info["packets"]
+    finally:
+        os.rename(idx + ".away", idx)
+    ring.close()  # sorted from memory: the same rows, by flow then seq
+    assert ring.open_index is None and not os.path.exists(idx)
+    fidx = read_index(os.path.join(keep, f"{stem}.fidx"))
+    assert sorted(fidx.tolist(), key=lambda r: (r[0], r[1])) == fidx.tolist()
+    assert sorted(fidx.tolist()) == sorted(rows.tolist())
+    for fid in flows[:20]:
+        assert files.packets_of(fid).seq.tolist() == sorted(memory.by_flow[fid])
+
+
+def test_flows_files_are_binary_and_older_text_ones_still_read(tmp_path: Path) -> None:
+    src = str(captures_dir() / "03_ipv6_tls_reddit.pcap")
+    keep = str(tmp_path / "ring")
+    ring = DiskRing(keep, 1 << 30, queue_bytes=1 << 30)
+    ring.start()
+    feed(ring, AllFrames(), src)
+    ring.close()
+    (seg,) = list_segments(keep)
+    path = os.path.join(keep, f"{seg.stem}.flows")
+    assert Path(path).read_bytes().startswith(FLOWS_MAGIC)
+    tuples = read_flow_lines(path)
+    assert tuples and any(":" in t[1] for t in tuples.values())  # IPv6, formatted
+    old = tmp_path / "old.flows"  # what an earlier netmon wrote: text lines
+    old.write_text("".join(f"{f}\t{p}\t{a}\t{pa}\t{b}\t{pb}\n"
+                           for f, (p, a, pa, b, pb) in tuples.items()) + "7\tcut")
+    assert read_flow_lines(str(old)) == tuples
+    cut = tmp_path / "cut.flows"  # a crash mid-row: whole rows only
+    cut.write_bytes(Path(path).read_bytes()[:-5])
+    assert read_flow_lines(str(cut)) == dict(list(tuples.items())[:-1])
+
+
 # --------------------------------------------------------------------- in the engine
 def run_engine(settings: Settings, source) -> tuple[Engine, Snapshots]:  # type: ignore[no-untyped-def]
     snaps = Snapshots()
@@ -212,6 +276,89 @@ def tshark_frames(path: Path, display_filter: str) -> list[bytes]:
         frames.append(out[at + 16:at + 16 + caplen])
         at += 16 + caplen
     return frames
+
+
+class LiveLike(FileSource):
+    """A recording fed as a live capture is: it must never be made to wait."""
+
+    kind = "live"
+
+
+def slow_writer(engine: Engine, pauses: list[str], delay: float = 0.03) -> None:
+    """A disk writer slower than ingest (a small queue, ``delay`` s more per batch) and
+    sources that record every pause and resume."""
+    ring = engine.disk
+    ring.queue_bytes = 256 << 10
+    write = ring._write_item
+
+    def slow(item) -> None:  # type: ignore[no-untyped-def]
+        time.sleep(delay)
+        write(item)
+
+    ring._write_item = slow  # type: ignore[method-assign]
+
+    def recorded(name: str, orig):  # type: ignore[no-untyped-def]
+        def record() -> None:
+            pauses.append(name)
+            orig()
+        return record
+
+    for src in engine.sources:
+        for name in ("pause", "resume"):
+            setattr(src, name, recorded(name, getattr(src, name)))
+
+
+@pytest.mark.parametrize("how", ["file", "paced", "stdin"])
+def test_a_replay_waits_for_the_disk_writer_and_loses_nothing(tmp_path: Path,
+                                                               how: str) -> None:
+    src = str(tmp_path / "in.pcap")
+    info = synthetic_pcap(src, 60_000, 300, seed=7)
+    keep = str(tmp_path / "ring")
+    settings = Settings(read=src, keep_packets=keep, tick=0.1, cluster=False)
+    if how == "stdin":
+        fd = os.open(src, os.O_RDONLY)
+        rfd, wfd = os.pipe()
+        source = StdinSource(rfd)
+    else:
+        # Paced far faster than the writer keeps up (the file spans minutes).
+        source = FileSource(src, speed=1000 if how == "paced" else None)
+    snaps, pauses = Snapshots(), []
+    engine = Engine(settings, [source], snaps)
+    slow_writer(engine, pauses)
+    engine.start()
+    if how == "stdin":
+        os.close(rfd)
+        with open(wfd, "wb") as pipe, os.fdopen(fd, "rb") as f:
+            shutil.copyfileobj(f, pipe)
+    assert engine.join(120)
+    ring = engine.disk
+    assert snaps.latest.totals.ip_packets == info["packets"]
+    assert ring.dropped == 0 and ring.written == info["packets"] and not ring.error
+    assert pauses.count("pause") >= 3 and pauses.count("resume") >= 2, pauses
+    assert not [w for w in engine.result.warnings if "--keep-packets" in w]
+    assert sum(len(ring.reader().packets_of(f)) for f in ring.present) == info["packets"]
+    assert not keep_threads()
+
+
+def test_a_live_source_is_never_paused_the_ring_drops_and_says_so(tmp_path: Path) -> None:
+    src = str(tmp_path / "in.pcap")
+    info = synthetic_pcap(src, 60_000, 300, seed=7)
+    keep = str(tmp_path / "ring")
+    snaps, pauses = Snapshots(), []
+    engine = Engine(Settings(read=src, keep_packets=keep, tick=0.1, cluster=False),
+                    [LiveLike(src)], snaps)
+    # A batch counted every 8 k packets; 0.2 s per batch is slower than ingest on
+    # any machine, however loaded, so batches find the queue full.
+    slow_writer(engine, pauses, 0.2)
+    engine.start()
+    assert engine.join(120)
+    ring = engine.disk
+    assert pauses == [] and snaps.latest.totals.ip_packets == info["packets"]
+    assert ring.dropped > 0 and ring.written + ring.dropped == info["packets"]
+    mine = [w for w in engine.result.warnings if "--keep-packets" in w]
+    assert mine == [f"--keep-packets: {ring.dropped} packets were not written (the disk "
+                    "writer fell behind)"]
+    assert not keep_threads()
 
 
 @pytest.mark.skipif(TSHARK is None, reason="tshark not installed")

@@ -54,6 +54,9 @@ STOP_TIMEOUT = 4.0
 
 #: Sources that watch the present (flows age by the wall clock), not a recording.
 LIVE_KINDS = ("live", "listen", "ssh", "collect")
+#: Recordings that can wait (Source.pause): with --keep-packets they wait for the disk
+#: writer rather than lose packets on disk.
+REPLAY_KINDS = ("file", "stdin")
 
 
 def make_reactor() -> Any:
@@ -129,6 +132,11 @@ class Engine:
         self._next_ctick = 0.0
         self._paused = False
         self._queue: deque[PacketBatch] = deque()  # capture-tick mode: not yet counted
+        # A replay's sources wait while the disk writer's queue is full (--keep-packets
+        # keeps every packet of a recording); live ones never wait: the ring drops.
+        self._disk_wait = False
+        if self.disk is not None and all(s.kind in REPLAY_KINDS for s in sources):
+            self.disk.lossless(self._disk_drained_soon)
 
     # ------------------------------------------------------------ any thread
     def start(self) -> None:
@@ -255,8 +263,26 @@ class Engine:
             # Each row's flow total after the batch: the store keeps a flow's last
             # packets of the batch without sorting it again.
             self.packets.append(batch, flow_id, a2b, seq, t.pkts_ab[slots] + t.pkts_ba[slots])
-        if self.disk is not None:
-            self.disk.append(batch, flow_id, a2b, seq)
+        if self.disk is not None and self.disk.append(batch, flow_id, a2b, seq):
+            if not self._disk_wait:
+                self._disk_wait = True
+                for src in self.sources:
+                    src.pause()
+
+    def _disk_drained_soon(self) -> None:
+        """The disk writer has room again (called on the writer thread)."""
+        try:
+            self.reactor.callFromThread(self._disk_drained)
+        except RuntimeError:  # reactor already gone
+            pass
+
+    def _disk_drained(self) -> None:
+        if not self._disk_wait:
+            return
+        self._disk_wait = False
+        if not self._paused and not self._finalised:  # else the clusterer resumes them
+            for src in self.sources:
+                src.resume()
 
     def _clock(self) -> float:
         # Live traffic expires by the wall clock (quiet links still age flows out);
@@ -334,7 +360,7 @@ class Engine:
         if self._paused:
             self._paused = False
             self._drain()
-            if not self._paused:
+            if not self._paused and not self._disk_wait:  # else the disk writer resumes
                 for src in self.sources:
                     src.resume()
 

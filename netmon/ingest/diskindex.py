@@ -12,9 +12,12 @@ Layout of DIR (every file 0600; names sort oldest first)::
     netmon-<run>-<segment>.pcapng   a pcapng segment: SHB, one IDB per link type, EPBs
     netmon-<run>-<segment>.idx      its index while open: INDEX_DTYPE rows, append order
     netmon-<run>-<segment>.fidx     ... once closed: the same rows sorted by (flow, seq)
-    netmon-<run>-<segment>.flows    one line per flow with packets in the segment:
-                                    flow id, protocol, address a, port a, address b,
-                                    port b (tab-separated; a = the initiator)
+    netmon-<run>-<segment>.flows    FLOWS_MAGIC, then one FLOWS_DTYPE row per flow
+                                    with packets in the segment: flow id, protocol,
+                                    family, port a, port b, address a, address b (16
+                                    bytes; IPv4 in the last 4; a = the initiator).
+                                    Binary: the writer formats no text per flow.
+                                    (Older runs wrote tab-separated text lines.)
     .netmon-keep.lock               held (flock) by the netmon writing here
 
 ``<run>`` is the start time and pid of the netmon that wrote the segment: flow ids are
@@ -29,7 +32,9 @@ from __future__ import annotations
 import bisect
 import os
 import re
+import socket
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -43,6 +48,10 @@ INDEX_DTYPE = np.dtype([("flow", "<i8"), ("seq", "<i8"), ("off", "<i8"), ("ts", 
                         ("caplen", "<u4"), ("wirelen", "<u4"), ("linktype", "<u2"),
                         ("flags", "<u2"), ("proto", "u1"), ("a2b", "u1")])
 ROW = INDEX_DTYPE.itemsize
+#: One row per flow of a segment: what ``netmon packets`` lists besides its packets.
+FLOWS_DTYPE = np.dtype([("flow", "<i8"), ("proto", "u1"), ("fam", "u1"), ("port_a", "<u2"),
+                        ("port_b", "<u2"), ("addr_a", "u1", (16,)), ("addr_b", "u1", (16,))])
+FLOWS_MAGIC = b"NMFLOWS1"
 LOCK_NAME = ".netmon-keep.lock"
 PREFIX = "netmon-"
 #: netmon-<run: date T time . microseconds - pid>-<segment number>.<kind>
@@ -119,16 +128,31 @@ class FlowEnds:
     last: float
 
 
+def _address(fam: int, addr: bytes) -> str:
+    return (socket.inet_ntop(socket.AF_INET, addr[12:]) if fam == 4
+            else socket.inet_ntop(socket.AF_INET6, addr))
+
+
 def read_flow_lines(path: str) -> dict[int, tuple[int, str, int, str, int]]:
-    """flow id -> (proto, addr a, port a, addr b, port b) from a ``.flows`` file
-    (malformed lines, e.g. one cut short by a crash, are skipped)."""
+    """flow id -> (proto, addr a, port a, addr b, port b) from a ``.flows`` file (a
+    row cut short by a crash is left out; so are malformed lines of an older run's
+    text file)."""
     out: dict[int, tuple[int, str, int, str, int]] = {}
     try:
-        with open(path, encoding="ascii", errors="replace") as f:
-            lines = f.read().splitlines()
+        with open(path, "rb") as f:
+            data = f.read()
     except FileNotFoundError:
         return out
-    for line in lines:
+    if data.startswith(FLOWS_MAGIC):
+        body = memoryview(data)[len(FLOWS_MAGIC):]
+        rows = np.frombuffer(body, dtype=FLOWS_DTYPE, count=len(body) // FLOWS_DTYPE.itemsize)
+        for flow, proto, fam, pa, pb, a, b in zip(
+                rows["flow"].tolist(), rows["proto"].tolist(), rows["fam"].tolist(),
+                rows["port_a"].tolist(), rows["port_b"].tolist(), rows["addr_a"],
+                rows["addr_b"], strict=True):
+            out[flow] = (proto, _address(fam, a.tobytes()), pa, _address(fam, b.tobytes()), pb)
+        return out
+    for line in data.decode("ascii", errors="replace").splitlines():
         parts = line.split("\t")
         if len(parts) == 6 and all(parts[i].isdigit() for i in (0, 1, 3, 5)):
             out[int(parts[0])] = (int(parts[1]), parts[2], int(parts[3]), parts[4],
@@ -141,12 +165,18 @@ class DiskReader:
     run (``run`` None: then flow ids are ambiguous, see :meth:`flows`).
 
     Thread-safe: the only shared state is a cache of memory-mapped sorted indexes of
-    closed segments (which never change), guarded by a lock.
+    closed segments (which never change), guarded by a lock. ``shared``, given by the
+    writer of this process, returns the open segment's stem, index rows written so far
+    and their flow ids (arrays it never changes): searched in memory rather than
+    reading the whole unsorted ``.idx`` file at every question.
     """
 
-    def __init__(self, directory: str, run: str | None = None) -> None:
+    def __init__(self, directory: str, run: str | None = None, *,
+                 shared: Callable[[], tuple[str, np.ndarray, np.ndarray] | None] | None = None,
+                 ) -> None:
         self.directory = directory
         self.run = run
+        self._shared = shared
         self._lock = threading.Lock()
         self._maps: dict[str, np.ndarray] = {}
 
@@ -175,6 +205,19 @@ class DiskReader:
             self._maps[seg.stem] = rows
         return rows
 
+    def _unsorted(self, seg: Segment) -> tuple[np.ndarray, np.ndarray]:
+        """An open segment's index rows and their flow ids: the writer's, else its
+        file's, else (closed meanwhile) the sorted file's."""
+        shared = self._shared() if self._shared is not None else None
+        if shared is not None and shared[0] == seg.stem:
+            return shared[1], shared[2]
+        rows = read_index(os.path.join(self.directory, f"{seg.stem}.idx"))
+        if not len(rows):
+            rows = self._sorted(seg)
+            if rows is None:
+                rows = np.zeros(0, dtype=INDEX_DTYPE)
+        return rows, rows["flow"]
+
     def _rows(self, flow_id: int) -> tuple[np.ndarray, np.ndarray, list[str]]:
         """The flow's index rows in every segment, by seq; each row's segment as an
         index into the third value, the segments' stems."""
@@ -188,8 +231,8 @@ class DiskReader:
                 hi = bisect.bisect_right(col, flow_id, lo)
                 mine = np.array(rows[lo:hi])
             else:
-                rows = read_index(os.path.join(self.directory, f"{seg.stem}.idx"))
-                mine = rows[rows["flow"] == flow_id]
+                rows, flow = self._unsorted(seg)
+                mine = rows[np.flatnonzero(flow == flow_id)]
             if len(mine):
                 parts.append(mine)
                 where.append(np.full(len(mine), len(stems), dtype=np.int64))
@@ -258,8 +301,8 @@ class DiskReader:
             tuples: dict[int, tuple[int, str, int, str, int]] = {}
             parts = []
             for seg in segs:
-                kind = "fidx" if seg.sorted_index else "idx"
-                parts.append(read_index(os.path.join(self.directory, f"{seg.stem}.{kind}")))
+                parts.append(read_index(os.path.join(self.directory, f"{seg.stem}.fidx"))
+                             if seg.sorted_index else self._unsorted(seg)[0])
                 tuples.update(read_flow_lines(os.path.join(self.directory,
                                                            f"{seg.stem}.flows")))
             rows = np.concatenate(parts) if parts else np.zeros(0, dtype=INDEX_DTYPE)

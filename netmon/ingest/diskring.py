@@ -4,8 +4,11 @@ rotating pcapng segments with an index, under a size cap.
 Threads. :class:`DiskRing` is made on the main thread (which checks DIR, so a bad one
 stops netmon before capture starts); :meth:`DiskRing.append` runs on the engine's
 reactor thread and only copies a batch's columns (the frames' ``bytes`` buffers are
-immutable and handed over by reference) onto a bounded queue: when the writer falls
-behind, the packets that do not fit are counted, never waited for. One writer thread
+immutable and handed over by reference) onto a bounded queue. When the writer falls
+behind a live capture, the packets that do not fit are counted, never waited for; a
+replay (:meth:`DiskRing.lossless`) loses none: :meth:`DiskRing.append` says the queue is
+full and the engine pauses its sources until the writer has drained the queue below a
+low-water mark (the writer thread calls back). One writer thread
 (``netmon-keep``) owns every file in DIR: it writes the segments and their indexes
 (layout in :mod:`netmon.ingest.diskindex`, blocks built in :mod:`netmon.ingest.diskseg`),
 rotates at the segment size and deletes
@@ -24,6 +27,7 @@ import os
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 
 import numpy as np
 
@@ -31,6 +35,7 @@ from netmon.core.errors import EXIT_USAGE, SourceError
 from netmon.core.text import NAME_MAX, safe_text
 from netmon.ingest.batch import PacketBatch
 from netmon.ingest.diskindex import (
+    FLOWS_MAGIC,
     INDEX_DTYPE,
     LOCK_NAME,
     ROW,
@@ -38,7 +43,7 @@ from netmon.ingest.diskindex import (
     list_segments,
     segment_bytes,
 )
-from netmon.ingest.diskseg import Item, OpenSegment, epbs, tuple_line, write_all
+from netmon.ingest.diskseg import Item, OpenSegment, epbs, flow_rows, write_all
 from netmon.ingest.pcapwrite import pcapng_idb, pcapng_shb
 
 DEFAULT_CAP = 1 << 30
@@ -47,8 +52,13 @@ DEFAULT_CAP = 1 << 30
 #: MAX_SEGMENT (sorting a closed segment's index takes one pass over it).
 MIN_SEGMENT = 4 << 20
 MAX_SEGMENT = 256 << 20
-#: Buffers queued for the writer at most; past this, packets are counted as not written.
+#: Buffers queued for the writer at most; past this, packets are counted as not written
+#: (live) or the sources are paused until the queue is below LOW_WATER of it (replays).
 QUEUE_BYTES = 64 << 20
+#: Half: each pause lets the writer catch up by 32 MB, so pauses are few (each costs a
+#: reactor turn) while the queue never stands empty when reading resumes.
+LOW_WATER = 0.5
+
 def segment_size_for(cap: int) -> int:
     return min(max(cap // 16, MIN_SEGMENT), max(cap // 4, 1), MAX_SEGMENT)
 
@@ -89,17 +99,23 @@ class DiskRing:
         #: Flows of this run with packets on disk -> their newest segment's number
         #: (replaced whole by the writer when segments go: readers see one or the other).
         self.present: dict[int, int] = {}
-        self._tuples: dict[int, str] = {}
         self._cond = threading.Condition()
         self._items: deque[Item] = deque()
         self._queued = 0
         self._closing = False
+        self._on_drained: Callable[[], None] | None = None  # replays: lossless()
+        self._want_drain = False  # append() said "full"; the writer calls back when low
+        self._ended = False  # the writer thread has ended (under _cond)
         self._thread: threading.Thread | None = None
         self._cur: OpenSegment | None = None
         self._number = 0
         self._old: deque[tuple[str, int, str]] = deque()  # closed segments: run, number, stem
         self._total = 0
-        self._reader = DiskReader(directory, self.run)
+        #: The open segment's stem, its index rows written so far and their flow ids
+        #: (replaced whole by the writer): this process's readers search them instead
+        #: of reading the .idx file.
+        self.open_index: tuple[str, np.ndarray, np.ndarray] | None = None
+        self._reader = DiskReader(directory, self.run, shared=lambda: self.open_index)
 
     @staticmethod
     def _claim(directory: str) -> int:
@@ -133,6 +149,11 @@ class DiskRing:
         """Packets with bytes that were not written (writer behind, or frame too big)."""
         return self.dropped + self.skipped
 
+    @property
+    def queued(self) -> int:
+        """Bytes of capture buffers waiting for the writer."""
+        return self._queued
+
     def holds(self, flow_id: int) -> bool:
         """Whether this run's segments hold packets of the flow."""
         return flow_id in self.present
@@ -146,25 +167,34 @@ class DiskRing:
         return self._thread is not None and self._thread.is_alive()
 
     # ------------------------------------------------------------ reactor thread
+    def lossless(self, on_drained: Callable[[], None]) -> None:
+        """Replays: never drop for lack of queue room. :meth:`append` then returns True
+        when the queue is full, and ``on_drained`` is called (on the writer thread; it
+        must only hand over, e.g. ``reactor.callFromThread``) once the writer has
+        drained it below the low-water mark, or has ended."""
+        self._on_drained = on_drained
+
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="netmon-keep", daemon=True)
         self._thread.start()
 
     def append(self, batch: PacketBatch, flow_id: np.ndarray, a2b: np.ndarray,
-               seq: np.ndarray) -> None:
-        """Queue the batch's frames that have bytes (cheap: copies of columns)."""
+               seq: np.ndarray) -> bool:
+        """Queue the batch's frames that have bytes (cheap: copies of columns). True
+        when the queue is full and the caller should pause (lossless mode only)."""
         if self.error or self._closing or batch.raw_off is None or not batch.bufs:
-            return
+            return False
         has = batch.raw_chunk >= 0
         sel = slice(None) if has.all() else np.flatnonzero(has)
         n = len(batch) if isinstance(sel, slice) else len(sel)
         if not n:
-            return
+            return False
         nbytes = batch.raw_nbytes
         with self._cond:
-            if self._queued + nbytes > self.queue_bytes and self._items:
+            if (self._queued + nbytes > self.queue_bytes and self._items
+                    and (self._on_drained is None or self._ended)):
                 self.dropped += n
-                return
+                return False
             self._queued += nbytes
         item = Item(batch.bufs, batch.linktypes, batch.raw_chunk[sel].copy(),
                      batch.raw_off[sel].copy(), batch.raw_len[sel].copy(),
@@ -176,6 +206,10 @@ class DiskRing:
         with self._cond:
             self._items.append(item)
             self._cond.notify()
+            full = self._on_drained is not None and self._queued >= self.queue_bytes
+            if full:
+                self._want_drain = True
+        return full
 
     def close(self) -> None:
         """Write what is queued, close the segment, end the writer thread (joined)."""
@@ -214,8 +248,23 @@ class DiskRing:
                 finally:
                     with self._cond:
                         self._queued -= item.nbytes
+                        drained = (self._want_drain
+                                   and self._queued <= self.queue_bytes * LOW_WATER)
+                        if drained:
+                            self._want_drain = False
+                    if drained:
+                        self._drained()
         finally:
             self._finish()
+            with self._cond:  # nothing may wait for a writer that has ended
+                self._ended = True
+                drained, self._want_drain = self._want_drain, False
+            if drained:
+                self._drained()
+
+    def _drained(self) -> None:
+        if self._on_drained is not None:
+            self._on_drained()
 
     def _finish(self) -> None:
         if self._cur is not None:
@@ -231,6 +280,7 @@ class DiskRing:
     def _abandon(self) -> None:
         """After a write error: close the segment's files as they are (each was cut
         back to its last whole frame); its index stays unsorted, which readers take."""
+        self.open_index = None
         if self._cur is not None:
             self._cur.close()
             self._cur = None
@@ -258,25 +308,24 @@ class DiskRing:
                 pass
         if run == self.run:
             self.present = {f: n for f, n in self.present.items() if n > number}
-            self._tuples = {f: t for f, t in self._tuples.items() if f in self.present}
         return True
 
     def _open_segment(self) -> None:
         self._number += 1
         self._cur = OpenSegment(self.directory, self.run, self._number)
         shb = pcapng_shb()
-        self._make_room(len(shb))
-        self._cur.write((shb, b"", b""))
-        self._total += len(shb)
+        self._make_room(len(shb) + len(FLOWS_MAGIC))
+        self._cur.write([shb], np.zeros(0, dtype=INDEX_DTYPE), FLOWS_MAGIC)
+        self._total += len(shb) + len(FLOWS_MAGIC)
 
     def _close_segment(self) -> None:
         """Sort the closed segment's index by (flow, seq) into ``.fidx``."""
         cur, self._cur = self._cur, None
         cur.close()
         base = os.path.join(self.directory, cur.stem)
-        with open(f"{base}.idx", "rb") as f:
-            rows = np.frombuffer(f.read(), dtype=INDEX_DTYPE)
-        rows = rows[np.lexsort((rows["seq"], rows["flow"]))]
+        rows = cur.rows
+        order = np.lexsort((rows["seq"], rows["flow"]))
+        rows = rows.view(np.dtype((np.void, ROW)))[order]  # whole rows: 7x a field-wise copy
         tmp = f"{base}.fidx.tmp"
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
@@ -287,6 +336,7 @@ class DiskRing:
             raise
         os.close(fd)
         os.replace(tmp, f"{base}.fidx")
+        self.open_index = None  # readers use the sorted file from now on
         os.unlink(f"{base}.idx")
         self._old.append((self.run, cur.number, cur.stem))
 
@@ -327,7 +377,7 @@ class DiskRing:
         lut = {lt: i for lt, i in cur.ifaces.items()}
         iface = np.vectorize(lut.__getitem__, otypes=[np.int64])(lts) if len(lut) > 1 \
             else np.zeros(len(lts), dtype=np.int64)
-        blocks, data_at = epbs(it, sl, iface)
+        blocks, data_at, nblocks = epbs(it, sl, iface)
         rows = np.empty(len(data_at), dtype=INDEX_DTYPE)
         rows["flow"] = it.flow[sl]
         rows["seq"] = it.seq[sl]
@@ -340,27 +390,26 @@ class DiskRing:
         rows["proto"] = it.proto[sl]
         rows["a2b"] = it.a2b[sl]
         flows, first = np.unique(rows["flow"], return_index=True)
-        lines = []
-        base = sl.start
-        for f, at in zip(flows.tolist(), first.tolist(), strict=True):
-            if f not in cur.flows:
-                line = self._tuples.get(f)
-                if line is None:
-                    line = self._tuples[f] = tuple_line(it, base + at)
-                lines.append(f"{f}\t{line}\n")
-        text = "".join(lines).encode("ascii")
-        index = rows.tobytes()
-        size = len(idbs) + len(blocks) + len(index) + len(text)
+        ids = flows.tolist()
+        new = np.fromiter(set(ids).difference(cur.flows), dtype=np.int64)
+        tuples = (flow_rows(it, sl.start + first[np.isin(flows, new)]).tobytes()
+                if len(new) else b"")
+        if idbs:
+            blocks.insert(0, idbs)
+        size = len(idbs) + nblocks + rows.nbytes + len(tuples)
         # Room for this and for the sorted copy of the segment's index made at its close.
-        if not self._make_room(size + cur.sizes[1] + len(index)):
+        if not self._make_room(size + cur.sizes[1] + rows.nbytes):
             self.skipped += len(rows)  # bigger than the cap allows at all
             return
-        cur.write((idbs + blocks, index, text))
+        cur.write(blocks, rows, tuples)
+        self.open_index = (cur.stem, cur.rows, cur.flow)
         self._total += size
         self.bytes_written += size
         self.written += len(rows)
         cur.packets += len(rows)
-        ids = flows.tolist()
-        cur.flows.update(ids)
-        # In place (one dict operation, atomic for readers on other threads).
-        self.present.update(dict.fromkeys(ids, cur.number))
+        if len(new):
+            added = new.tolist()
+            cur.flows.update(added)
+            # In place (one dict operation, atomic for readers on other threads); flows
+            # already in this segment are mapped to it already.
+            self.present.update(dict.fromkeys(added, cur.number))

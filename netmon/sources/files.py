@@ -114,6 +114,8 @@ class FileSource(Source):
     def resume(self) -> None:
         if self._paused:
             self._paused = False
+            if self.speed:
+                self._base = None  # the pause does not count: the next packet is due now
             if self._call is None and not self._done and not self._stopping:
                 self._call = self._reactor.callLater(0, self._pace if self.speed else self._pump)
 
@@ -149,8 +151,8 @@ class FileSource(Source):
     # ------------------------------------------------------------ paced
     def _pace(self) -> None:
         self._call = None
-        if self._stopping:
-            return
+        if self._stopping or self._paused:
+            return  # resume() schedules the next turn
         # Queued batches (not records): they keep the frames' bytes for the frame ring.
         queue = self._queue
         while self._queued < 20000 and not self._eof:
