@@ -13,10 +13,10 @@ import subprocess
 import pytest
 
 from netmon.core.link import FlowQuery, PacketExportRequest
-from netmon.core.values import PROTO_TCP, PROTO_UDP
-from tests.conftest import captures_dir
 from netmon.core.settings import Settings
+from netmon.core.values import PROTO_TCP, PROTO_UDP
 from netmon.ingest.packetstore import FIRST, RECENT
+from tests.conftest import captures_dir
 from tests.test_engine_link import (  # noqa: F401 (fixture)
     HTTP_CAPTURE,
     ask,
