@@ -91,3 +91,27 @@ def test_no_color(snap_compare, monkeypatch) -> None:
 
 def test_too_small(snap_compare) -> None:
     assert snap_compare(app_on_fixed_feed(), terminal_size=(50, 12))
+
+
+def test_follow_stream(snap_compare) -> None:
+    assert snap_compare(app_on_fixed_feed(), press=["enter", "enter", "f"],
+                        terminal_size=(80, 24))
+
+
+def test_follow_stream_hex(snap_compare) -> None:
+    assert snap_compare(app_on_fixed_feed(), press=["enter", "enter", "f", "h"],
+                        terminal_size=(80, 24))
+
+
+def test_listener_flow_without_packets(snap_compare) -> None:
+    from netmon.testing.fake_engine import with_packetless_flows
+    from netmon.ui.screens import FlowScreen
+
+    world = with_packetless_flows(make_world(240, 8))
+    app, _link, _feed = build_app(world, ticks=30)
+
+    async def open_listener(pilot) -> None:
+        await app.push_screen(FlowScreen(next(f for f in world.flows if f.listener)))
+        await pilot.pause()
+
+    assert snap_compare(app, run_before=open_listener, terminal_size=(80, 24))

@@ -112,6 +112,77 @@ class ExportResult:
     error: str = ""
 
 
+@dataclass(frozen=True, slots=True)
+class FollowChunk:
+    """One piece of a followed stream, in the order tshark's ``-z follow`` prints them.
+
+    ``direction`` is +1 for bytes the initiator (a) sent, -1 for the responder's, 0 when
+    unknown. A chunk holds either payload (``data``) or a note that bytes were not kept:
+    ``missing`` of this direction's bytes (known from TCP sequence numbers or a snapped
+    payload's lengths), or ``packets`` whole packets whose size is unknown (UDP packets
+    not kept, TCP packets before the first kept one).
+    """
+
+    direction: int
+    data: bytes = b""
+    missing: int = 0
+    packets: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class FollowStream:
+    """A flow's TCP or UDP payload in both directions from its kept packets.
+
+    ``packets_used`` frames gave payload; ``packets_not_kept`` of the flow's packets had
+    no bytes kept; ``bytes_*`` count payload shown, ``missing_*`` bytes known to be
+    missing, each way (a = the initiator).
+    """
+
+    flow_id: int
+    flow: FlowView | None
+    chunks: tuple[FollowChunk, ...] = ()
+    bytes_a2b: int = 0
+    bytes_b2a: int = 0
+    missing_a2b: int = 0
+    missing_b2a: int = 0
+    packets_used: int = 0
+    packets_not_kept: int = 0
+    error: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class PacketExportRequest:
+    """Write the kept packets of some flows as one pcapng in ``directory``: one flow
+    (``flow_id``) or every live flow of a cluster (``cluster_id``)."""
+
+    directory: str
+    flow_id: int | None = None
+    cluster_id: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PacketExportResult:
+    """What was written: ``packets`` kept packets of ``flows`` flows to ``path``, and
+    ``not_kept`` packets of these flows whose bytes netmon no longer had."""
+
+    path: str = ""
+    packets: int = 0
+    flows: int = 0
+    not_kept: int = 0
+    error: str = ""
+
+
+def no_packets_reason(flow: FlowView) -> str:
+    """Why ``flow`` has no packets at all ("" when it was captured as packets)."""
+    if flow.exported:
+        return ("no packets exist for this flow: it comes from exported flow records "
+                "(NetFlow/IPFIX), which carry totals only")
+    if flow.listener:
+        return ("no packets exist for this flow: it is a connection to netmon's listener, "
+                "measured from the socket, not captured")
+    return ""
+
+
 class EngineLink(Protocol):
     """What the UI may ask of the engine; every reply arrives once, off the UI thread."""
 
@@ -127,3 +198,8 @@ class EngineLink(Protocol):
     def export(self, request: ExportRequest, reply: Callable[[ExportResult], None]) -> None: ...
 
     def stop(self) -> None: ...
+
+    def follow(self, flow_id: int, reply: Callable[[FollowStream], None]) -> None: ...
+
+    def export_packets(self, request: PacketExportRequest,
+                       reply: Callable[[PacketExportResult], None]) -> None: ...

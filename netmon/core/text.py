@@ -74,3 +74,17 @@ class SafeFormatter(logging.Formatter):
 def _safe_lines(text: str) -> str:
     # Only "\n" breaks a traceback's lines; "\r", "\x85" and the rest stay escaped.
     return "\n".join(safe_text(line, LINE_MAX) for line in text.split("\n"))
+
+
+#: Payload bytes as ``tshark -z follow,...,ascii`` prints them: printable ASCII,
+#: CR and LF as they are, every other byte a dot.
+_FOLLOW_ASCII = bytes(b if 0x20 <= b < 0x7F or b in (0x0A, 0x0D) else 0x2E
+                      for b in range(256))
+
+
+def payload_ascii(data: bytes, *, keep_cr: bool = True) -> str:
+    """Payload bytes as text by tshark's follow ASCII rule: nothing a terminal acts on
+    is left but LF, and CR unless ``keep_cr`` is False (then CRs are dropped, so CRLF
+    line ends print as one line break)."""
+    text = data.translate(_FOLLOW_ASCII).decode("ascii")
+    return text if keep_cr else text.replace("\r", "")

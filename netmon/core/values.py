@@ -128,6 +128,12 @@ class FlowView:
     #: The outer flow of a tunnel (GRE, IP-in-IP, VXLAN, GENEVE) whose inner packets
     #: are also flows: totals count its frames once, as the inner flows' packets.
     tunnel: bool = False
+    #: A connection accepted by the listener source: measured from its socket, so no
+    #: packets exist; what is known of its first bytes is their class (see
+    #: netmon.sources.firstbytes; "" until classified) and an escaped preview.
+    listener: bool = False
+    first_class: str = ""
+    preview: str = ""
     #: What the flow's own bytes (or a DNS answer for its responder) named: the server
     #: name, what it came from (NAME_SOURCES), the application protocol (ALPN or
     #: "http/1.1", "ssh", "dns", "quic"...), the client's TLS fingerprints and SSH

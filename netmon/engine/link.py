@@ -40,6 +40,7 @@ from netmon.core.link import (
     PacketList,
 )
 from netmon.core.values import ClusterView, FlowView
+from netmon.engine.link_packets import FollowExportMixin
 from netmon.export.bundle import ExportError, export_files
 from netmon.flows.filter import Filter, FilterError, bpf_for_flows, compile_filter
 from netmon.flows.selection import QueryError, flag_text, host_rows, select_flows
@@ -68,8 +69,9 @@ class _Request:
         self.started = False
 
 
-class EngineUILink:
-    """The engine side of :class:`netmon.core.link.EngineLink`."""
+class EngineUILink(FollowExportMixin):
+    """The engine side of :class:`netmon.core.link.EngineLink` (follow stream and
+    packet export: :class:`netmon.engine.link_packets.FollowExportMixin`)."""
 
     def __init__(self, engine: Any, *, dissect_timeout: float = DISSECT_TIMEOUT,
                  tshark_path: str | None = None) -> None:
@@ -352,5 +354,3 @@ class EngineUILink:
             reply(ExportResult(paths, bpf=bpf))
 
         self._guarded("export", run, lambda msg: reply(ExportResult((), error=msg)))
-
-

@@ -174,6 +174,9 @@ class ExternalRecordsMixin:
                 first = r.first_sizes[:FIRST_SIZES]
                 sizes[row, :len(first)] = first
             self.first_sizes[s] = np.where(fwd[:, None], sizes, -sizes)
+            conns = self.connections
+            for slot, fid, r in zip(s.tolist(), self.flow_id[s].tolist(), recs, strict=True):
+                conns[slot] = (fid, r.first_class, r.preview)
             self.dirty[s] = True
             self.latest_ts = max(self.latest_ts, float(end.max()))
 

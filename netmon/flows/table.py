@@ -82,6 +82,10 @@ class FlowTable(FlowViewsMixin, ExternalRecordsMixin):
         #: Names of the observation points, indexed by a key's last two bytes; the
         #: engine registers its sources and the exporters its collectors hear from.
         self.observers: list[str] = []
+        #: Listener connections: slot -> (flow id, first bytes' class, escaped preview);
+        #: an entry whose flow id is not the slot's flow any more is stale (slots are
+        #: reused), so it is bounded by the slots and needs no cleanup.
+        self.connections: dict[int, tuple[int, str, str]] = {}
 
     def observer_id(self, name: str) -> int:
         """The index of observation point ``name``, registering it when new."""

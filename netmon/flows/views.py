@@ -28,7 +28,13 @@ class FlowViewsMixin:
         if not len(sl):
             return []
         keys = [self.keys[s] for s in sl.tolist()]
-        return views_from_columns(self.columns(sl), keys, reason, labels, self.observers)
+        cols = self.columns(sl)
+        conns = self.connections
+        listener = None
+        if conns:  # listener connections: what is known of their first bytes
+            listener = [c[1:] if (c := conns.get(s)) is not None and c[0] == fid else None
+                        for s, fid in zip(sl.tolist(), cols["flow_id"].tolist(), strict=True)]
+        return views_from_columns(cols, keys, reason, labels, self.observers, listener)
 
     def columns(self, slots: np.ndarray | Sequence[int]) -> dict[str, np.ndarray]:
         """Copies of the flows' counters as numpy columns, turned to initiator (a->b)
@@ -79,9 +85,13 @@ class FlowViewsMixin:
 
 def views_from_columns(cols: dict[str, np.ndarray], keys: list[bytes], reason: str,
                        labels: dict[int, str] | None = None,
-                       observers: Sequence[str] = ()) -> list[FlowView]:
+                       observers: Sequence[str] = (),
+                       listener: Sequence[tuple[str, str] | None] | None = None,
+                       ) -> list[FlowView]:
     """FlowViews from :meth:`FlowTable.columns` output and the flows' keys
-    (``observers``: the table's observation point names, or a copy of them)."""
+    (``observers``: the table's observation point names, or a copy of them;
+    ``listener``: per flow, (class, preview) of a listener connection's first bytes,
+    None for other flows)."""
     if not keys:
         return []
     labels = labels or {}
@@ -99,9 +109,11 @@ def views_from_columns(cols: dict[str, np.ndarray], keys: list[bytes], reason: s
                cols["iat_mean"].tolist(), cols["iat_std"].tolist(),
                cols["first_sizes"].tolist(), npk, cols["cluster"].tolist(),
                cols["outlier"].tolist(), exported, tunnel, names, strict=True)
+    conn = listener if listener is not None else [None] * len(keys)
     out = []
     for (key, alo, fid, pab, bab, pba, bba, first, last, syn, synack, fin, rst, psh,
-         sm, ss, im, is_, sizes, n, cid, score, exp, tun, named) in rows:
+         sm, ss, im, is_, sizes, n, cid, score, exp, tun, named), lc in zip(rows, conn,
+                                                                            strict=True):
         proto, lo, lop, hi, hip = split_key(key)
         a, pa, b, pb = (lo, lop, hi, hip) if alo else (hi, hip, lo, lop)
         out.append(FlowView(
@@ -112,7 +124,8 @@ def views_from_columns(cols: dict[str, np.ndarray], keys: list[bytes], reason: s
             first_sizes=() if exp else tuple(sizes[:min(n, FIRST_SIZES)]), end_reason=reason,
             cluster_id=cid if cid >= 0 else None, cluster_label=labels.get(cid, ""),
             outlier=score, observer=observers[obs] if (obs := key_observer(key)) < nobs else "",
-            exported=exp, tunnel=tun, **named))
+            exported=exp, tunnel=tun, listener=lc is not None,
+            first_class=lc[0] if lc else "", preview=lc[1] if lc else "", **named))
     return out
 
 

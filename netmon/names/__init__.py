@@ -1,1 +1,2 @@
-"""Passive names from the wire: DNS answers, TLS/QUIC SNI, HTTP Host, banners."""
+"""Names for flows: passive names from the wire (DNS answers, TLS/QUIC SNI, HTTP Host,
+banners) and the local processes owning sockets."""

@@ -22,10 +22,15 @@ from netmon.core.link import (
     ExportResult,
     FlowPage,
     FlowQuery,
+    FollowChunk,
+    FollowStream,
     HostPage,
     HostRow,
+    PacketExportRequest,
+    PacketExportResult,
     PacketInfo,
     PacketList,
+    no_packets_reason,
 )
 from netmon.core.values import (
     PROTO_ICMP,
@@ -143,6 +148,40 @@ def make_world(n_flows: int = 120, n_clusters: int = 6, **kw: object) -> FakeWor
                 cluster_id=cid, cluster_label=label, outlier=((i * 31) % 100) / 25.0,
             ))
     return FakeWorld(flows=tuple(flows), cluster_ids=tuple(range(n_clusters)), **kw)
+
+
+def with_packetless_flows(world: FakeWorld) -> FakeWorld:
+    """``world`` plus two flows without packets, in cluster 0: a listener connection
+    (its first bytes an HTTP request with an escape sequence in it, escaped as the
+    listener escapes it) and a NetFlow record."""
+    top = max(f.flow_id for f in world.flows)
+    base = dict(proto=PROTO_TCP, pkts_b2a=0, bytes_b2a=0, first_epoch=EPOCH - 20,
+                last_epoch=EPOCH - 18, cluster_id=0, cluster_label=world.flows[0].cluster_label)
+    listener = FlowView(flow_id=top + 1, addr_a="10.9.9.9", port_a=51000, addr_b="10.0.0.1",
+                        port_b=8080, pkts_a2b=3, bytes_a2b=96, syn=1, synack=1,
+                        observer="listener :8080", listener=True, first_class="http",
+                        preview="GET /\\x1b[2J HTTP/1.1\\r\\nHost: x\\r\\n", **base)
+    exported = FlowView(flow_id=top + 2, addr_a="10.8.8.8", port_a=52000, addr_b="192.0.2.1",
+                        port_b=443, pkts_a2b=120, bytes_a2b=90_000,
+                        observer="exporter 127.0.0.1", exported=True, **base)
+    return replace(world, flows=(*world.flows, listener, exported))
+
+
+def fake_stream(flow: FlowView) -> tuple[FollowChunk, ...]:
+    """A made-up stream for ``flow``: an HTTP exchange with a hole for TCP, a few
+    datagrams for UDP; with bytes a terminal would act on, as real payload has."""
+    if flow.proto == PROTO_UDP:
+        return (FollowChunk(1, b"\x12\x34\x01\x00\x00\x01query.example\x00"),
+                FollowChunk(-1, b"\x12\x34\x81\x80\x00\x01answer\x00\xc0\x0c"),
+                FollowChunk(0, packets=3),
+                FollowChunk(1, b"\x56\x78 second query"))
+    body = b"".join(b"line %d of the page\n" % i for i in range(40))
+    return (FollowChunk(1, b"GET /index.html HTTP/1.1\r\nHost: example.test\r\n"
+                           b"User-Agent: \x1b[2J\x1b]0;pwned\x07curl\r\n\r\n"),
+            FollowChunk(-1, b"HTTP/1.1 200 OK\r\nContent-Length: 1234\r\n\r\n" + body[:300]),
+            FollowChunk(-1, missing=1234),
+            FollowChunk(-1, body[300:] + b"\x00\x01\xff binary tail"),
+            FollowChunk(1, b"GET /favicon.ico HTTP/1.1\r\n\r\n"))
 
 
 # ------------------------------------------------------------------ filter language
@@ -340,3 +379,52 @@ class FakeLink:
         if self._queue is not None:
             self._queue.put(None)
 
+    def follow(self, flow_id: int, reply: Callable[[FollowStream], None]) -> None:
+        def job() -> None:
+            flow = self._by_id.get(flow_id)
+            if flow is None:
+                reply(FollowStream(flow_id, None, error="flow no longer live"))
+                return
+            why = no_packets_reason(flow)
+            if flow.proto not in (PROTO_TCP, PROTO_UDP) and not why:
+                why = f"only TCP and UDP streams can be followed; this is a " \
+                      f"{proto_name(flow.proto)} flow"
+            if why:
+                reply(FollowStream(flow_id, flow, error=why))
+                return
+            chunks = fake_stream(flow)
+
+            def total(d: int, field: str) -> int:
+                return sum(len(c.data) if field == "data" else c.missing
+                           for c in chunks if c.direction == d)
+
+            reply(FollowStream(flow_id, flow, chunks, bytes_a2b=total(1, "data"),
+                               bytes_b2a=total(-1, "data"), missing_a2b=total(1, "missing"),
+                               missing_b2a=total(-1, "missing"), packets_used=12,
+                               packets_not_kept=max(flow.packets - 40, 0)))
+
+        self._answer(("follow", flow_id), job)
+
+    def export_packets(self, request: PacketExportRequest,
+                       reply: Callable[[PacketExportResult], None]) -> None:
+        def job() -> None:
+            if request.flow_id is not None:
+                flows = [f for f in (self._by_id.get(request.flow_id),) if f is not None]
+                name = f"flow{request.flow_id}"
+            else:
+                flows = list(self._by_cluster.get(request.cluster_id, []))
+                name = f"cluster{request.cluster_id}"
+            with_packets = [f for f in flows if not no_packets_reason(f)]
+            if not with_packets:
+                what = "flow" if request.flow_id is not None else "cluster"
+                reply(PacketExportResult(error=f"nothing written: the {what} has no "
+                                         "packets (exported records or listener "
+                                         "connections)" if flows else
+                                         f"nothing written: no such {what}"))
+                return
+            kept = sum(min(f.packets, 40) for f in with_packets)
+            total = sum(f.packets for f in flows)
+            reply(PacketExportResult(f"{request.directory.rstrip('/')}/netmon-{name}.pcapng",
+                                     kept, len(with_packets), total - kept))
+
+        self._answer(request, job)

@@ -20,12 +20,12 @@ from textual import events
 from textual.app import App
 from textual.binding import Binding, BindingType
 
-from netmon.core.link import EngineLink, ExportRequest
+from netmon.core.link import EngineLink, ExportRequest, PacketExportRequest, PacketExportResult
 from netmon.core.text import safe_text
 from netmon.core.values import Snapshot
 from netmon.ui.feed import SnapshotFeed
 from netmon.ui.link import EngineBridge
-from netmon.ui.messages import ExportFinished, SnapshotPublished, SourceFailed
+from netmon.ui.messages import ExportFinished, PacketsExported, SnapshotPublished, SourceFailed
 from netmon.ui.screens import HelpScreen, MainScreen, NetmonScreen, TooSmallScreen
 from netmon.ui.themes import DEFAULT_THEME, NETMON_THEMES, next_theme
 from netmon.ui.widgets import ViewState
@@ -201,6 +201,21 @@ class NetmonApp(App[None]):
             text += f"\nBPF for the cluster: {safe_text(result.bpf, 300)}"
         self.notify(text, title="export", timeout=12, markup=False)
 
+    def start_packet_export(self, request: PacketExportRequest) -> None:
+        what = (f"flow {request.flow_id}" if request.flow_id is not None
+                else f"cluster {request.cluster_id}")
+        self.notify(f"writing the kept packets of {what} to {safe_text(request.directory)}…",
+                    timeout=3, markup=False)
+        self.engine.export_packets(request, self)
+
+    def on_packets_exported(self, message: PacketsExported) -> None:
+        result = message.result
+        if result.error:
+            self.notify(f"no pcapng written: {safe_text(result.error, 300)}",
+                        severity="error", timeout=10, markup=False)
+            return
+        self.notify(packets_written(result), title="packets", timeout=12, markup=False)
+
     # ------------------------------------------------------------ size
     def on_resize(self, event: events.Resize) -> None:
         self._check_size(event.size.width, event.size.height)
@@ -223,3 +238,18 @@ def make_app(settings: Settings, feed: SnapshotFeed, link: EngineLink) -> Netmon
     on quit it calls ``feed.stop()`` and ``link.stop()``.
     """
     return NetmonApp(settings, feed, link)
+
+
+def packets_written(result: PacketExportResult) -> str:
+    """"wrote 64 packets of 3 flows to /x.pcapng (120 packets of these flows were not
+    kept)": exactly what the file holds and what it lacks."""
+    def count(n: int, noun: str) -> str:
+        return f"{n:,} {noun}{'' if n == 1 else 's'}"
+
+    text = (f"wrote {count(result.packets, 'packet')} of {count(result.flows, 'flow')} to "
+            f"{safe_text(result.path)}")
+    if result.not_kept:
+        these = "this flow" if result.flows == 1 else "these flows"
+        was = "was" if result.not_kept == 1 else "were"
+        text += f" ({count(result.not_kept, 'packet')} of {these} {was} not kept)"
+    return text

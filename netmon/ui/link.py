@@ -18,7 +18,10 @@ from netmon.core.link import (
     ExportResult,
     FlowPage,
     FlowQuery,
+    FollowStream,
     HostPage,
+    PacketExportRequest,
+    PacketExportResult,
     PacketList,
 )
 from netmon.ui.messages import (
@@ -26,7 +29,9 @@ from netmon.ui.messages import (
     FlowsListed,
     HostsListed,
     PacketDissected,
+    PacketsExported,
     PacketsListed,
+    StreamFollowed,
 )
 
 
@@ -68,3 +73,15 @@ class EngineBridge:
 
     def stop(self) -> None:
         self.link.stop()
+
+    def follow(self, flow_id: int, target: MessagePump) -> None:
+        def reply(stream: FollowStream) -> None:
+            target.post_message(StreamFollowed(stream))
+
+        self.link.follow(flow_id, reply)
+
+    def export_packets(self, request: PacketExportRequest, target: MessagePump) -> None:
+        def reply(result: PacketExportResult) -> None:
+            target.post_message(PacketsExported(result))
+
+        self.link.export_packets(request, reply)

@@ -12,7 +12,15 @@ from dataclasses import dataclass
 
 from textual.message import Message
 
-from netmon.core.link import Dissection, ExportResult, FlowPage, HostPage, PacketList
+from netmon.core.link import (
+    Dissection,
+    ExportResult,
+    FlowPage,
+    FollowStream,
+    HostPage,
+    PacketExportResult,
+    PacketList,
+)
 from netmon.core.values import Snapshot
 
 
@@ -67,3 +75,17 @@ class SourceFailed(Message):
 
     name: str
     reason: str
+
+
+@dataclass
+class StreamFollowed(Message):
+    """The engine reassembled a flow's stream from its kept packets."""
+
+    stream: FollowStream
+
+
+@dataclass
+class PacketsExported(Message):
+    """Kept packets were written as a pcapng (or not: ``result.error``)."""
+
+    result: PacketExportResult

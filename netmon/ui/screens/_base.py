@@ -12,7 +12,7 @@ from typing import ClassVar, Protocol, cast
 from textual.binding import Binding, BindingType
 from textual.screen import Screen
 
-from netmon.core.link import ExportRequest
+from netmon.core.link import ExportRequest, PacketExportRequest
 from netmon.ui.link import EngineBridge
 from netmon.ui.widgets import HeaderBar, ViewState
 
@@ -32,6 +32,10 @@ class ScreenHost(Protocol):
 
     def start_export(self, request: ExportRequest) -> None:
         """Write the export files off the UI thread; a toast says how it went."""
+
+    def start_packet_export(self, request: PacketExportRequest) -> None:
+        """Write kept packets as a pcapng off the UI thread; a toast says what was
+        written."""
 
 
 class Refresher:
@@ -98,3 +102,14 @@ class NetmonScreen(Screen):
     def export_request(self) -> ExportRequest | None:
         """What ``e`` writes on this screen (None: nothing to export here)."""
         return None
+
+    def action_write_packets(self) -> None:
+        request = self.packets_request()
+        if isinstance(request, str):
+            self.notify(request, severity="warning", timeout=5, markup=False)
+        else:
+            self.netmon.start_packet_export(request)
+
+    def packets_request(self) -> PacketExportRequest | str:
+        """What ``w`` writes on this screen as a pcapng, or why nothing can be."""
+        return "w writes kept packets as a pcapng: on a cluster, a cluster's flow list or a flow"

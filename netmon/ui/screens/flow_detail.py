@@ -1,7 +1,11 @@
 """One flow: its counters and the recent packets netmon still holds for it.
 
 UI thread only. The packet list (and the flow's latest counters, which come with it)
-is asked for again about once a second while the view is live.
+is asked for again about once a second while the view is live. From here ``f``
+follows the flow's stream and ``w`` writes its kept packets as a pcapng. A flow that
+has no packets at all (a listener connection, a NetFlow/IPFIX record) says so and
+shows what is known of it instead, and every key that has nothing to work on says
+why rather than doing nothing.
 """
 
 from __future__ import annotations
@@ -10,13 +14,13 @@ from typing import ClassVar
 
 from rich.text import Text
 from textual.app import ComposeResult
-from textual.binding import BindingType
+from textual.binding import Binding, BindingType
 from textual.widgets import Footer, Static
 
-from netmon.core.link import ExportRequest, FlowQuery
+from netmon.core.link import ExportRequest, FlowQuery, PacketExportRequest, no_packets_reason
 from netmon.core.text import safe_text
 from netmon.core.units import human_bytes, si
-from netmon.core.values import FlowView
+from netmon.core.values import PROTO_TCP, PROTO_UDP, FlowView, proto_name
 from netmon.ui.format import (
     clock,
     duration,
@@ -26,6 +30,7 @@ from netmon.ui.format import (
 )
 from netmon.ui.messages import PacketsListed
 from netmon.ui.screens._base import NetmonScreen, Refresher
+from netmon.ui.screens.follow import FollowScreen
 from netmon.ui.screens.packet import PacketScreen
 from netmon.ui.widgets import LiveTable, PacketsTable, ViewState
 
@@ -64,10 +69,44 @@ def flow_stats(flow: FlowView) -> Text:
     return t
 
 
-class FlowScreen(NetmonScreen):
-    """A flow's stats over its recent packets; Enter dissects the packet."""
+#: Characters of a listener connection's escaped first bytes shown.
+PREVIEW_MAX = 160
 
-    BINDINGS: ClassVar[list[BindingType]] = []
+
+def known_text(flow: FlowView) -> Text:
+    """What is known of a flow that has no packets, instead of a packet list."""
+    t = Text()
+    if flow.listener:
+        t.append("a connection to netmon's listener", "bold")
+        t.append(": counted from the socket, so there are no packets to list, dissect, "
+                 "follow or write\n")
+        t.append("first bytes: ")
+        t.append(safe_text(flow.first_class or "not classified yet", 20), "bold")
+        t.append("\n")
+        if flow.preview:
+            # Already escaped by the listener (\\xNN); made inert and capped again here.
+            t.append("first bytes, escaped: ")
+            t.append(safe_text(flow.preview, PREVIEW_MAX), "italic")
+        else:
+            t.append("first bytes: none received", "italic")
+    elif flow.exported:
+        t.append("an exported flow record", "bold")
+        where = f" from {safe_text(flow.observer, 60)}" if flow.observer else ""
+        t.append(f"{where}: packets, bytes and times as the exporter counted them; no "
+                 "packet of it was captured here, so there is nothing to list, dissect, "
+                 "follow or write")
+    return t
+
+
+class FlowScreen(NetmonScreen):
+    """A flow's stats over its recent packets; Enter dissects the packet, ``f``
+    follows the stream, ``w`` writes the kept packets."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("f", "follow", "Follow"),
+        Binding("w", "write_packets", "Write pcapng"),
+        Binding("enter", "explain", "Open", show=False),  # only when the table is hidden
+    ]
 
     def __init__(self, flow: FlowView) -> None:
         super().__init__()
@@ -81,12 +120,25 @@ class FlowScreen(NetmonScreen):
         yield self.compose_header()
         yield Static(flow_stats(self.flow), id="flow-stats")
         yield Static(id="packets-status", classes="status")
+        yield Static(id="flow-known")
         yield PacketsTable(id="packets")
         yield Footer(compact=True)
 
     def on_mount(self) -> None:
+        self._show_known()
         self._show_status(0)
         self.ask()
+
+    def _show_known(self) -> None:
+        packetless = bool(no_packets_reason(self.flow))
+        self.query_one("#flow-known", Static).display = packetless
+        table = self.query_one(PacketsTable)
+        table.display = not packetless
+        table.can_focus = not packetless  # Enter then reaches the screen, which says why
+        if packetless and self.focused is table:
+            self.set_focus(None)
+        if packetless:
+            self.query_one("#flow-known", Static).update(known_text(self.flow))
 
     def ask(self) -> None:
         self.refresher.asked()
@@ -106,6 +158,7 @@ class FlowScreen(NetmonScreen):
         if answer.flow is not None and answer.flow != self.flow:
             self.flow = answer.flow
             self.query_one("#flow-stats", Static).update(flow_stats(self.flow))
+            self._show_known()
         if not answer.error:
             self.dropped_older = answer.dropped_older
             table = self.query_one(PacketsTable)
@@ -117,15 +170,19 @@ class FlowScreen(NetmonScreen):
 
     def _show_status(self, count: int) -> None:
         line = Text(no_wrap=True, overflow="ellipsis")
-        if self.flow.exported:
-            line.append("no packets to list: this flow comes from exported flow records",
-                        "bold")
+        if no_packets_reason(self.flow):
+            line.append("no packets exist for this flow", "bold")
+            line.append(" · what is known of it is below")
             self.query_one("#packets-status", Static).update(line)
             return
-        line.append(f"{count} recent packets", "bold")
+        if count:
+            line.append(f"{count} recent packets", "bold")
+        else:
+            line.append("no packet of this flow is kept now", "bold")
         if self.dropped_older:
             line.append(f" · {grouped(self.dropped_older)} older ones no longer kept")
-        line.append(" · Enter dissects with tshark")
+        if count:
+            line.append(" · Enter dissects with tshark")
         if self.error:
             line.append(" · ")
             line.append(safe_text(self.error), "bold reverse")
@@ -138,3 +195,27 @@ class FlowScreen(NetmonScreen):
         return ExportRequest(self.netmon.export_dir, FlowQuery(filter=flow_filter(self.flow)),
                              cluster_id=None)
 
+    # ------------------------------------------------------------ keys with nothing to do
+    def _why_nothing(self) -> str:
+        return no_packets_reason(self.flow) or (
+            "no packet of this flow is kept now: nothing to dissect")
+
+    def on_live_table_nothing_selected(self, _event: LiveTable.NothingSelected) -> None:
+        self.notify(self._why_nothing(), severity="warning", timeout=5, markup=False)
+
+    def action_explain(self) -> None:
+        self.notify(self._why_nothing(), severity="warning", timeout=5, markup=False)
+
+    def action_follow(self) -> None:
+        why = no_packets_reason(self.flow)
+        if not why and self.flow.proto not in (PROTO_TCP, PROTO_UDP):
+            why = (f"only TCP and UDP streams can be followed; this is a "
+                   f"{proto_name(self.flow.proto)} flow")
+        if why:
+            self.notify(why, severity="warning", timeout=5, markup=False)
+            return
+        self.app.push_screen(FollowScreen(self.flow))
+
+    def packets_request(self) -> PacketExportRequest | str:
+        return no_packets_reason(self.flow) or PacketExportRequest(
+            self.netmon.export_dir, flow_id=self.flow.flow_id)

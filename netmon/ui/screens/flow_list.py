@@ -15,7 +15,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.widgets import Footer, Static
 
-from netmon.core.link import ExportRequest, FlowQuery
+from netmon.core.link import ExportRequest, FlowQuery, PacketExportRequest
 from netmon.core.text import safe_text
 from netmon.core.values import ClusterView
 from netmon.ui.format import grouped
@@ -47,6 +47,7 @@ class FlowsScreen(NetmonScreen):
         Binding("s", "sort", "Sort"),
         Binding("S", "reverse", "Reverse", show=False),
         Binding("h", "hosts", "Hosts"),
+        Binding("w", "write_packets", "Write pcapng", show=False),
         Binding("right_square_bracket", "page(1)", "Next page", show=False),
         Binding("left_square_bracket", "page(-1)", "Previous page", show=False),
     ]
@@ -227,3 +228,9 @@ class FlowsScreen(NetmonScreen):
     def export_request(self) -> ExportRequest:
         return ExportRequest(self.netmon.export_dir, self.query_spec,
                              cluster_id=self.query_spec.cluster_id)
+
+    def packets_request(self) -> PacketExportRequest | str:
+        if self.query_spec.cluster_id is None:
+            return ("w writes a whole cluster's packets: this list is not one cluster; "
+                    "open a flow to write its packets")
+        return PacketExportRequest(self.netmon.export_dir, cluster_id=self.query_spec.cluster_id)

@@ -26,6 +26,9 @@ KEYS: tuple[tuple[str, str], ...] = (
     ("[  ]", "flow list: previous / next page"),
     ("p  Space", "pause the view; capture goes on, the header counts it"),
     ("e", "export the view: flows, clusters (CSV, JSON), a BPF"),
+    ("f", "flow: follow its TCP/UDP stream, both directions (h there: hex / text)"),
+    ("w", "write kept packets as a pcapng: a flow's, or a cluster's (cluster row, "
+          "cluster flow list)"),
     ("t", "next colour theme"),
     ("?", "this help"),
     ("q", "quit"),

@@ -12,7 +12,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.widgets import Footer
 
-from netmon.core.link import ExportRequest, FlowQuery
+from netmon.core.link import ExportRequest, FlowQuery, PacketExportRequest
 from netmon.ui.screens._base import NetmonScreen
 from netmon.ui.screens.flow_list import FlowsScreen
 from netmon.ui.widgets import ClusterTable, FilterBar, LiveTable, RateChart, ViewState
@@ -25,6 +25,7 @@ class MainScreen(NetmonScreen):
         # priority: runs as the key arrives, so keys typed right after it reach the bar
         Binding("slash", "filter", "Filter", priority=True),
         Binding("s", "sort", "Sort"),
+        Binding("w", "write_packets", "Write pcapng", show=False),
     ]
     AUTO_FOCUS = "ClusterTable"
 
@@ -72,3 +73,9 @@ class MainScreen(NetmonScreen):
         selected = self.query_one(ClusterTable).cursor_key
         return ExportRequest(self.netmon.export_dir, FlowQuery(),
                              cluster_id=selected if isinstance(selected, int) else None)
+
+    def packets_request(self) -> PacketExportRequest | str:
+        selected = self.query_one(ClusterTable).cursor_key
+        if not isinstance(selected, int):
+            return "no cluster under the cursor: nothing to write"
+        return PacketExportRequest(self.netmon.export_dir, cluster_id=selected)

@@ -148,6 +148,17 @@ class LiveTable(Widget, can_focus=True):
         def control(self) -> LiveTable:
             return self.table
 
+    class NothingSelected(Message):
+        """Enter was pressed on an empty table (a screen may say why it is empty)."""
+
+        def __init__(self, table: LiveTable) -> None:
+            super().__init__()
+            self.table = table
+
+        @property
+        def control(self) -> LiveTable:
+            return self.table
+
     def __init__(self, columns: Sequence[Column] = (), *, name: str | None = None,
                  id: str | None = None, classes: str | None = None) -> None:
         super().__init__(name=name, id=id, classes=classes)
@@ -249,6 +260,8 @@ class LiveTable(Widget, can_focus=True):
     def action_select(self) -> None:
         if self._keys:
             self.post_message(self.Selected(self, self._keys[self.cursor]))
+        else:
+            self.post_message(self.NothingSelected(self))
 
     def on_resize(self, _event: events.Resize) -> None:
         self._scroll_to_cursor()
