@@ -33,6 +33,7 @@ from netmon.engine.clusterjob import ClusterJob
 from netmon.engine.result import EngineResult
 from netmon.engine.snapshot import SnapshotBuilder
 from netmon.export.flowsout import FlowsOutWriter
+from netmon.flows.naming import FlowNamer
 from netmon.flows.table import FlowTable
 from netmon.ingest.batch import PacketBatch
 from netmon.ingest.framering import FrameRing
@@ -81,6 +82,8 @@ class Engine:
                                active_timeout=settings.active_timeout,
                                max_flows=settings.max_flows)
         self.result = EngineResult()
+        #: Names from the flows' first bytes (SNI, QUIC, ...) into the table's columns.
+        self.namer = FlowNamer(self.table)
         #: Recent frames' bytes by flow, for the UI's packet lists and dissections.
         self.ring = FrameRing(settings.ring_mb << 20)
         self._pending_raw = 0
@@ -241,6 +244,7 @@ class Engine:
     def _count(self, batch: PacketBatch) -> None:
         """Count packets in the flow table; keep their frames in the ring."""
         slots, lo_first, seq = self.table.add_batch(batch)
+        self.namer.observe(batch, slots, lo_first)
         self.ring.append(batch, self.table.flow_id[slots],
                          lo_first == self.table.a_is_lo[slots], seq)
 
@@ -275,6 +279,7 @@ class Engine:
         self._flush()
         self.table.expire(self._clock())
         self._pass_ended()
+        self.namer.tick()
         if self.clustering is not None:
             self.clustering.submit()
             self._update_clusters()
