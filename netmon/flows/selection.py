@@ -13,7 +13,7 @@ import numpy as np
 
 from netmon.core.link import FLOW_SORT_KEYS, FlowQuery, HostRow
 from netmon.core.values import PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP
-from netmon.flows.filter import FILTER_COLUMNS, Filter
+from netmon.flows.filter import FILTER_COLUMNS, TEXT_WORDS, Filter
 from netmon.flows.keys import KEY_DTYPE, split_key
 from netmon.flows.table import FlowTable
 
@@ -60,7 +60,9 @@ def select_flows(t: FlowTable, query: FlowQuery, flt: Filter, *, paged: bool,
         sel = sel[t.cluster[sel] == query.cluster_id]
     if not flt.empty and len(sel):
         cols = {c: getattr(t, c)[sel] for c in FILTER_COLUMNS}
-        sel = sel[flt.mask({**cols, "observers": t.observers})]
+        for c in set(TEXT_WORDS.values()):
+            cols[f"name_{c}"] = getattr(t.names, c)[sel]
+        sel = sel[flt.mask({**cols, "observers": t.observers, "names": t.names})]
     total = len(sel)
     if not ordered:
         return sel, total
