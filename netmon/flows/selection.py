@@ -106,13 +106,29 @@ def host_rows(t: FlowTable, slots: np.ndarray,
     page = order[offset:offset + max(query.limit, 0)]
     rows = []
     n = len(slots)
+    names = _responder_names(t, slots)
     for j in page.tolist():
         i = int(first[j])  # a flow this host is in, and on which side
         _, lo_text, _, hi_text, _ = split_key(t.keys[int(slots[i % n])])
         rows.append(HostRow(address=lo_text if i < n else hi_text, flows=int(flows[j]),
                             peers=int(peers[j]), ports=int(ports[j]),
-                            packets=int(packets[j]), bytes=int(nbytes[j])))
+                            packets=int(packets[j]), bytes=int(nbytes[j]),
+                            name=names.get(int(uniq[j]), "")))
     return tuple(rows), nh
+
+
+def _responder_names(t: FlowTable, slots: np.ndarray) -> dict[int, str]:
+    """Address digest -> the server name of the first named flow among ``slots`` that
+    address answered (names belong to responders: a client has many)."""
+    ids = t.names.name[slots]
+    named = np.flatnonzero(ids)
+    if not len(named):
+        return {}
+    sl = slots[named]
+    resp = np.where(t.a_is_lo[sl], t.host_hi[sl], t.host_lo[sl])
+    digests, at = np.unique(resp, return_index=True)
+    return {int(h): t.names.text(int(ids[named[i]]))
+            for h, i in zip(digests.tolist(), at.tolist(), strict=True)}
 
 
 def _sort_keys(t: FlowTable, sel: np.ndarray, name: str) -> list[np.ndarray]:
