@@ -58,7 +58,10 @@ def signatures(first: np.ndarray, length: np.ndarray, proto: np.ndarray) -> np.n
     bytes past ``length`` are garbage and never decide a match)."""
     b0, b1, b2, b5 = first[:, 0], first[:, 1], first[:, 2], first[:, 5]
     tcp, udp = proto == 6, proto == 17
-    tls = tcp & (length >= _K) & (b0 == 0x16) & (b1 == 3) & (b2 <= 4) & (b5 == 1)
+    # A first segment shorter than the record header (rare, but legal) is judged on
+    # the bytes it has; the reader then decides on the rest.
+    tls = tcp & (b0 == 0x16) & ((length < 2) | (b1 == 3)) & ((length < 3) | (b2 <= 4)) \
+        & ((length < _K) | (b5 == 1))
     version = (b1 << 24) | (b2 << 16) | (first[:, 3] << 8) | first[:, 4]
     quic = udp & (length >= 1200) & ((b0 & 0xC0) == 0xC0) & np.isin(version, _QUIC_VERSIONS)
     return np.select([tls, quic], [SIG_TLS, SIG_QUIC], SIG_NONE)
