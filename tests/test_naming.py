@@ -17,6 +17,7 @@ from collections import defaultdict
 from functools import cache
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from netmon.core.link import FlowQuery
@@ -290,3 +291,31 @@ async def test_flows_list_shows_names_escaped_and_capped(tmp_path: Path) -> None
         row = next(line for line in text.splitlines() if "\\x1b]0;" in line)
         # Capped twice: at SNI_MAX by the parser (".tail" is gone), to the column here.
         assert len(row) <= 120 and row.count("…") == 2 and ".tail" not in row
+
+
+# --------------------------------------------------------------------------- clusters
+def test_sites_and_a_clusters_dominant_names() -> None:
+    from netmon.cluster.members import MemberBook, site_of
+
+    assert site_of("i.redd.it") == "redd.it" and site_of("www.bbc.co.uk") == "bbc.co.uk"
+    assert site_of("localhost") == "localhost" and site_of("a..b") == "a..b"
+    book = MemberBook()
+    names = np.array(["www.reddit.com", "i.redditmedia.com", "old.reddit.com", "",
+                      "example.org"], dtype=object)
+    cols = {"port_b": np.array([443] * 5), "port_a": np.array([50000] * 5),
+            "server_name": names, "named": names != ""}
+    book.note(np.array([1, 1, 1, 1, 2]), cols, tick=1)
+    assert book.facts(1, {}).names == ("reddit.com", "redditmedia.com")
+    assert book.facts(2, {}).names == ("example.org",)
+    book.forget(1)
+    assert book.facts(1, {}).names == ()
+
+
+def test_cluster_labels_name_the_sites_of_a_real_capture(tmp_path: Path) -> None:
+    out = subprocess.run(netmon_cmd("--json", "-r", str(captures_dir() /
+                                                          "03_ipv6_tls_reddit.pcap")),
+                         cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    labels = [c["label"] for c in json.loads(out.splitlines()[-1])["clusters"]]
+    assert any("redditmedia.com" in label or "redditstatic.com" in label
+               for label in labels), labels
+    assert len(set(labels)) == len(labels)
