@@ -397,6 +397,12 @@ def test_a_paced_replay_keeps_frames_for_dissection() -> None:
         flow = ask(link.query_flows, FlowQuery(filter="port 80", limit=1)).flows[0]
         d = ask(link.dissect, flow.flow_id, 0)
         assert not d.error and any("Transmission Control Protocol" in ln for ln in d.lines)
+        # the tree's ranges point into the frame that comes with it
+        assert (d.tree[0].start, d.tree[0].length) == (0, len(d.data))
+        ip = next(n for n in d.tree if n.label.startswith("Internet Protocol Version 4"))
+        src = next(n for n in ip.children if n.label.startswith("Source Address: "))
+        assert (src.start, src.length) == (26, 4)
+        assert d.data[26:30] == bytes(int(x) for x in src.label.split(": ")[1].split("."))
     finally:
         link.stop()
         engine.stop()

@@ -19,7 +19,7 @@ import netmon
 from tests.conftest import ROOT
 
 #: Packages below the sources: pure, usable from any thread that owns the object.
-PURE = ["core", "ingest", "netflow", "flows", "cluster", "export"]
+PURE = ["core", "ingest", "netflow", "names", "flows", "cluster", "export"]
 
 
 def modules_of(*packages: str) -> list[str]:

@@ -47,9 +47,10 @@ def test_replay_drill_to_dissection_and_quit() -> None:
         screen = term.wait_for(lambda s: "› flows" in s and "TCP" in s)
         term.keys("Enter")  # the biggest flow -> its packets
         screen = term.wait_for(lambda s: "recent packets" in s and "SYN" in s)
-        term.keys("Enter")  # the first packet -> tshark's dissection
-        screen = term.wait_for(lambda s: "Ethernet II" in s and "eth:ethertype:ip:tcp" in s
-                               and "Frame 1" in s, timeout=40)
+        term.keys("Enter")  # the first packet -> tshark's tree and the frame's bytes
+        screen = term.wait_for(lambda s: "Ethernet II" in s and "Frame 1" in s
+                               and "Transmission Control Protocol" in s
+                               and "0000  00 26 0b 31 07 33" in s, timeout=40)
         term.keys("Escape")
         term.wait_for(lambda s: "recent packets" in s)
         term.keys("Escape")

@@ -77,7 +77,7 @@ async def test_enter_drills_down_to_a_dissection_and_esc_comes_back() -> None:
 
         await pilot.press("end", "enter")
         assert isinstance(app.screen, PacketScreen)
-        await wait_until(pilot, lambda: app.screen.lines)
+        await wait_until(pilot, lambda: app.screen.dissection)
         text = screen_text(app)
         assert "Frame" in text and "Hypertext Transfer Protocol" in text
         # Packet content is shown escaped, never sent to the terminal raw.
@@ -106,7 +106,7 @@ async def test_answers_from_the_engine_thread_arrive_as_messages() -> None:
         packets = app.screen.query_one(PacketsTable)
         await wait_until(pilot, lambda: packets.row_count > 0)
         await pilot.press("enter")
-        await wait_until(pilot, lambda: app.screen.lines)
+        await wait_until(pilot, lambda: app.screen.dissection)
     assert any(isinstance(m, FlowsListed) for m in seen)
     assert any(isinstance(m, SnapshotPublished) for m in seen)
     assert link.stopped

@@ -53,9 +53,12 @@ def test_flow_packets(snap_compare, size) -> None:
                         terminal_size=size)
 
 
-def test_packet_dissection(snap_compare) -> None:
-    assert snap_compare(app_on_fixed_feed(), press=["enter", "enter", "end", "enter"],
-                        terminal_size=(80, 24))
+@pytest.mark.parametrize("size", [(80, 24), (160, 45)], ids=["80x24", "160x45"])
+def test_packet_dissection(snap_compare, size) -> None:
+    # the tree's cursor to the IP layer, expanded, on its source address (highlighted)
+    press = ["enter", "enter", "end", "enter", "up", "up", "right", "down", "down", "down",
+             "down", "down"]
+    assert snap_compare(app_on_fixed_feed(), press=press, terminal_size=size)
 
 
 def test_help(snap_compare) -> None:

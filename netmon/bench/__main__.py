@@ -28,6 +28,7 @@ BENCHMARKS = {
     "flowsout": "--flows-out writing speed at 4 M flows, against the per-flow writer",
     "tlshello": "TLS/QUIC ClientHellos parsed per second (SNI, JA3, JA4), against tshark",
     "procs": "process attribution: /proc refresh costs at N processes, vs psutil and ss",
+    "names": "DNS answers, HTTP requests, SSH banners parsed/s; name cache lookups/s",
 }
 
 

@@ -9,7 +9,10 @@ Runs on the main thread only. Targets:
 - ``filter``: the UI filter language parser (only FilterError may come out);
 - ``netflow``: the NetFlow v5/v9/IPFIX decoder (nothing may come out) and the flow
   table's record path, seeded with v5, v9 and IPFIX datagrams of IPv4 and IPv6 flows,
-  templates, options templates and withdrawals.
+  templates, options templates and withdrawals;
+- ``names``: the passive name parsers (DNS/mDNS messages whole and over TCP in random
+  chunks, HTTP first requests, SSH banners): chunked answers must equal whole ones and
+  every string must be capped and printable.
 
 ``--collector-shapes`` runs :mod:`netmon.bench.collector_shapes` instead: the decoder's
 worst cost per crafted datagram against normal datagrams of the same size.
@@ -32,7 +35,7 @@ from pathlib import Path
 from netmon.flows.table import FlowTable
 from netmon.ingest.pcapstream import PcapStreamDecoder
 
-CAPTURES = Path(__file__).resolve().parent.parent.parent / "shared" / "captures"
+CAPTURES = Path(__file__).resolve().parents[3] / "shared" / "captures"  # ../shared
 
 
 def _synthetic_seeds() -> list[bytes]:
@@ -181,15 +184,57 @@ def run_netflow(rng: random.Random, data: bytes) -> None:
         table.expire(now + rng.random() * 1000)
 
 
+def names_seeds() -> list[bytes]:
+    from netmon.names.dns import TYPE_A, TYPE_AAAA, TYPE_CNAME, TYPE_PTR
+    from netmon.testing.names import dns_response
+
+    return [
+        dns_response([("www.reddit.com", TYPE_A)], [
+            ("www.reddit.com", TYPE_CNAME, 300, "reddit.map.fastly.net"),
+            ("reddit.map.fastly.net", TYPE_A, 30, bytes([151, 101, 1, 140])),
+            ("reddit.map.fastly.net", TYPE_AAAA, 30, bytes(15) + b"\x01")], [],
+            [("ns1.fastly.net", TYPE_A, 3600, bytes(4))]),
+        dns_response([], [("4.3.2.1.in-addr.arpa", TYPE_PTR, 120, "host.local")],
+                     rclass=0x8001),
+        b"GET /a HTTP/1.1\r\nHost: example.com\r\nUser-Agent: curl/8\r\n\r\n",
+        b"banner\r\nSSH-2.0-OpenSSH_9.2p1 Debian-2+deb12u3\r\n"]
+
+
+def run_names(rng: random.Random, data: bytes) -> None:
+    from netmon.names.dns import DnsStream, parse_dns
+    from netmon.names.http import HttpRequestParser, parse_http_request
+    from netmon.names.ssh import SshBannerParser, parse_ssh_banner
+
+    texts: list[str] = []
+    for mdns in (False, True):
+        msg = parse_dns(data, mdns=mdns)
+        texts += [t for n in (msg.names if msg else ()) for t in (n.name, n.alias)]
+    stream = DnsStream()
+    for piece in _chunks(rng, len(data).to_bytes(2, "big") + data, 9):
+        stream.feed(piece)
+    for parser, whole in ((HttpRequestParser(), parse_http_request(data)),
+                          (SshBannerParser(), parse_ssh_banner(data))):
+        for piece in _chunks(rng, data, 9):
+            parser.feed(piece)
+        if parser.finish() != whole:
+            raise AssertionError(f"{type(parser).__name__}: chunked != whole")
+        if whole is not None:
+            texts += [getattr(whole, f) for f in whole.__slots__ if isinstance(
+                getattr(whole, f), str)]
+    if any(not t.isprintable() or len(t) > 300 for t in texts):
+        raise AssertionError("a name string is unsafe or uncapped")
+
+
 TARGETS: dict[str, Callable[[random.Random, bytes], None]] = {
     "pcap": run_pcap, "firstbytes": run_firstbytes, "filter": run_filter,
-    "netflow": run_netflow,
+    "netflow": run_netflow, "names": run_names,
 }
+_SEEDS = {"pcap": pcap_seeds, "netflow": netflow_seeds, "names": names_seeds}
 
 
 def fuzz(target: str, seconds: float, seed: int) -> dict:
     rng = random.Random(seed)
-    seeds = pcap_seeds() if target == "pcap" else netflow_seeds() if target == "netflow" else [
+    seeds = _SEEDS[target]() if target in _SEEDS else [
         b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", b"SSH-2.0-OpenSSH_9.2\r\n",
         bytes.fromhex("160301020001") + bytes(60), b"\x1b]0;title\x07\x1b[2J", b""]
     fn = TARGETS[target]

@@ -91,12 +91,19 @@ class PacketList:
 
 @dataclass(frozen=True, slots=True)
 class Dissection:
-    """tshark's full dissection of one packet, as indented text lines."""
+    """tshark's full dissection of one packet: its protocol tree (top-level layers,
+    each with its fields) and the frame's bytes, which the tree's ranges point into."""
 
     flow_id: int
     index: int
-    lines: tuple[str, ...]
+    tree: tuple[DissectNode, ...] = ()
+    data: bytes = b""  # the frame as tshark read it (may be shorter than on the wire)
     error: str = ""
+
+    @property
+    def lines(self) -> tuple[str, ...]:
+        """The tree as ``tshark -V`` prints it: one line per node, 4 spaces a level."""
+        return tree_lines(self.tree)
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,6 +191,32 @@ def no_packets_reason(flow: FlowView) -> str:
         return ("no packets exist for this flow: it is a connection to netmon's listener, "
                 "measured from the socket, not captured")
     return ""
+
+
+@dataclass(frozen=True, slots=True)
+class DissectNode:
+    """One item of a protocol tree: its text as tshark shows it (untrusted: packet
+    content), the bytes of the frame it covers, and its sub-items.
+
+    ``start`` is -1 when the item covers no bytes of the frame: a generated field, or
+    one of data that tshark reassembled, decrypted or decompressed from several frames.
+    """
+
+    label: str
+    start: int = -1
+    length: int = 0
+    children: tuple[DissectNode, ...] = ()
+
+
+def tree_lines(nodes: tuple[DissectNode, ...], depth: int = 0) -> tuple[str, ...]:
+    """``nodes`` and their sub-items as indented lines, depth first."""
+    out: list[str] = []
+    stack = [(depth, n) for n in reversed(nodes)]
+    while stack:
+        d, node = stack.pop()
+        out.append("    " * d + node.label)
+        stack.extend((d + 1, c) for c in reversed(node.children))
+    return tuple(out)
 
 
 class EngineLink(Protocol):

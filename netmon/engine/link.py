@@ -322,15 +322,15 @@ class EngineUILink(FollowExportMixin):
 
         def run() -> None:
             try:
-                lines = dissect_frames(frames, timeout=self.dissect_timeout,
-                                       tshark_path=self.tshark_path, on_start=on_start)
+                tree = dissect_frames(frames, timeout=self.dissect_timeout,
+                                      tshark_path=self.tshark_path, on_start=on_start)
             except DissectError as exc:
                 reply(Dissection(flow_id, index, (), error=str(exc)))
                 return
             finally:
                 with self._lock:
                     self._dissecting.pop(key, None)
-            reply(Dissection(flow_id, index, lines))
+            reply(Dissection(flow_id, index, tree, bytes(frames[-1].data)))
 
         self._guarded("dissect", run, lambda msg: reply(Dissection(flow_id, index, (),
                                                                    error=msg)))

@@ -43,6 +43,7 @@ from netmon.core.values import (
     Totals,
     proto_name,
 )
+from netmon.testing.fake_dissect import fake_dissection
 
 #: (label, protocol, server port, mean bytes/s, flows per 1000) of the made-up clusters.
 BEHAVIOURS = (
@@ -345,18 +346,7 @@ class FakeLink:
             if flow is None:
                 reply(Dissection(flow_id, index, (), error="packet no longer retained"))
                 return
-            lines = (
-                f"Frame {index}: 583 bytes on wire (4664 bits), 583 bytes captured",
-                "Ethernet II, Src: 02:00:00:00:00:01, Dst: 02:00:00:00:00:02",
-                f"Internet Protocol, Src: {flow.addr_a}, Dst: {flow.addr_b}",
-                "    Time to Live: 64",
-                f"{proto_name(flow.proto)}, Src Port: {flow.port_a}, Dst Port: {flow.port_b}",
-                "    Flags: 0x018 (PSH, ACK)",
-                "Hypertext Transfer Protocol",
-                "    GET /\x1b[2J\x1b]0;pwned\x07 HTTP/1.1\\r\\n",
-                "    Host: example.test\\r\\n",
-            )
-            reply(Dissection(flow_id, index, lines))
+            reply(fake_dissection(flow, index))
 
         self._answer(("dissect", flow_id, index), job)
 

@@ -25,6 +25,8 @@ KEYS: tuple[tuple[str, str], ...] = (
     ("h", "flow list: the hosts among its flows, and back"),
     ("[  ]", "flow list: previous / next page"),
     ("p  Space", "pause the view; capture goes on, the header counts it"),
+    ("n  p", "packet: next / previous kept packet of the flow"),
+    ("← →", "packet: collapse / expand; the item's bytes light up"),
     ("e", "export the view: flows, clusters (CSV, JSON), a BPF"),
     ("f", "flow: follow its TCP/UDP stream, both directions (h there: hex / text)"),
     ("w", "write kept packets as a pcapng: a flow's, or a cluster's (cluster row, "

@@ -12,9 +12,11 @@ from netmon.ui.widgets._flow_tables import (
     sort_name,
 )
 from netmon.ui.widgets._header import HeaderBar, ViewState
+from netmon.ui.widgets._hex_view import HexView
 from netmon.ui.widgets._live_table import Column, LiveTable, column_widths
+from netmon.ui.widgets._protocol_tree import ProtocolTree
 from netmon.ui.widgets._rate_chart import RateChart
 
 __all__ = ["CLUSTER_SORTS", "FLOW_SORTS", "HOST_SORTS", "ClusterTable", "Column", "FilterBar",
-           "FlowsTable", "HeaderBar", "HostsTable", "LiveTable", "PacketsTable", "RateChart",
-           "ViewState", "column_widths", "next_sort", "sort_name"]
+           "FlowsTable", "HeaderBar", "HexView", "HostsTable", "LiveTable", "PacketsTable",
+           "ProtocolTree", "RateChart", "ViewState", "column_widths", "next_sort", "sort_name"]
