@@ -95,8 +95,8 @@ def named_table(path: Path, chunk: int = 1 << 20) -> tuple[FlowTable, FlowNamer]
     for i in range(0, len(data), chunk):
         batch = dec.feed_batch(data[i:i + chunk])
         if len(batch):
-            slots, lo_first, _ = table.add_batch(batch)
-            namer.observe(batch, slots, lo_first)
+            slots, lo_first, seq = table.add_batch(batch)
+            namer.observe(batch, slots, lo_first, seq)
     return table, namer
 
 
@@ -129,7 +129,7 @@ def test_frames_off_the_fast_path_are_named_too(tmp_path: Path, how: str) -> Non
 
 
 def test_a_flow_that_starts_with_anything_else_is_decided_at_once(tmp_path: Path) -> None:
-    frames = tls_flow(b"GET / HTTP/1.1\r\n\r\n" + hello_for(b"late.example"))
+    frames = tls_flow(b"hello there\r\n" + hello_for(b"late.example"))
     table, namer = named_table(write_pcap(tmp_path / "t.pcap", frames))
     (flow,) = views(table)
     assert flow.server_name == "" and namer.readers == 0
@@ -144,7 +144,7 @@ def test_readers_go_with_their_flows_and_are_capped(tmp_path: Path, monkeypatch)
     table, namer = named_table(write_pcap(tmp_path / "t.pcap", frames))
     assert namer.readers == 6
     table.end_live()
-    namer.tick()
+    namer.tick(0.0)
     assert namer.readers == 0
     monkeypatch.setattr("netmon.flows.naming.MAX_READERS", 2)
     table, namer = named_table(write_pcap(tmp_path / "u.pcap", frames))
@@ -319,3 +319,60 @@ def test_cluster_labels_name_the_sites_of_a_real_capture(tmp_path: Path) -> None
     assert any("redditmedia.com" in label or "redditstatic.com" in label
                for label in labels), labels
     assert len(set(labels)) == len(labels)
+
+
+@pytest.mark.parametrize("name", capture_files() or ["none"])
+def test_every_http_host_equals_tsharks(name: str, tmp_path_factory) -> None:
+    path = captures_dir() / name
+    rows = _tshark(path, "-Y", "http.request", "-T", "fields", "-e", "tcp.stream", *_TUPLE,
+                   "-e", "tcp.srcport", "-e", "tcp.dstport", "-e", "http.host")
+    flows = _flows_out(name, str(tmp_path_factory.getbasetemp()))
+    seen = set()
+    checked = 0
+    for stream, s4, d4, s6, d6, sp, dp, host in rows:
+        if stream in seen or not host or not sp:
+            continue
+        seen.add(stream)
+        got = flows[(6, frozenset({(s4 or s6, int(sp)), (d4 or d6, int(dp))}))]
+        assert host in [f["server_name"] for f in got], (name, stream, host)
+        assert {f["name_source"] for f in got} & {"http", "sni"}
+        checked += 1
+    expected = {"01_http_espn.pcapng": 25, "04_mixed_lan_android_1kxun.pcap": 86,
+                "05_mixed_services_std_ports.pcap": 2, "10_vlan_mpls_mixed.pcap": 1,
+                "11_vlan_tuple_collisions.pcap": 1, "13_nflog_http.pcap": 1,
+                "14_truncated_midpacket_1kxun.pcap": 41}
+    assert checked == expected.get(name, 0)
+
+
+def test_ssh_software_equals_tsharks_banners(tmp_path_factory) -> None:
+    name = "07_ssh_bruteforce_sshguess.pcap"
+    rows = _tshark(captures_dir() / name, "-Y", "ssh.protocol", "-T", "fields", *_TUPLE,
+                   "-e", "tcp.srcport", "-e", "tcp.dstport", "-e", "ssh.protocol")
+    flows = _flows_out(name, str(tmp_path_factory.getbasetemp()))
+    banners: dict[frozenset, dict[int, str]] = defaultdict(dict)
+    for s4, _d4, s6, _d6, sp, dp, proto in rows:
+        software = proto.split("-", 2)[2].split(" ")[0]
+        banners[frozenset({int(sp), int(dp)})][int(sp)] = software
+    assert len(banners) == 11
+    for (_, ends), (flow,) in ((k, v) for k, v in flows.items() if k[0] == 6):
+        pair = banners[frozenset(p for _, p in ends)]
+        client = pair[flow["port_a"]]
+        server = pair[flow["port_b"]]
+        assert (flow["software"], flow["app"]) == (f"{client} -> {server}", "ssh")
+
+
+def test_a_flow_is_named_by_the_dns_answer_before_it(tmp_path_factory) -> None:
+    """05: an SSH connection to 141.142.192.39 right after an A answer for it (the
+    question osage.localdomain, through a CNAME); a PTR answer after the connection
+    started names the address differently and must not rename it."""
+    name = "05_mixed_services_std_ports.pcap"
+    rows = _tshark(captures_dir() / name, "-Y", "dns.flags.response==1 && dns.a", "-T",
+                   "fields", "-e", "frame.time_epoch", "-e", "dns.qry.name", "-e", "dns.a")
+    flows = _flows_out(name, str(tmp_path_factory.getbasetemp()))
+    named = [f for fl in flows.values() for f in fl if f["name_source"] == "dns"]
+    assert named
+    for flow in named:
+        before = [q for t, q, a in rows
+                  if flow["addr_b"] in a.split(",") and float(t) < flow["first_epoch"]]
+        assert before and flow["server_name"] == before[-1]
+    assert [f["server_name"] for f in named] == ["osage.localdomain"]

@@ -244,7 +244,7 @@ class Engine:
     def _count(self, batch: PacketBatch) -> None:
         """Count packets in the flow table; keep their frames in the ring."""
         slots, lo_first, seq = self.table.add_batch(batch)
-        self.namer.observe(batch, slots, lo_first)
+        self.namer.observe(batch, slots, lo_first, seq)
         self.ring.append(batch, self.table.flow_id[slots],
                          lo_first == self.table.a_is_lo[slots], seq)
 
@@ -279,7 +279,7 @@ class Engine:
         self._flush()
         self.table.expire(self._clock())
         self._pass_ended()
-        self.namer.tick()
+        self.namer.tick(self.table.latest_ts)
         if self.clustering is not None:
             self.clustering.submit()
             self._update_clusters()
