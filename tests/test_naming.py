@@ -350,7 +350,7 @@ def test_ssh_software_equals_tsharks_banners(tmp_path_factory) -> None:
                    "-e", "tcp.srcport", "-e", "tcp.dstport", "-e", "ssh.protocol")
     flows = _flows_out(name, str(tmp_path_factory.getbasetemp()))
     banners: dict[frozenset, dict[int, str]] = defaultdict(dict)
-    for s4, _d4, s6, _d6, sp, dp, proto in rows:
+    for _s4, _d4, _s6, _d6, sp, dp, proto in rows:  # one client and server
         software = proto.split("-", 2)[2].split(" ")[0]
         banners[frozenset({int(sp), int(dp)})][int(sp)] = software
     assert len(banners) == 11
