@@ -68,10 +68,8 @@ _READERS = {SIG_TLS: ClientHelloReader, SIG_QUIC: QuicHelloReader,
             SIG_HTTP: HttpRequestParser, SIG_SSH: SshBannerParser, SIG_DNS_TCP: DnsStream}
 _K = 6  # first bytes gathered per row
 _AR = np.arange(_K)
-_QUIC_VERSIONS = np.array([QUIC_V1, QUIC_V2], dtype=np.int64)
-_METHODS = np.array([int.from_bytes(m, "big") for m in (
-    b"GET ", b"POST", b"HEAD", b"PUT ", b"DELE", b"OPTI", b"PATC", b"CONN", b"TRAC")],
-    dtype=np.int64)
+_METHODS = tuple(int.from_bytes(m, "big") for m in (
+    b"GET ", b"POST", b"HEAD", b"PUT ", b"DELE", b"OPTI", b"PATC", b"CONN", b"TRAC"))
 _SSH = int.from_bytes(b"SSH-", "big")
 _NO_ANSWERS: tuple[list, list, list] = ([], [], [])
 #: Name sources a flow's own bytes give (an HTTP Host does not replace them).
@@ -86,14 +84,15 @@ def signatures(first: np.ndarray, length: np.ndarray, proto: np.ndarray,
     b0, b1, b2, b5 = first[:, 0], first[:, 1], first[:, 2], first[:, 5]
     tcp, udp = proto == 6, proto == 17
     word = (b0 << 24) | (b1 << 16) | (b2 << 8) | first[:, 3]
-    http = tcp & (length >= 4) & np.isin(word, _METHODS)
+    http = tcp & (length >= 4) & np.logical_or.reduce([word == m for m in _METHODS])
     ssh = tcp & (length >= 4) & (word == _SSH)
     # A first segment shorter than the record header (rare, but legal) is judged on
     # the bytes it has; the reader then decides on the rest.
     tls = tcp & (b0 == 0x16) & ((length < 2) | (b1 == 3)) & ((length < 3) | (b2 <= 4)) \
         & ((length < _K) | (b5 == 1))
     version = (b1 << 24) | (b2 << 16) | (first[:, 3] << 8) | first[:, 4]
-    quic = udp & (length >= 1200) & ((b0 & 0xC0) == 0xC0) & np.isin(version, _QUIC_VERSIONS)
+    quic = udp & (length >= 1200) & ((b0 & 0xC0) == 0xC0) & ((version == QUIC_V1)
+                                                              | (version == QUIC_V2))
     return np.select([tls, quic, http, ssh, tcp & dns53],
                      [SIG_TLS, SIG_QUIC, SIG_HTTP, SIG_SSH, SIG_DNS_TCP], SIG_NONE)
 
@@ -123,7 +122,10 @@ class FlowNamer:
         st = nc.state[slots, d]
         usable = (b.raw_chunk >= 0) & (b.flags < TUNNEL)
         udp = b.proto == 17
-        dns = udp & usable & (np.isin(b.sport, DNS_PORTS) | np.isin(b.dport, DNS_PORTS))
+        sp, dp = b.sport, b.dport
+        # Plain compares: np.isin sorts, and this runs over every packet.
+        dns = udp & usable & ((sp == 53) | (dp == 53) | (sp == 5353) | (dp == 5353)
+                              | (sp == 5355) | (dp == 5355))
         want = (st != DONE) & ((b.proto == 6) | udp) & usable
         answers = _NO_ANSWERS
         if want.any() or dns.any():
@@ -205,9 +207,12 @@ class FlowNamer:
 
     @staticmethod
     def _first_bytes(b: PacketBatch, rows: np.ndarray, off: np.ndarray) -> np.ndarray:
+        if len(b.bufs) == 1:  # the common case: one decoder buffer
+            return np.frombuffer(b.bufs[0], dtype=np.uint8).take(
+                off[:, None] + _AR, mode="clip").astype(np.int64)
         out = np.zeros((len(rows), _K), dtype=np.int64)
         chunk = b.raw_chunk[rows]
-        for c in np.unique(chunk).tolist():
+        for c in np.flatnonzero(np.bincount(chunk, minlength=len(b.bufs))).tolist():
             at = np.flatnonzero(chunk == c)
             buf = np.frombuffer(b.bufs[c], dtype=np.uint8)
             out[at] = buf.take(off[at, None] + _AR, mode="clip")
