@@ -134,7 +134,8 @@ def test_columns_from_views_match_table_columns() -> None:
     built = columns_from_views(views)
     assert built["addr_a"].tolist() == [v.addr_a for v in views]
     np.testing.assert_allclose(features(built), features(direct))
-    for key in set(built) - {"addr_a", "addr_b"}:  # the table may add keys of its own
+    assert built["server_name"].tolist() == direct["server_name"].tolist()
+    for key in set(built) - {"addr_a", "addr_b", "server_name"}:  # the table may add more
         np.testing.assert_allclose(np.asarray(built[key], dtype=float),
                                    np.asarray(direct[key], dtype=float), err_msg=key)
 

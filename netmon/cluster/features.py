@@ -169,7 +169,8 @@ _VIEW_FLOAT = ("size_mean", "size_std", "iat_mean", "iat_std")
 
 def columns_from_views(views: Sequence[FlowView]) -> dict[str, np.ndarray]:
     """The :meth:`FlowTable.columns` dict built from flow views (e.g. finished flows),
-    plus ``addr_a``/``addr_b`` as object arrays of address strings."""
+    plus ``addr_a``/``addr_b`` as object arrays of address strings; of the names, the
+    server name (and ``named``)."""
     n = len(views)
     cols: dict[str, np.ndarray] = {
         k: np.fromiter((getattr(v, k) for v in views), dtype=np.int64, count=n)
@@ -185,4 +186,8 @@ def columns_from_views(views: Sequence[FlowView]) -> dict[str, np.ndarray]:
     cols["first_sizes"] = sizes
     cols["addr_a"] = np.array([v.addr_a for v in views], dtype=object)
     cols["addr_b"] = np.array([v.addr_b for v in views], dtype=object)
+    # Names, for the clusters' labels (not a feature).
+    cols["server_name"] = np.array([v.server_name for v in views] + [None],
+                                   dtype=object)[:n]
+    cols["named"] = cols["server_name"] != ""
     return cols

@@ -31,12 +31,12 @@ Pipeline per tick (:meth:`OnlineClusterer.update`, given the flows that changed)
 5. Each flow takes the display cluster of its nearest micro-cluster; every display
    cluster the model remembers is named, each tick, by
    :func:`netmon.cluster.labels.distinct_labels` from its centroid, its members' server
-   ports and how many responders they reach: no two alike, none empty.
+   ports, how many responders they reach and their dominant names (sites from the
+   flows' server names, when the traffic had any): no two alike, none empty.
 """
 
 from __future__ import annotations
 
-from collections import Counter
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 
@@ -46,9 +46,10 @@ from sklearn.metrics import pairwise_distances_argmin_min
 from sklearn.preprocessing import StandardScaler
 from threadpoolctl import ThreadpoolController
 
-from netmon.cluster.features import BINARY_FEATURES, feature_names, features, server_ports
+from netmon.cluster.features import BINARY_FEATURES, feature_names, features
 from netmon.cluster.labels import ClusterFacts, distinct_labels
 from netmon.cluster.matching import VANISHED_PENALTY, match_clusters, merge_micro
+from netmon.cluster.members import MemberBook
 
 #: Weight of each feature group after scaling, by name prefix (others: 1). Totals that
 #: grow with a flow's age weigh less than shape features (sizes, timing, flags) so a
@@ -193,13 +194,12 @@ class OnlineClusterer:
         self._prev_micro = (np.zeros((0, dim)), self._micro_ids)  # last tick's, for hysteresis
         self._next_id = 1
         # Per display ID: centroid (scaled space), last tick it existed in the model,
-        # last tick it had member flows, the tick it was minted, members' server ports.
+        # the tick it was minted; what its members were (last tick with any, server
+        # ports, responders, names: netmon.cluster.members).
         self._centroid: dict[int, np.ndarray] = {}
         self._present: dict[int, int] = {}
-        self._last_seen: dict[int, int] = {}
         self._minted: dict[int, int] = {}
-        self._ports: dict[int, Counter] = {}
-        self._peers: dict[int, set[int]] = {}  # responders' address digests (bounded)
+        self._members = MemberBook()
         self._labels: dict[int, str] = {}
 
     # ------------------------------------------------------------------ public API
@@ -246,7 +246,7 @@ class OnlineClusterer:
             if n:
                 self._learn(z, outlier >= self.tuning.outlier_threshold)
         ids = self._nearest(z)[0]
-        self._note_members(ids, cols)
+        self._members.note(ids, cols, self.ticks)
         self._labels = distinct_labels({i: self._facts(i) for i in self._centroid})
         return Assignment(ids, outlier, outlier >= self.tuning.outlier_threshold)
 
@@ -262,7 +262,7 @@ class OnlineClusterer:
     def cluster_ids(self) -> list[int]:
         """IDs of the clusters shown now: those with member flows in the last
         ``retire_ticks`` ticks."""
-        return sorted(i for i, t in self._last_seen.items()
+        return sorted(i for i, t in self._members.last_seen.items()
                       if self.ticks - t < self.tuning.retire_ticks)
 
     def labels(self) -> dict[int, str]:
@@ -400,47 +400,12 @@ class OnlineClusterer:
             self._centroid[i] = cent[r]
             self._present[i] = self.ticks
         for i in [i for i, tick in self._present.items() if self.ticks - tick >= t.forget_ticks]:
-            for d in (self._centroid, self._present, self._last_seen, self._minted,
-                      self._ports, self._peers, self._labels):
+            for d in (self._centroid, self._present, self._minted, self._labels):
                 d.pop(i, None)
+            self._members.forget(i)
         return ids
 
     # ------------------------------------------------------------------ labels
-    def _note_members(self, ids: np.ndarray, cols: dict[str, np.ndarray]) -> None:
-        if not len(ids):
-            return
-        uniq, inv = np.unique(ids, return_inverse=True)
-        pairs, counts = np.unique(inv * 65536 + server_ports(cols), return_counts=True)
-        peers = _responders(cols)
-        for j, cid in enumerate(uniq.tolist()):
-            self._last_seen[cid] = self.ticks
-            seen = self._ports.setdefault(cid, Counter())
-            for p in seen:
-                seen[p] *= 0.9  # recent ports count more
-            sel = pairs // 65536 == j
-            for p, c in zip((pairs[sel] % 65536).tolist(), counts[sel].tolist(), strict=True):
-                seen[p] += c
-            if len(seen) > 512:
-                self._ports[cid] = seen = Counter(dict(seen.most_common(256)))
-            if peers is not None:
-                known = self._peers.setdefault(cid, set())
-                if len(known) < MAX_PEERS:
-                    known.update(np.unique(peers[inv == j])[:MAX_PEERS - len(known)].tolist())
-
     def _facts(self, cid: int) -> ClusterFacts:
         z = self._centroid[cid] / self._weights * self._scale + self._mean
-        return ClusterFacts(dict(zip(self.names, z.tolist(), strict=True)),
-                            self._ports.get(cid, Counter()), len(self._peers.get(cid, ())))
-
-
-#: Distinct responders remembered per cluster (a label says "4096 peers" beyond).
-MAX_PEERS = 4096
-
-
-def _responders(cols: dict[str, np.ndarray]) -> np.ndarray | None:
-    """Each flow's responder: its address digest (``host_b``) or, for columns built
-    from flow views, its address text; None when the columns have neither."""
-    for key in ("host_b", "addr_b"):
-        if key in cols:
-            return np.asarray(cols[key])
-    return None
+        return self._members.facts(cid, dict(zip(self.names, z.tolist(), strict=True)))

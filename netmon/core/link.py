@@ -54,6 +54,9 @@ class HostRow:
     ports: int
     packets: int
     bytes: int
+    #: A name the traffic gave this address (server name of flows it answered, or a
+    #: DNS answer); untrusted wire text, escaped and capped; "" when none.
+    name: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -134,6 +134,22 @@ class FlowView:
     listener: bool = False
     first_class: str = ""
     preview: str = ""
+    #: What the flow's own bytes (or a DNS answer for its responder) named: the server
+    #: name, what it came from (NAME_SOURCES), the application protocol (ALPN or
+    #: "http/1.1", "ssh", "dns", "quic"...), the client's TLS fingerprints and SSH
+    #: software; all untrusted wire text, already capped and made terminal-safe.
+    server_name: str = ""
+    name_source: str = ""
+    app: str = ""
+    ja4: str = ""
+    ja3: str = ""
+    software: str = ""
+    #: The local process behind the flow, for live capture on this machine (pid 0:
+    #: not known); container: the container it runs in.
+    process: str = ""
+    pid: int = 0
+    user: str = ""
+    container: str = ""
 
     @property
     def packets(self) -> int:
@@ -164,6 +180,10 @@ class FlowView:
             "cluster_id": self.cluster_id, "cluster_label": self.cluster_label,
             "outlier": round(self.outlier, 3), "observer": self.observer,
             "exported": self.exported, "tunnel": self.tunnel,
+            "server_name": self.server_name, "name_source": self.name_source,
+            "app": self.app, "ja4": self.ja4, "ja3": self.ja3, "software": self.software,
+            "process": self.process, "pid": self.pid, "user": self.user,
+            "container": self.container,
         }
 
 

@@ -33,6 +33,7 @@ from netmon.engine.clusterjob import ClusterJob
 from netmon.engine.result import EngineResult
 from netmon.engine.snapshot import SnapshotBuilder
 from netmon.export.flowsout import FlowsOutWriter
+from netmon.flows.naming import FlowNamer
 from netmon.flows.table import FlowTable
 from netmon.ingest.batch import PacketBatch
 from netmon.ingest.diskring import DiskRing
@@ -85,6 +86,8 @@ class Engine:
                                active_timeout=settings.active_timeout,
                                max_flows=settings.max_flows)
         self.result = EngineResult()
+        #: Names from the flows' first bytes (SNI, QUIC, ...) into the table's columns.
+        self.namer = FlowNamer(self.table)
         #: Each flow's first and recent packets, for the UI's packet lists and dissections.
         self.packets = PacketStore(settings.packet_mb << 20)
         #: Every frame on disk (--keep-packets); its writer thread runs from _begin to
@@ -257,6 +260,7 @@ class Engine:
     def _count(self, batch: PacketBatch) -> None:
         """Count packets in the flow table; keep their flows' first and recent ones."""
         slots, lo_first, seq = self.table.add_batch(batch)
+        self.namer.observe(batch, slots, lo_first, seq)
         t = self.table
         flow_id, a2b = t.flow_id[slots], lo_first == t.a_is_lo[slots]
         if self.packets.budget:
@@ -323,6 +327,7 @@ class Engine:
         self._flush()
         self.table.expire(self._clock())
         self._pass_ended()
+        self.namer.tick(self.table.latest_ts)
         if self.clustering is not None:
             self.clustering.submit()
             self._update_clusters()

@@ -25,7 +25,8 @@ FLOW_FIELDS = ("flow_id", "proto", "addr_a", "port_a", "addr_b", "port_b", "pkts
                "bytes_a2b", "pkts_b2a", "bytes_b2a", "first_epoch", "last_epoch", "syn",
                "synack", "fin", "rst", "psh", "size_mean", "size_std", "iat_mean",
                "iat_std", "first_sizes", "end_reason", "cluster_id", "cluster_label",
-               "outlier")
+               "outlier", "server_name", "name_source", "app", "ja4", "ja3", "software",
+               "process", "pid", "user", "container")
 CLUSTER_FIELDS = ("id", "label", "flows", "hosts", "pkt_rate", "byte_rate", "share",
                   "top_ports", "top_hosts", "outliers", "new")
 

@@ -27,6 +27,7 @@ from netmon.flows.keys import FIRST_SIZES, KEY_DTYPE
 
 CHUNK = 32_768  # rows rendered at once: bounds the matrix at ~20 MB
 _ZERO = ord("0")
+_NO_ROWS = np.zeros(0, dtype=np.intp)
 
 
 def _block(rows: int, data: bytes) -> np.ndarray:
@@ -162,6 +163,25 @@ def _vocabulary(codes: np.ndarray, words: dict[int, str]) -> np.ndarray:
     table = _texts([json.dumps(words.get(int(c), "")).encode() for c in uniq])
     position = np.cumsum(present) - 1
     return table[position[codes]]
+
+
+def _text_column(values: np.ndarray | None, named: np.ndarray) -> np.ndarray:
+    """A JSON string per row from an object array of str; only the ``named`` rows
+    are looked at (most flows have no names, and their text is a constant)."""
+    n = len(named)
+    idx = np.flatnonzero(named) if values is not None else _NO_ROWS
+    if not len(idx):
+        return _block(n, b'""')
+    words: dict[str, int] = {}
+    codes = [words.setdefault(v, len(words)) for v in values[idx].tolist()]
+    table = _texts([json.dumps(v).encode() for v in words])
+    width = max(table.shape[1], 2)
+    out = np.zeros((n, width), np.uint8)
+    out[:, :2] = np.frombuffer(b'""', np.uint8)
+    out[idx] = 0
+    out[idx, :table.shape[1]] = table[np.array(codes, dtype=np.intp)]
+    return out
+
 
 
 def _first_sizes(sizes: np.ndarray, count: np.ndarray) -> np.ndarray:
@@ -308,6 +328,13 @@ def _render_chunk(cols: dict[str, np.ndarray], keys: Sequence[bytes], reasons: n
         ("exported", booleans[exported.astype(np.intp)]),
         ("tunnel", booleans[tunnel.astype(np.intp)]),
     ]
+    named = cols["named"] if "named" in cols else np.zeros(n, bool)
+    for field in ("server_name", "name_source", "app", "ja4", "ja3", "software", "process",
+                  "pid", "user", "container"):
+        if field == "pid":
+            fields.append(("pid", _ints(cols["pid"] if "pid" in cols else np.zeros(n, int))))
+        else:
+            fields.append((field, _text_column(cols.get(field), named)))
     # One row template holds the constant text; each field's block is stored into its
     # slot (as wide as the field's longest value in this chunk), and the NULs go.
     template = bytearray()

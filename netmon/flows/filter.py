@@ -11,6 +11,9 @@ The language, a small relative of tcpdump's, names flows, not packets::
     cluster 3                the flow is in display cluster 3
     at web1                  seen at an observation point whose name holds "web1"
                              (a source: "ssh web1:eth0", or "exporter 10.0.0.1")
+    name ~ reddit            the flow's server name holds "reddit" (any case); also
+                             app, ja4, ja3, software, process, user, container
+    name = www.reddit.com    ... is exactly this (any case); ``name reddit`` means ~
     not X, X and Y, X or Y, ( ... )    also !, &&, ||; two terms side by side mean "and"
 
 ``and`` binds tighter than ``or``; keywords are case-insensitive. :func:`compile_filter`
@@ -38,13 +41,20 @@ from netmon.flows.keys import address_digest
 
 #: Flow-table columns a filter reads (FlowTable attribute names, one row per flow).
 FILTER_COLUMNS = ("host_lo", "host_hi", "port_lo", "port_hi", "proto", "cluster", "obs")
+#: Filter words over names -> the NameColumns id column each reads (given to
+#: :meth:`Filter.mask` as "name_<column>", with the NameColumns itself as "names").
+TEXT_WORDS = {"name": "name", "app": "app", "ja4": "ja4", "ja3": "ja3",
+              "software": "software", "process": "process", "user": "user",
+              "container": "container"}
+_TEXT_TERM = re.compile(r"^(" + "|".join(TEXT_WORDS) + r")(~|==?)(.*)$", re.I)
 
 _PROTO_WORDS = {name.lower(): num for num, name in PROTO_NAMES.items()}
 _PROTO_WORDS["icmp6"] = PROTO_ICMPV6
 _BARE_PROTOS = ("tcp", "udp", "icmp", "icmpv6", "icmp6")
 _BPF_PROTO = {PROTO_TCP: "tcp", PROTO_UDP: "udp", PROTO_ICMP: "icmp", PROTO_ICMPV6: "icmp6"}
 _TOKEN = re.compile(r"\s*(?:(\(|\)|&&|\|\||!)|([^\s()!&|]+|[&|]))")
-_EXPECTED = "host, port, proto, cluster, at, tcp, udp, icmp, icmpv6, not or '('"
+_EXPECTED = ("host, port, proto, cluster, at, name, app, process, ja4, tcp, udp, icmp, "
+             "icmpv6, not or '('")
 
 
 class FilterError(ValueError):
@@ -120,6 +130,27 @@ class _At(_Node):
 
     def bpf(self, cluster_bpf: Callable[[int], str] | None) -> str:
         raise FilterError(f"'at {self.name}' has no capture-filter equivalent")
+
+
+@dataclass(frozen=True)
+class _Text(_Node):
+    word: str  # a TEXT_WORDS key
+    exact: bool  # "=": the whole text; "~": a part of it (both ignore case)
+    value: str  # lower case
+
+    def mask(self, cols: Mapping[str, np.ndarray]) -> np.ndarray:
+        names = cols.get("names")
+        column = cols.get(f"name_{TEXT_WORDS[self.word]}")
+        if names is None or column is None:  # no names known: nothing matches
+            return np.zeros(len(cols["proto"]), dtype=np.bool_)
+        v = self.value
+        ids = names.ids_where((lambda s: s.lower() == v) if self.exact
+                              else (lambda s: v in s.lower()))
+        return np.isin(column, ids)
+
+    def bpf(self, cluster_bpf: Callable[[int], str] | None) -> str:
+        raise FilterError(f"'{self.word}' has no capture-filter equivalent "
+                          "(names are not in packet headers)")
 
 
 @dataclass(frozen=True)
@@ -265,7 +296,27 @@ class _Parser:
             return _primitive(word, value, vcol)
         if word in _BARE_PROTOS:
             return _Proto(_PROTO_WORDS[word])
+        if word in TEXT_WORDS or _TEXT_TERM.match(word):
+            return self._text(tok, col)
         raise FilterError(f"unknown word {tok!r} at column {col} (expected {_EXPECTED})")
+
+
+    def _text(self, tok: str, col: int) -> _Text:
+        """``name ~ x``, ``name = x``, ``name x``, also written without spaces."""
+        m = _TEXT_TERM.match(tok)
+        word, op, value = (m.group(1).lower(), m.group(2), m.group(3)) if m else \
+            (tok.lower(), "", "")
+        if not op and self._peek() in ("~", "=", "=="):
+            op = self._take()[0]
+        elif not op and self._peek() and self._peek()[0] in "~=":
+            nxt = self._take()[0]  # "~reddit" or "=x": the operator glued to the value
+            op, value = ("~", nxt[1:]) if nxt[0] == "~" else ("=", nxt.lstrip("="))
+        if not value:
+            if self._peek() is None or self._peek() in ("(", ")", "&&", "||", "!"):
+                raise FilterError(f"{word!r} at column {col} needs a value "
+                                  f"(e.g. {word} ~ text)")
+            value = self._take()[0]
+        return _Text(word, op in ("=", "=="), value.lower())
 
 
 def _primitive(kind: str, value: str, col: int) -> _Node:

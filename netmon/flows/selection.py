@@ -13,7 +13,7 @@ import numpy as np
 
 from netmon.core.link import FLOW_SORT_KEYS, FlowQuery, HostRow
 from netmon.core.values import PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP
-from netmon.flows.filter import FILTER_COLUMNS, Filter
+from netmon.flows.filter import FILTER_COLUMNS, TEXT_WORDS, Filter
 from netmon.flows.keys import KEY_DTYPE, split_key
 from netmon.flows.table import FlowTable
 
@@ -60,7 +60,9 @@ def select_flows(t: FlowTable, query: FlowQuery, flt: Filter, *, paged: bool,
         sel = sel[t.cluster[sel] == query.cluster_id]
     if not flt.empty and len(sel):
         cols = {c: getattr(t, c)[sel] for c in FILTER_COLUMNS}
-        sel = sel[flt.mask({**cols, "observers": t.observers})]
+        for c in set(TEXT_WORDS.values()):
+            cols[f"name_{c}"] = getattr(t.names, c)[sel]
+        sel = sel[flt.mask({**cols, "observers": t.observers, "names": t.names})]
     total = len(sel)
     if not ordered:
         return sel, total
@@ -104,13 +106,29 @@ def host_rows(t: FlowTable, slots: np.ndarray,
     page = order[offset:offset + max(query.limit, 0)]
     rows = []
     n = len(slots)
+    names = _responder_names(t, slots)
     for j in page.tolist():
         i = int(first[j])  # a flow this host is in, and on which side
         _, lo_text, _, hi_text, _ = split_key(t.keys[int(slots[i % n])])
         rows.append(HostRow(address=lo_text if i < n else hi_text, flows=int(flows[j]),
                             peers=int(peers[j]), ports=int(ports[j]),
-                            packets=int(packets[j]), bytes=int(nbytes[j])))
+                            packets=int(packets[j]), bytes=int(nbytes[j]),
+                            name=names.get(int(uniq[j]), "")))
     return tuple(rows), nh
+
+
+def _responder_names(t: FlowTable, slots: np.ndarray) -> dict[int, str]:
+    """Address digest -> the server name of the first named flow among ``slots`` that
+    address answered (names belong to responders: a client has many)."""
+    ids = t.names.name[slots]
+    named = np.flatnonzero(ids)
+    if not len(named):
+        return {}
+    sl = slots[named]
+    resp = np.where(t.a_is_lo[sl], t.host_hi[sl], t.host_lo[sl])
+    digests, at = np.unique(resp, return_index=True)
+    return {int(h): t.names.text(int(ids[named[i]]))
+            for h, i in zip(digests.tolist(), at.tolist(), strict=True)}
 
 
 def _sort_keys(t: FlowTable, sel: np.ndarray, name: str) -> list[np.ndarray]:

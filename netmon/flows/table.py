@@ -37,6 +37,7 @@ import numpy as np
 from netmon.core.values import FlowView
 from netmon.flows.external import ExternalRecordsMixin
 from netmon.flows.keys import FIRST_SIZES, address_digest, flow_keys
+from netmon.flows.namecols import NameColumns
 from netmon.flows.views import FlowViewsMixin, views_from_columns
 from netmon.ingest.batch import TUNNEL, PacketBatch
 
@@ -64,6 +65,8 @@ class FlowTable(FlowViewsMixin, ExternalRecordsMixin):
         self.keys: list[bytes | None] = []  # slot -> flow key (None when free)
         self._free: list[int] = []
         self.cap = 0
+        #: Names read from the flows' first bytes (netmon.flows.naming writes them).
+        self.names = NameColumns(self.live_slots)
         self._grow(max(16, initial_capacity))
         # Ended flows not yet taken by drain_finished: (columns, keys, reason) chunks.
         self._finished: list[tuple[dict, list[bytes], str]] = []
@@ -134,6 +137,7 @@ class FlowTable(FlowViewsMixin, ExternalRecordsMixin):
         #: Set for every slot that received packets; the engine clears it per tick.
         self.dirty = grown(getattr(self, "dirty", None), np.bool_)
         self.first_sizes = grown(getattr(self, "first_sizes", None), np.int32, (FIRST_SIZES,))
+        self.names.grow(new_cap)
         self.keys.extend([None] * (new_cap - old))
         self._free.extend(range(new_cap - 1, old - 1, -1))  # pop() hands out low slots
         self.cap = new_cap
@@ -292,6 +296,7 @@ class FlowTable(FlowViewsMixin, ExternalRecordsMixin):
         for name in _INT_COLS + _SMALL_COLS + ("sizesq", "iat_mean", "iat_m2"):
             getattr(self, name)[ns] = 0
         self.first_sizes[ns] = 0
+        self.names.reset(ns)
         self.first[ns] = b.ts[at]
         self.last[ns] = b.ts[at]
         proto = b.proto[at]

@@ -43,7 +43,8 @@ class FlowViewsMixin:
         Keys: flow_id, proto, a_is_lo, port_a, port_b, pkts_a2b, bytes_a2b, pkts_b2a,
         bytes_b2a, first, last, syn, synack, fin, rst, psh, size_mean, size_std,
         iat_mean, iat_std, first_sizes (n x FIRST_SIZES, + = a->b, 0 = none),
-        cluster, outlier, exported, tunnel, host_b (the responder's address digest).
+        cluster, outlier, exported, tunnel, host_b (the responder's address digest),
+        and the names (:meth:`netmon.flows.namecols.NameColumns.columns`).
         """
         sl = np.asarray(slots, dtype=np.int64)
         a_lo = self.a_is_lo[sl]
@@ -74,6 +75,7 @@ class FlowViewsMixin:
             "exported": self.exported[sl],
             "tunnel": self.tunnel[sl],
             "host_b": np.where(a_lo, self.host_hi[sl], self.host_lo[sl]),
+            **self.names.columns(sl),
         }
 
     def live_views(self) -> list[FlowView]:
@@ -97,6 +99,7 @@ def views_from_columns(cols: dict[str, np.ndarray], keys: list[bytes], reason: s
     exported = cols["exported"].tolist() if "exported" in cols else [False] * len(keys)
     tunnel = cols["tunnel"].tolist() if "tunnel" in cols else [False] * len(keys)
     npk = (cols["pkts_a2b"] + cols["pkts_b2a"]).tolist()
+    names = _names(cols, len(keys))
     rows = zip(keys, cols["a_is_lo"].tolist(), cols["flow_id"].tolist(),
                cols["pkts_a2b"].tolist(), cols["bytes_a2b"].tolist(),
                cols["pkts_b2a"].tolist(), cols["bytes_b2a"].tolist(),
@@ -105,11 +108,12 @@ def views_from_columns(cols: dict[str, np.ndarray], keys: list[bytes], reason: s
                cols["psh"].tolist(), cols["size_mean"].tolist(), cols["size_std"].tolist(),
                cols["iat_mean"].tolist(), cols["iat_std"].tolist(),
                cols["first_sizes"].tolist(), npk, cols["cluster"].tolist(),
-               cols["outlier"].tolist(), exported, tunnel, strict=True)
+               cols["outlier"].tolist(), exported, tunnel, names, strict=True)
     conn = listener if listener is not None else [None] * len(keys)
     out = []
     for (key, alo, fid, pab, bab, pba, bba, first, last, syn, synack, fin, rst, psh,
-         sm, ss, im, is_, sizes, n, cid, score, exp, tun), lc in zip(rows, conn, strict=True):
+         sm, ss, im, is_, sizes, n, cid, score, exp, tun, named), lc in zip(rows, conn,
+                                                                            strict=True):
         proto, lo, lop, hi, hip = split_key(key)
         a, pa, b, pb = (lo, lop, hi, hip) if alo else (hi, hip, lo, lop)
         out.append(FlowView(
@@ -121,6 +125,21 @@ def views_from_columns(cols: dict[str, np.ndarray], keys: list[bytes], reason: s
             cluster_id=cid if cid >= 0 else None, cluster_label=labels.get(cid, ""),
             outlier=score, observer=observers[obs] if (obs := key_observer(key)) < nobs else "",
             exported=exp, tunnel=tun, listener=lc is not None,
-            first_class=lc[0] if lc else "", preview=lc[1] if lc else ""))
+            first_class=lc[0] if lc else "", preview=lc[1] if lc else "", **named))
+    return out
+
+
+_NAME_FIELDS = ("server_name", "name_source", "app", "ja4", "ja3", "software", "process",
+                "pid", "user", "container")
+_NO_NAMES: dict = {}
+
+
+def _names(cols: dict[str, np.ndarray], n: int) -> list[dict]:
+    """Per row, the name fields to pass on (an empty dict for the many unnamed flows)."""
+    if "named" not in cols:
+        return [_NO_NAMES] * n
+    out = [_NO_NAMES] * n
+    for i in np.flatnonzero(cols["named"]).tolist():
+        out[i] = {f: cols[f][i] if f != "pid" else int(cols[f][i]) for f in _NAME_FIELDS}
     return out
 

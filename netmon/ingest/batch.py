@@ -78,6 +78,13 @@ class PacketBatch:
     linktypes: tuple[int, ...] = ()
     #: Observation point of each row (uint16; see FlowTable.observers), or None: all 0.
     obs: np.ndarray | None = None
+    #: Where each row's transport payload starts in its frame (bytes from the frame's
+    #: first byte) and how many of its bytes were captured (IP length minus headers,
+    #: cut at the capture length: Ethernet padding is not payload). -1 where the fast
+    #: path did not decode the frame (those rows' bytes can be decoded per frame:
+    #: netmon.ingest.payload); None when no row knows (batches built from records).
+    pay_off: np.ndarray | None = None
+    pay_len: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.ts)
@@ -101,7 +108,7 @@ class PacketBatch:
                  chunk: np.ndarray, off: np.ndarray, length: np.ndarray) -> PacketBatch:
         """This batch with its rows' raw-frame locations (see the class docstring)."""
         return PacketBatch(*(getattr(self, f) for f in _COLS), chunk, off, length, bufs,
-                           linktypes, self.obs)
+                           linktypes, self.obs, self.pay_off, self.pay_len)
 
     def observed_at(self, obs: int) -> PacketBatch:
         """This batch with every row tagged as seen at observation point ``obs``."""
@@ -111,10 +118,11 @@ class PacketBatch:
         """The packets at ``idx`` (an index array or a slice), raw locations included."""
         cols = (getattr(self, f)[idx] for f in _COLS)
         obs = None if self.obs is None else self.obs[idx]
+        pay = (None, None) if self.pay_off is None else (self.pay_off[idx], self.pay_len[idx])
         if self.raw_off is None:
-            return PacketBatch(*cols, obs=obs)
+            return PacketBatch(*cols, obs=obs, pay_off=pay[0], pay_len=pay[1])
         return PacketBatch(*cols, self.raw_chunk[idx], self.raw_off[idx], self.raw_len[idx],
-                           self.bufs, self.linktypes, obs)
+                           self.bufs, self.linktypes, obs, *pay)
 
     @staticmethod
     def empty() -> PacketBatch:
@@ -148,8 +156,14 @@ class PacketBatch:
         if any(b.obs is not None for b in batches):
             obs = np.concatenate([np.zeros(len(b), dtype=np.uint16) if b.obs is None
                                   else b.obs for b in batches])
+        pay_off = pay_len = None
+        if any(b.pay_off is not None for b in batches):
+            pay_off = np.concatenate([np.full(len(b), -1, dtype=np.int32) if b.pay_off is None
+                                      else b.pay_off for b in batches])
+            pay_len = np.concatenate([np.full(len(b), -1, dtype=np.int32) if b.pay_len is None
+                                      else b.pay_len for b in batches])
         if all(b.raw_off is None for b in batches):
-            return PacketBatch(*cols, obs=obs)
+            return PacketBatch(*cols, obs=obs, pay_off=pay_off, pay_len=pay_len)
         bufs: list[bytes] = []
         linktypes: list[int] = []
         chunk, off, length = [], [], []
@@ -166,7 +180,8 @@ class PacketBatch:
             bufs.extend(b.bufs)
             linktypes.extend(b.linktypes)
         return PacketBatch(*cols, np.concatenate(chunk), np.concatenate(off),
-                           np.concatenate(length), tuple(bufs), tuple(linktypes), obs)
+                           np.concatenate(length), tuple(bufs), tuple(linktypes), obs,
+                           pay_off, pay_len)
 
     def head(self, n: int) -> PacketBatch:
         """The first ``n`` packets."""
@@ -286,7 +301,15 @@ def decode_pcap_records(buf: bytes, offs: list[int], endian: str, tsmul: float,
     sport = np.where(ported, sp[idx], 0)
     dport = np.where(ported, dp[idx], 0)
     flags = np.select([pr == 6, (pr == 1) | (pr == 58)], [_take(A, q + 13), _take(A, q)], 0)
-    batch = PacketBatch(ts[idx], wirelen[idx], pr, fam, src, sport, dst, dport, flags)
+    # Transport payload (names are read from its first bytes): after the TCP header
+    # (data offset, in words) or the 8-byte UDP header, up to the IP length's end.
+    hl4 = np.where(pr == 6, (_take(A, q + 12) >> 4) << 2, np.where(pr == 17, 8, -1))
+    plen = l4end[idx] - hl4
+    ok = (hl4 >= 8) & (plen >= 0)
+    pay_off = np.where(ok, q - p[idx] + hl4, -1).astype(np.int32)
+    pay_len = np.where(ok, plen, -1).astype(np.int32)
+    batch = PacketBatch(ts[idx], wirelen[idx], pr, fam, src, sport, dst, dport, flags,
+                        pay_off=pay_off, pay_len=pay_len)
 
     slow_idx = np.flatnonzero(~fast)
     recs = []

@@ -53,6 +53,14 @@ def short_observer(name: str) -> str:
     return rest if rest and kind in ("ssh", "exporter", "live", "collect", "file") else name
 
 
+def wire_text(text: str, width: int) -> str:
+    """Untrusted text in ``width`` cells: escaped, both ends kept ("www.ex…le.com");
+    a long text is cut to its ends first, so a 64 KB name costs what a short one does."""
+    if len(text) > 4 * width:
+        text = text[:2 * width] + text[-2 * width:]
+    return middle_ellipsis(safe_text(text), width)
+
+
 class FlowsTable(LiveTable):
     """One page of flows, keyed by flow id; with ``observers``, a column saying where
     each flow was seen (several SSH hosts, exporters or captures at once)."""
@@ -61,37 +69,57 @@ class FlowsTable(LiveTable):
         Column("proto", "proto", 6),
         Column("addr_a", "initiator", 15, flex=1),
         Column("addr_b", "responder", 15, flex=1),
+        Column("server_name", "name", 10, flex=1, max_width=40),
         Column("packets", "pkts", 6, "right"),
         Column("bytes", "bytes", 7, "right"),
         Column("duration", "dur", 6, "right"),
         Column("outlier", "odd", 4, "right"),
     )
     OBSERVER = Column("observer", "seen at", 10, flex=1, max_width=24)
+    #: Shown once a flow on the page has a known local process (live capture here).
+    PROCESS = Column("process", "process", 8, flex=1, max_width=24)
 
     def __init__(self, *, id: str | None = None, observers: bool = False) -> None:
-        columns = self.COLUMNS
-        if observers:
-            columns = (*columns[:1], self.OBSERVER, *columns[1:])
-        super().__init__(columns, id=id)
+        super().__init__(self._columns(observers, False), id=id)
         self.observers = observers
+        self.processes = False
         self.flows: dict[int, FlowView] = {}
         self.sort_key = "bytes"
         self.empty_text = "asking the engine…"
 
+    def _columns(self, observers: bool, processes: bool) -> tuple[Column, ...]:
+        columns = self.COLUMNS
+        if processes:
+            columns = (*columns[:4], self.PROCESS, *columns[4:])
+        if observers:
+            columns = (*columns[:1], self.OBSERVER, *columns[1:])
+        return columns
+
     def show_flows(self, flows: Sequence[FlowView]) -> None:
+        if not self.processes and any(f.pid for f in flows):
+            self.processes = True
+            self.set_columns(self._columns(self.observers, True))
         widths = self._column_widths(self.size.width or 80)
         at = 2 if self.observers else 1  # where the initiator's column is
-        wa, wb = widths[at], widths[at + 1]
+        wa, wb, wn = widths[at], widths[at + 1], widths[at + 2]
         self.flows = {f.flow_id: f for f in flows}
         rows = []
         for f in flows:
-            cells = (
+            # Names are wire text: escaped by their parser already, and again here
+            # (the last word before the terminal), cut before escaping so a long one
+            # costs nothing.
+            cells: tuple = (
                 proto_name(f.proto),
                 middle_ellipsis(endpoint(f.addr_a, f.port_a), wa),
                 middle_ellipsis(endpoint(f.addr_b, f.port_b), wb),
+                wire_text(f.server_name, wn),
                 si(f.packets), human_bytes(f.bytes), duration(f.duration),
                 f"{f.outlier:.1f}",
             )
+            if self.processes:
+                wp = widths[at + 3]
+                who = f"{f.process}[{f.pid}]" if f.pid else ""
+                cells = (*cells[:4], wire_text(who, wp), *cells[4:])
             if self.observers:
                 where = middle_ellipsis(safe_text(short_observer(f.observer)), widths[1])
                 cells = (cells[0], where, *cells[1:])
@@ -108,6 +136,7 @@ class HostsTable(LiveTable):
 
     COLUMNS = (
         Column("address", "host", 16, flex=1, max_width=46),
+        Column("name", "name", 10, flex=1, max_width=40),
         Column("flows", "flows", 6, "right"),
         Column("peers", "peers", 6, "right"),
         Column("ports", "ports", 6, "right"),
@@ -126,8 +155,10 @@ class HostsTable(LiveTable):
         key = self.sort_key
         ordered = sorted(self.hosts, key=lambda h: (getattr(h, key), h.address),
                          reverse=self.sort_descending)
-        self.set_rows([(h.address, (safe_text(h.address), si(h.flows), si(h.peers),
-                                    si(h.ports), si(h.packets), human_bytes(h.bytes)))
+        wn = self._column_widths(self.size.width or 80)[1]
+        self.set_rows([(h.address, (safe_text(h.address), wire_text(h.name, wn), si(h.flows),
+                                    si(h.peers), si(h.ports), si(h.packets),
+                                    human_bytes(h.bytes)))
                        for h in ordered])
 
 
