@@ -30,13 +30,13 @@ from netmon.core.settings import Settings
 from netmon.core.text import NAME_MAX, safe_text
 from netmon.core.values import ConnectionRecord, Snapshot
 from netmon.engine.clusterjob import ClusterJob
+from netmon.engine.keeping import DiskKeeping
 from netmon.engine.result import EngineResult
 from netmon.engine.snapshot import SnapshotBuilder
 from netmon.export.flowsout import FlowsOutWriter
 from netmon.flows.naming import FlowNamer
 from netmon.flows.table import FlowTable
 from netmon.ingest.batch import PacketBatch
-from netmon.ingest.diskring import DiskRing
 from netmon.ingest.packetstore import PacketStore
 from netmon.netflow.templates import FlowRecords
 from netmon.sources.base import EngineSinks, Source
@@ -55,9 +55,6 @@ STOP_TIMEOUT = 4.0
 
 #: Sources that watch the present (flows age by the wall clock), not a recording.
 LIVE_KINDS = ("live", "listen", "ssh", "collect")
-#: Recordings that can wait (Source.pause): with --keep-packets they wait for the disk
-#: writer rather than lose packets on disk.
-REPLAY_KINDS = ("file", "stdin")
 
 
 def make_reactor() -> Any:
@@ -90,11 +87,6 @@ class Engine:
         self.namer = FlowNamer(self.table)
         #: Each flow's first and recent packets, for the UI's packet lists and dissections.
         self.packets = PacketStore(settings.packet_mb << 20)
-        #: Every frame on disk (--keep-packets); its writer thread runs from _begin to
-        #: _finalise. A bad directory raises SourceError here, before capture starts.
-        self.disk = (DiskRing(settings.keep_packets, settings.keep_size)
-                     if settings.keep_packets else None)
-        self._disk_reported = False
         self._pending_raw = 0
         self._writer = FlowsOutWriter(settings.flows_out) if settings.flows_out else None
         self._pending: list[PacketBatch] = []
@@ -135,11 +127,12 @@ class Engine:
         self._next_ctick = 0.0
         self._paused = False
         self._queue: deque[PacketBatch] = deque()  # capture-tick mode: not yet counted
-        # A replay's sources wait while the disk writer's queue is full (--keep-packets
-        # keeps every packet of a recording); live ones never wait: the ring drops.
-        self._disk_wait = False
-        if self.disk is not None and all(s.kind in REPLAY_KINDS for s in sources):
-            self.disk.lossless(self._disk_drained_soon)
+        #: Every frame on disk (--keep-packets); its writer thread runs from _begin to
+        #: _finalise, and a replay waits for it rather than lose packets on disk.
+        self.keeping = (DiskKeeping(settings, sources, self.reactor, self.result.warnings,
+                                    lambda: not self._paused and not self._finalised)
+                        if settings.keep_packets else None)
+        self.disk = self.keeping.ring if self.keeping is not None else None
 
     # ------------------------------------------------------------ any thread
     def start(self) -> None:
@@ -176,8 +169,8 @@ class Engine:
 
     def _begin(self) -> None:
         self.snapshots.begin(time.time())
-        if self.disk is not None:
-            self.disk.start()
+        if self.keeping is not None:
+            self.keeping.start()
         sinks = EngineSinks(packets=self._sink, connections=self._conn_sink,
                             flow_records=self._rec_sink, observer_id=self.table.observer_id)
         for src in self.sources:
@@ -267,26 +260,8 @@ class Engine:
             # Each row's flow total after the batch: the store keeps a flow's last
             # packets of the batch without sorting it again.
             self.packets.append(batch, flow_id, a2b, seq, t.pkts_ab[slots] + t.pkts_ba[slots])
-        if self.disk is not None and self.disk.append(batch, flow_id, a2b, seq):
-            if not self._disk_wait:
-                self._disk_wait = True
-                for src in self.sources:
-                    src.pause()
-
-    def _disk_drained_soon(self) -> None:
-        """The disk writer has room again (called on the writer thread)."""
-        try:
-            self.reactor.callFromThread(self._disk_drained)
-        except RuntimeError:  # reactor already gone
-            pass
-
-    def _disk_drained(self) -> None:
-        if not self._disk_wait:
-            return
-        self._disk_wait = False
-        if not self._paused and not self._finalised:  # else the clusterer resumes them
-            for src in self.sources:
-                src.resume()
+        if self.keeping is not None:
+            self.keeping.append(batch, flow_id, a2b, seq)
 
     def _clock(self) -> float:
         # Live traffic expires by the wall clock (quiet links still age flows out);
@@ -308,15 +283,9 @@ class Engine:
             else:
                 self.reactor.callLater(0, self._shutdown, "end of input")
 
-    def _disk_news(self) -> None:
-        """The disk ring's one message, once, as a warning (snapshots show it)."""
-        disk = self.disk
-        if disk is not None and disk.error and not self._disk_reported:
-            self._disk_reported = True
-            self.result.warnings.append(disk.error)
-
     def _tick(self) -> None:
-        self._disk_news()
+        if self.keeping is not None:
+            self.keeping.news()
         if self._capture_ticks:
             # Expiry and clustering follow capture time (_capture_tick); the wall-clock
             # tick only reports.
@@ -365,7 +334,8 @@ class Engine:
         if self._paused:
             self._paused = False
             self._drain()
-            if not self._paused and not self._disk_wait:  # else the disk writer resumes
+            waiting = self.keeping is not None and self.keeping.waiting
+            if not self._paused and not waiting:  # else the disk writer resumes
                 for src in self.sources:
                     src.resume()
 
@@ -436,17 +406,8 @@ class Engine:
         if self.clustering is not None:
             self.clustering.finish()  # every flow seen gets its cluster
             self._update_clusters()
-        if self.disk is not None:  # everything counted is queued: write it, end the thread
-            self.disk.close()
-            self._disk_news()
-            if self.disk.dropped:
-                self.result.warnings.append(
-                    f"--keep-packets: {self.disk.dropped} packets were not written "
-                    "(the disk writer fell behind)")
-            if self.disk.skipped:
-                self.result.warnings.append(
-                    f"--keep-packets: {self.disk.skipped} frames were not written (bigger "
-                    "than --keep-size leaves room for)")
+        if self.keeping is not None:  # everything counted is queued: write it
+            self.keeping.close()
         # Before end_live: live flows still count.
         snap = self.snapshots.build(self.result.warnings, finished=True)
         labels = self.clustering.labels if self.clustering is not None else None
