@@ -30,8 +30,10 @@ Pipeline per tick (:meth:`OnlineClusterer.update`, given the flows that changed)
    after ``forget_ticks`` ticks out of the model.
 5. Each flow takes the display cluster of its nearest micro-cluster; every display
    cluster the model remembers is named, each tick, by
-   :func:`netmon.cluster.labels.distinct_labels` from its centroid, its members' server
-   ports and how many responders they reach: no two alike, none empty.
+   :func:`netmon.cluster.labels.distinct_labels` from what its members are now (the
+   mean of their latest feature rows, :mod:`netmon.cluster.profiles`; the centroid
+   until it has any), their server ports and how many responders they reach: no two
+   alike, none empty.
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ from threadpoolctl import ThreadpoolController
 from netmon.cluster.features import BINARY_FEATURES, feature_names, features, server_ports
 from netmon.cluster.labels import ClusterFacts, distinct_labels
 from netmon.cluster.matching import VANISHED_PENALTY, match_clusters, merge_micro
+from netmon.cluster.profiles import MemberProfiles
 
 #: Weight of each feature group after scaling, by name prefix (others: 1). Totals that
 #: grow with a flow's age weigh less than shape features (sizes, timing, flags) so a
@@ -201,6 +204,7 @@ class OnlineClusterer:
         self._ports: dict[int, Counter] = {}
         self._peers: dict[int, set[int]] = {}  # responders' address digests (bounded)
         self._labels: dict[int, str] = {}
+        self._now = MemberProfiles()  # members' latest rows: what a label describes
 
     # ------------------------------------------------------------------ public API
     def update(self, cols: dict[str, np.ndarray], *, final: bool = False) -> Assignment:
@@ -247,6 +251,8 @@ class OnlineClusterer:
                 self._learn(z, outlier >= self.tuning.outlier_threshold)
         ids = self._nearest(z)[0]
         self._note_members(ids, cols)
+        if "flow_id" in cols:
+            self._now.note(ids, cols["flow_id"], x)
         self._labels = distinct_labels({i: self._facts(i) for i in self._centroid})
         return Assignment(ids, outlier, outlier >= self.tuning.outlier_threshold)
 
@@ -403,6 +409,7 @@ class OnlineClusterer:
             for d in (self._centroid, self._present, self._last_seen, self._minted,
                       self._ports, self._peers, self._labels):
                 d.pop(i, None)
+            self._now.forget(i)
         return ids
 
     # ------------------------------------------------------------------ labels
@@ -429,6 +436,11 @@ class OnlineClusterer:
 
     def _facts(self, cid: int) -> ClusterFacts:
         z = self._centroid[cid] / self._weights * self._scale + self._mean
+        # Named after what its members are now, where known: the centroid also holds
+        # every younger state of them (see netmon.cluster.profiles).
+        now = self._now.mean(cid)
+        if now is not None:
+            z = np.where(np.isnan(now), z, now)
         return ClusterFacts(dict(zip(self.names, z.tolist(), strict=True)),
                             self._ports.get(cid, Counter()), len(self._peers.get(cid, ())))
 
