@@ -19,10 +19,12 @@ Pipeline per tick (:meth:`OnlineClusterer.update`, given the flows that changed)
    the micro-clusters outgrow ``Tuning.max_micro`` the tree is rebuilt from its
    leaves with a 30% larger threshold. (``Tuning(model="kmeans")`` swaps in
    ``MiniBatchKMeans.partial_fit``; ``netmon.bench.cluster`` compares the two.)
-4. Display clusters: micro-clusters merged by average-linkage agglomeration cut at
-   ``Tuning.merge_distance``, with a hysteresis band so last tick's merge decision
-   stands near the cut (:func:`netmon.cluster.matching.merge_micro`); then matched to
-   the previous tick's display clusters by centroid distance (Hungarian, see
+4. Display clusters: micro-clusters merged by average-linkage agglomeration, each
+   counted by the rows it holds (a light micro-cluster of young flows' states must not
+   bridge two behaviours), cut at ``Tuning.merge_distance``, with a hysteresis band so
+   last tick's merge decision stands near the cut
+   (:func:`netmon.cluster.matching.merge_micro`); then matched to the previous tick's
+   display clusters by centroid distance (Hungarian, see
    :func:`netmon.cluster.matching.match_clusters`) under ``Tuning.match_gate``. A
    cluster inherits the ID it matches, also from a recently vanished cluster, so a
    behaviour that pauses and returns keeps its ID; an ID is minted only when nothing
@@ -370,7 +372,7 @@ class OnlineClusterer:
     def _rebuild_display(self) -> None:
         c, w = self._micro, self._micro_weight
         groups = merge_micro(c, self.tuning.merge_distance, self._inherited_ids(c),
-                             self.tuning.merge_hysteresis)
+                             self.tuning.merge_hysteresis, w)
         k = int(groups.max()) + 1
         cent = np.zeros((k, c.shape[1]))
         np.add.at(cent, groups, c * w[:, None])

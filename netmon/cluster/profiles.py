@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import numpy as np
 
-_NO_ROWS = np.zeros((0, 0), dtype=np.float32)
-
 
 class MemberProfiles:
     """Per display cluster, the latest raw feature rows of up to ``per_cluster`` member
@@ -39,25 +37,20 @@ class MemberProfiles:
 
     def note(self, ids: np.ndarray, flow_ids: np.ndarray, rows: np.ndarray) -> None:
         """Record this tick's rows: flow ``flow_ids[i]`` is in cluster ``ids[i]`` (-1:
-        none yet) with raw features ``rows[i]``."""
+        none yet) with raw features ``rows[i]``; a flow at most once per call."""
         self._tick += 1
         ids = np.asarray(ids, dtype=np.int64)
-        flow_ids = np.asarray(flow_ids, dtype=np.int64)
-        if not len(ids):
+        ok = np.flatnonzero(ids >= 0)
+        if not len(ok):
             return
-        # One row per flow, its last (a flow is passed at most once per tick, but the
-        # caller's columns are not ours to trust on that).
-        _, last = np.unique(flow_ids[::-1], return_index=True)
-        pick = np.sort(len(flow_ids) - 1 - last)
-        pick = pick[ids[pick] >= 0]
-        ids, flow_ids, rows = ids[pick], flow_ids[pick], rows[pick].astype(np.float32)
-        if not len(ids):
-            return
+        ids, flow_ids = ids[ok], np.asarray(flow_ids, dtype=np.int64)[ok]
         self._drop_moved(ids, flow_ids)
         order = np.argsort(ids, kind="stable")
         cids, starts = np.unique(ids[order], return_index=True)
         for cid, sel in zip(cids.tolist(), np.split(order, starts[1:]), strict=True):
-            self._add(cid, flow_ids[sel], rows[sel])
+            if len(sel) > self.per_cluster:  # more changed members than room: a spread
+                sel = sel[np.linspace(0, len(sel) - 1, self.per_cluster).round().astype(np.int64)]
+            self._add(cid, flow_ids[sel], np.asarray(rows)[ok[sel]].astype(np.float32))
 
     def mean(self, cid: int) -> np.ndarray | None:
         """Mean raw feature row of the cluster's sampled members (NaN where none of
@@ -81,30 +74,33 @@ class MemberProfiles:
 
     # ------------------------------------------------------------------ internals
     def _drop_moved(self, ids: np.ndarray, flow_ids: np.ndarray) -> None:
-        """Flows noted in another cluster this tick leave the sample they were in."""
-        order = np.argsort(flow_ids)
-        sf, sc = flow_ids[order], ids[order]
-        for cid, f in self._fid.items():
-            pos = np.minimum(np.searchsorted(sf, f), len(sf) - 1)
-            moved = (sf[pos] == f) & (sc[pos] != cid)
-            if moved.any():
-                keep = ~moved
-                self._fid[cid], self._rows[cid] = f[keep], self._rows[cid][keep]
-                self._stamp[cid] = self._stamp[cid][keep]
+        """Sampled flows noted in another cluster this tick leave the sample they were
+        in (looked up in the samples, a few thousand flows at most, not the tick's)."""
+        if not self._fid:
+            return
+        owner = np.concatenate([np.full(len(f), c, dtype=np.int64) for c, f in self._fid.items()])
+        sampled = np.concatenate(list(self._fid.values()))
+        order = np.argsort(sampled)
+        sampled, owner = sampled[order], owner[order]
+        pos = np.minimum(np.searchsorted(sampled, flow_ids), len(sampled) - 1)
+        moved = (sampled[pos] == flow_ids) & (owner[pos] != ids)
+        for cid in np.unique(owner[pos[moved]]).tolist():
+            keep = ~np.isin(self._fid[cid], flow_ids[moved])
+            self._fid[cid], self._rows[cid] = self._fid[cid][keep], self._rows[cid][keep]
+            self._stamp[cid] = self._stamp[cid][keep]
 
     def _add(self, cid: int, fids: np.ndarray, rows: np.ndarray) -> None:
-        k = self.per_cluster
-        if len(fids) > k:  # more changed members than room: an even spread of them
-            spread = np.linspace(0, len(fids) - 1, k).round().astype(np.int64)
-            fids, rows = fids[spread], rows[spread]
-        old_f = self._fid.get(cid, np.zeros(0, dtype=np.int64))
-        stay = ~np.isin(old_f, fids)  # a flow noted again: its new row replaces the old
+        stamp = np.full(len(fids), self._tick, dtype=np.int64)
+        old_f = self._fid.get(cid)
+        if old_f is None or len(fids) == self.per_cluster:  # nothing older stays
+            self._fid[cid], self._rows[cid], self._stamp[cid] = fids, rows, stamp
+            return
+        # A flow noted again: its new row replaces the old (at most 64 x 64 compares).
+        stay = ~(old_f[:, None] == fids[None, :]).any(axis=1)
         f = np.concatenate([old_f[stay], fids])
-        r = np.concatenate([self._rows.get(cid, _NO_ROWS).reshape(-1, rows.shape[1])[stay],
-                            rows])
-        s = np.concatenate([self._stamp.get(cid, np.zeros(0, dtype=np.int64))[stay],
-                            np.full(len(fids), self._tick, dtype=np.int64)])
-        if len(f) > k:  # the flows changed longest ago make room
-            keep = np.sort(np.argsort(s, kind="stable")[-k:])
+        r = np.concatenate([self._rows[cid][stay], rows])
+        s = np.concatenate([self._stamp[cid][stay], stamp])
+        if len(f) > self.per_cluster:  # the flows changed longest ago make room
+            keep = np.sort(np.argsort(s, kind="stable")[-self.per_cluster:])
             f, r, s = f[keep], r[keep], s[keep]
         self._fid[cid], self._rows[cid], self._stamp[cid] = f, r, s
