@@ -1,7 +1,7 @@
 """Display clusters from micro-clusters, and their stable IDs from tick to tick.
 
 Pure module (numpy, scipy): :func:`merge_micro` groups micro-cluster centroids into
-display clusters (average linkage with a hysteresis band); :func:`match_clusters`
+display clusters (average linkage, weighted by rows, with a hysteresis band); :func:`match_clusters`
 matches this tick's display centroids to known ones (Hungarian, under a gate) so a
 cluster keeps its ID. Called by :class:`netmon.cluster.online.OnlineClusterer`, so it
 runs where the clusterer does: one owner at a time, the reactor thread or one worker
@@ -17,12 +17,15 @@ from scipy.spatial.distance import pdist, squareform
 
 
 def merge_micro(centroids: np.ndarray, cut: float, previous: np.ndarray | None = None,
-                hysteresis: float = 0.0) -> np.ndarray:
+                hysteresis: float = 0.0, weights: np.ndarray | None = None) -> np.ndarray:
     """Group micro-cluster centroids into display clusters (0..k-1 per row): average
     linkage cut at ``cut``. With ``previous`` (last tick's group of each centroid, -1 if
     none) the merge decision gets a hysteresis band: pairs that shared a group look
     ``hysteresis`` (relative) closer, pairs that did not look as much farther, so a
-    pair hovering at the cut does not merge and split on alternate ticks."""
+    pair hovering at the cut does not merge and split on alternate ticks. With
+    ``weights`` (the rows each micro-cluster holds) the average is over rows, not
+    micro-clusters: a light micro-cluster between two heavy ones (young flows' states
+    between two behaviours) no longer pulls them together."""
     if len(centroids) < 2:
         return np.zeros(len(centroids), dtype=np.int64)
     dist = pdist(centroids)
@@ -32,8 +35,50 @@ def merge_micro(centroids: np.ndarray, cut: float, previous: np.ndarray | None =
         factor = np.where(prev[:, None] == prev[None, :], 1 - hysteresis, 1 + hysteresis)
         factor[~(known[:, None] & known[None, :])] = 1.0
         dist = dist * squareform(factor, checks=False)
+    if weights is not None:
+        return _weighted_average(squareform(dist), np.asarray(weights, dtype=np.float64), cut)
     tree = linkage(dist, method="average")
     return fcluster(tree, t=cut, criterion="distance").astype(np.int64) - 1
+
+
+def _weighted_average(d: np.ndarray, w: np.ndarray, cut: float) -> np.ndarray:
+    """Average linkage where each micro-cluster counts by its weight (the rows it
+    holds), cut at ``cut``. Nearest-neighbour chain, O(m^2): the linkage is reducible
+    (a merged group is never nearer to a third than the nearer of its parts), so a
+    group whose nearest is beyond the cut never merges and leaves the chain."""
+    m = len(w)
+    d = d.astype(np.float64, copy=True)
+    np.fill_diagonal(d, np.inf)
+    size = np.maximum(w, 1e-9).astype(np.float64)
+    group = np.arange(m)
+    active = np.ones(m, dtype=np.bool_)
+    chain: list[int] = []
+    while True:
+        if not chain:
+            left = np.flatnonzero(active)
+            if not len(left):
+                break
+            chain.append(int(left[0]))
+        a = chain[-1]
+        b = int(np.argmin(d[a]))
+        if not d[a, b] <= cut:
+            active[a] = False
+            d[a, :] = d[:, a] = np.inf
+            chain.pop()
+            continue
+        if len(chain) > 1 and d[a, chain[-2]] <= d[a, b]:
+            b = chain[-2]  # ties go back down the chain: it must end in a mutual pair
+        if len(chain) > 1 and b == chain[-2]:
+            del chain[-2:]
+            row = (size[a] * d[a] + size[b] * d[b]) / (size[a] + size[b])
+            d[a, :] = d[:, a] = row
+            d[a, a] = d[b, :] = d[:, b] = np.inf
+            active[b] = False
+            size[a] += size[b]
+            group[group == b] = a
+        else:
+            chain.append(b)
+    return np.unique(group, return_inverse=True)[1].astype(np.int64)
 
 
 #: Extra matching cost of a cluster that was absent from the last tick's model.

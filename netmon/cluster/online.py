@@ -19,10 +19,12 @@ Pipeline per tick (:meth:`OnlineClusterer.update`, given the flows that changed)
    the micro-clusters outgrow ``Tuning.max_micro`` the tree is rebuilt from its
    leaves with a 30% larger threshold. (``Tuning(model="kmeans")`` swaps in
    ``MiniBatchKMeans.partial_fit``; ``netmon.bench.cluster`` compares the two.)
-4. Display clusters: micro-clusters merged by average-linkage agglomeration cut at
-   ``Tuning.merge_distance``, with a hysteresis band so last tick's merge decision
-   stands near the cut (:func:`netmon.cluster.matching.merge_micro`); then matched to
-   the previous tick's display clusters by centroid distance (Hungarian, see
+4. Display clusters: micro-clusters merged by average-linkage agglomeration, each
+   counted by the rows it holds (a light micro-cluster of young flows' states must not
+   bridge two behaviours), cut at ``Tuning.merge_distance``, with a hysteresis band so
+   last tick's merge decision stands near the cut
+   (:func:`netmon.cluster.matching.merge_micro`); then matched to the previous tick's
+   display clusters by centroid distance (Hungarian, see
    :func:`netmon.cluster.matching.match_clusters`) under ``Tuning.match_gate``. A
    cluster inherits the ID it matches, also from a recently vanished cluster, so a
    behaviour that pauses and returns keeps its ID; an ID is minted only when nothing
@@ -30,9 +32,11 @@ Pipeline per tick (:meth:`OnlineClusterer.update`, given the flows that changed)
    after ``forget_ticks`` ticks out of the model.
 5. Each flow takes the display cluster of its nearest micro-cluster; every display
    cluster the model remembers is named, each tick, by
-   :func:`netmon.cluster.labels.distinct_labels` from its centroid, its members' server
-   ports, how many responders they reach and their dominant names (sites from the
-   flows' server names, when the traffic had any): no two alike, none empty.
+   :func:`netmon.cluster.labels.distinct_labels` from what its members are now (the
+   mean of their latest feature rows, :mod:`netmon.cluster.profiles`; the centroid
+   until it has any), their server ports, how many responders they reach and their
+   dominant names (sites from the flows' server names, when the traffic had any):
+   no two alike, none empty.
 """
 
 from __future__ import annotations
@@ -50,6 +54,7 @@ from netmon.cluster.features import BINARY_FEATURES, feature_names, features
 from netmon.cluster.labels import ClusterFacts, distinct_labels
 from netmon.cluster.matching import VANISHED_PENALTY, match_clusters, merge_micro
 from netmon.cluster.members import MemberBook
+from netmon.cluster.profiles import MemberProfiles
 
 #: Weight of each feature group after scaling, by name prefix (others: 1). Totals that
 #: grow with a flow's age weigh less than shape features (sizes, timing, flags) so a
@@ -201,6 +206,7 @@ class OnlineClusterer:
         self._minted: dict[int, int] = {}
         self._members = MemberBook()
         self._labels: dict[int, str] = {}
+        self._now = MemberProfiles()  # members' latest rows: what a label describes
 
     # ------------------------------------------------------------------ public API
     def update(self, cols: dict[str, np.ndarray], *, final: bool = False) -> Assignment:
@@ -247,6 +253,8 @@ class OnlineClusterer:
                 self._learn(z, outlier >= self.tuning.outlier_threshold)
         ids = self._nearest(z)[0]
         self._members.note(ids, cols, self.ticks)
+        if "flow_id" in cols:
+            self._now.note(ids, cols["flow_id"], x)
         self._labels = distinct_labels({i: self._facts(i) for i in self._centroid})
         return Assignment(ids, outlier, outlier >= self.tuning.outlier_threshold)
 
@@ -364,7 +372,7 @@ class OnlineClusterer:
     def _rebuild_display(self) -> None:
         c, w = self._micro, self._micro_weight
         groups = merge_micro(c, self.tuning.merge_distance, self._inherited_ids(c),
-                             self.tuning.merge_hysteresis)
+                             self.tuning.merge_hysteresis, w)
         k = int(groups.max()) + 1
         cent = np.zeros((k, c.shape[1]))
         np.add.at(cent, groups, c * w[:, None])
@@ -403,9 +411,15 @@ class OnlineClusterer:
             for d in (self._centroid, self._present, self._minted, self._labels):
                 d.pop(i, None)
             self._members.forget(i)
+            self._now.forget(i)
         return ids
 
     # ------------------------------------------------------------------ labels
     def _facts(self, cid: int) -> ClusterFacts:
         z = self._centroid[cid] / self._weights * self._scale + self._mean
+        # Named after what its members are now, where known: the centroid also holds
+        # every younger state of them (see netmon.cluster.profiles).
+        now = self._now.mean(cid)
+        if now is not None:
+            z = np.where(np.isnan(now), z, now)
         return self._members.facts(cid, dict(zip(self.names, z.tolist(), strict=True)))
