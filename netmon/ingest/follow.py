@@ -4,10 +4,10 @@ chunk by chunk, as ``tshark -q -z follow,tcp,ascii,N`` (or ``follow,udp``) print
 Pure code, no I/O and no threads of its own: the engine's link runs
 :func:`follow_frames` on a worker thread with frames copied off the reactor thread.
 
-Headers are found by netmon's own frame decoder (:class:`_PayloadFinder` subclasses
-:class:`netmon.ingest.framedecoder.FrameDecoder` and only notes where each transport
-header sits), so every link type, VLAN/MPLS stack, IPv6 extension chain and tunnel the
-flow table understands is followed the same way.
+Headers are found by netmon's own frame decoder
+(:func:`netmon.ingest.payload.transport_headers`), so every link type, VLAN/MPLS
+stack, IPv6 extension chain and tunnel the flow table understands is followed the same
+way.
 
 TCP is reassembled per direction by sequence number the way Wireshark's follow tap
 does it (epan/dissectors/packet-tcp.c, ``follow_tcp_tap_listener`` and
@@ -29,7 +29,7 @@ from typing import Protocol
 
 from netmon.core.link import FollowChunk
 from netmon.core.values import PROTO_TCP, PROTO_UDP, TCP_ACK, TCP_FIN, TCP_SYN
-from netmon.ingest.framedecoder import FrameDecoder
+from netmon.ingest.payload import transport_headers
 
 _MASK = 0xFFFFFFFF
 _HALF = 1 << 31
@@ -52,36 +52,6 @@ class Followed:
     chunks: tuple[FollowChunk, ...]
     frames_used: int  # frames of the flow whose transport header was found
     frames_skipped: int  # frames that could not be placed (no header, other flow)
-
-
-class _PayloadFinder(FrameDecoder):
-    """The frame decoder, noting each TCP/UDP header it meets: (proto, src, dst,
-    header offset, end of the captured transport bytes, end the IP header declares)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.found: list[tuple[int, bytes, bytes, int, int, int]] = []
-        self._ip_end = 0
-
-    def _decode_ipv4(self, buf: bytes, p: int, end: int, ts: float,
-                     wirelen: int) -> tuple | list | None:
-        if end - p >= 4:
-            tl = (buf[p + 2] << 8) | buf[p + 3]
-            self._ip_end = p + tl if tl else end  # 0: segmentation offload, as decoded
-        return super()._decode_ipv4(buf, p, end, ts, wirelen)
-
-    def _decode_ipv6(self, buf: bytes, p: int, end: int, ts: float,
-                     wirelen: int) -> tuple | list | None:
-        if end - p >= 6:
-            plen = (buf[p + 4] << 8) | buf[p + 5]
-            self._ip_end = p + 40 + plen if plen else end  # 0: a jumbogram
-        return super()._decode_ipv6(buf, p, end, ts, wirelen)
-
-    def _transport(self, proto: int, buf: bytes, q: int, qend: int, ts: float, wirelen: int,
-                   src: bytes, dst: bytes) -> tuple | list:
-        if proto in (PROTO_TCP, PROTO_UDP):
-            self.found.append((proto, src, dst, q, qend, max(self._ip_end, qend)))
-        return super()._transport(proto, buf, q, qend, ts, wirelen, src, dst)
 
 
 def _unwrap(raw: int, ref: int) -> int:
@@ -237,10 +207,9 @@ def _transport_of(frame: Frame, proto: int, a: tuple[bytes, int],
                   b: tuple[bytes, int]) -> tuple[int, bytes, int, int, int] | None:
     """(direction 0/1, buffer, header offset, captured end, declared end) of the flow's
     transport header in ``frame`` (the innermost one that matches, for tunnels)."""
-    finder = _PayloadFinder()
     buf = bytes(frame.data)
-    finder._decode_frame(frame.linktype, buf, 0, len(buf), frame.ts, frame.wirelen)
-    for p, src, dst, q, qend, ip_end in reversed(finder.found):
+    for p, src, dst, q, qend, ip_end in reversed(
+            transport_headers(frame.linktype, buf, 0, len(buf), frame.ts, frame.wirelen)):
         if p != proto or qend - q < 4:
             continue
         sport = (buf[q] << 8) | buf[q + 1]
