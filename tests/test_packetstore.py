@@ -209,12 +209,12 @@ def many_flows(n: int, packets: int, size: int, sport: int = 10000) -> list[list
 
 
 def test_a_bulk_flow_cannot_push_out_the_first_packets_of_others() -> None:
-    budget = 720 << 10
+    budget = 1152 << 10
     p = Pipeline(budget)
     # 150 small flows of 8 ~100-byte packets (~206 KB: 128-byte blocks) and a bulk flow
     # of 1450-byte ones, whose first 32 and recent 32 take ~50 KB each: not all fits
-    # under the low-water mark (~276 KB), the small flows' packets and the bulk's first
-    # ones do.
+    # under the low-water mark (a quarter of the budget, less the index: ~280 KB), the
+    # small flows' packets and the bulk's first ones do.
     small = many_flows(150, 8, 50)
     bulk = conversation(20000, sport=9, size=1400)
     rng = random.Random(1)
@@ -235,7 +235,7 @@ def test_a_bulk_flow_cannot_push_out_the_first_packets_of_others() -> None:
 
 
 def test_ended_flows_go_first_oldest_first() -> None:
-    budget = 1000 << 10  # low-water mark ~384 KB: room for the new flows, not the old
+    budget = 1000 << 10  # low-water mark ~240 KB: the ended flows cannot all stay
     p = Pipeline(budget)
     # Flows of 10 packets (3 in 128-byte blocks, 7 in 512-byte ones): 4.4 KB each.
     old = many_flows(160, 10, 400, sport=10000)
