@@ -144,10 +144,17 @@ def ssh_command(target: SshTarget, bpf: str = "", *, options: tuple[str, ...] = 
                 exclude_ssh: bool = True) -> list[str]:
     """The local argument list: ssh with safe options, the target, the remote script.
     ``options`` are extra ``-o`` options (``Port=2222``, ``IdentityFile=...``)."""
+    return ssh_args(target, remote_command(target, bpf, exclude_ssh=exclude_ssh),
+                    options=options)
+
+
+def ssh_args(target: SshTarget, script: str, *, options: tuple[str, ...] = ()) -> list[str]:
+    """ssh with safe options running ``script`` (built with quoted values) on the
+    target: the capture, and the ``ss`` readings of :mod:`netmon.sources.sshprocs`."""
     args = [find_ssh(), "-T", "-e", "none"]
     for opt in (*SSH_BASE_OPTIONS, *options):
         args += ["-o", opt]
-    args += [target.destination, remote_command(target, bpf, exclude_ssh=exclude_ssh)]
+    args += [target.destination, script]
     setpriv = shutil.which("setpriv")
     if setpriv:  # ssh dies with netmon, whatever kills netmon
         args = [setpriv, "--pdeathsig", "KILL", "--", *args]
@@ -205,6 +212,7 @@ class SshCapture(LiveCapture):
                          args=ssh_command(target, bpf, options=options,
                                           exclude_ssh=exclude_ssh))
         self.target = target
+        self.options = options  # the same login for the ss readings (sshprocs)
         if exclude_ssh:
             self.note = f"{target.host}: this SSH session"
 
