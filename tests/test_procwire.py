@@ -22,7 +22,7 @@ import pytest
 
 from netmon.core.settings import Settings
 from netmon.core.values import Snapshot
-from netmon.engine.engine import Engine, make_reactor
+from netmon.engine.engine import Engine
 from netmon.flows.procattr import UNKNOWN_TEXT, ProcessAttributor
 from netmon.flows.table import FlowTable
 from netmon.names.procs import ProcessInfo, ProcessTable
@@ -30,7 +30,6 @@ from netmon.names.proctext import ANY, TCP, local_key, tuple_key
 from netmon.sources.capture import CaptureSpec, LiveCapture
 from netmon.sources.files import FileSource
 from netmon.sources.ssh import SshCapture, parse_ssh_target
-from netmon.sources.sshprocs import SsReader
 from netmon.testing.ports import free_port
 from netmon.testing.sockproc import SocketProcess
 from tests.conftest import ROOT, captures_dir, need_capture
@@ -278,14 +277,6 @@ def test_attributor_totals_stay_bounded() -> None:
 
 
 # ------------------------------------------------------------------ ss over ssh
-def run_reactor() -> tuple[object, threading.Thread]:
-    reactor = make_reactor()
-    thread = threading.Thread(target=reactor.run, kwargs={"installSignalHandlers": False},
-                              daemon=True)
-    thread.start()
-    return reactor, thread
-
-
 @pytest.fixture
 def sshd(tmp_path: Path):
     from netmon.testing.sshd import Sshd, need_sshd
@@ -306,7 +297,7 @@ def test_ssh_sources_get_processes_from_ss_on_the_host(sshd, tmp_path: Path) -> 
                         options=tuple(sshd.client_options(good_key=True)))
     engine = Engine(Settings(tick=0.25, cluster=False, flows_out=str(flows_out)), [source],
                     snaps.put)
-    assert engine.procs.resolver is None and len(engine.procs.readers) == 1
+    assert engine.procs.resolver is None and engine.procs.remote == [source]
     engine.start()
     try:
         wait_running(snaps, 30)
@@ -334,7 +325,7 @@ def test_ssh_sources_get_processes_from_ss_on_the_host(sshd, tmp_path: Path) -> 
         assert (f["process"], f["pid"]) == ("nm-send-cli", pids[f["port_a"]])
         assert f["peer_process"] == "nm-echo-srv" and f["user"] == ""
     check_totals(last_snapshot(snaps), flows)
-    assert engine.procs.readers[0].readings >= 1 and not engine.result.warnings
+    assert source.processes.readings >= 1 and not engine.result.warnings
     # Neither login (capture, ss readings) nor anything it started is left there.
     sshd.wait_sessions(0, timeout=10)
     deadline = time.monotonic() + 10
@@ -345,20 +336,23 @@ def test_ssh_sources_get_processes_from_ss_on_the_host(sshd, tmp_path: Path) -> 
 
 @pytest.mark.live
 def test_a_host_without_ss_is_said_once_and_left_empty(sshd) -> None:
+    need_capture()
     target = parse_ssh_target(f"{sshd.user}@{sshd.host}:lo")
-    said: list[str] = []
-    reader = SsReader("ssh here", target, tuple(sshd.client_options(good_key=True)),
-                      said.append, period=0.2, ss="nm-no-such-ss")
-    reactor, thread = run_reactor()
-    reactor.callFromThread(reader.start, reactor)
+    snaps: queue.SimpleQueue = queue.SimpleQueue()
+    source = SshCapture(target, bpf=f"udp port {free_port(socket.SOCK_DGRAM)}",
+                        options=tuple(sshd.client_options(good_key=True)), ss="nm-no-such-ss")
+    engine = Engine(Settings(tick=0.25, cluster=False), [source], snaps.put)
+    engine.start()
     try:
+        wait_running(snaps, 30)
         deadline = time.monotonic() + 20
-        while not said and time.monotonic() < deadline:
+        while not source.processes.missing and time.monotonic() < deadline:
             time.sleep(0.1)
-        time.sleep(0.6)  # more polls: still said once
+        time.sleep(3.5)  # another period: still said once, and not asked again
     finally:
-        reactor.callFromThread(reader.stop)
-        reactor.callFromThread(reactor.callLater, 1.0, reactor.stop)
-        thread.join(20)
-    assert said == ["ssh here: no ss there: flows are not attributed to processes"]
-    assert reader.table.connected == {} and reader.readings == 0
+        engine.stop("test over")
+        assert engine.join(30)
+    assert engine.result.warnings == [
+        f"{source.name}: no ss there: flows are not attributed to processes"]
+    assert source.processes.readings == 0 and source.processes.table.connected == {}
+    assert source.state == "finished"

@@ -5,9 +5,9 @@ Reactor thread, except the ``netmon-procs`` thread :class:`ProcessWiring` starts
 joins: a :class:`~netmon.names.procs.ProcessResolver` scanning ``/proc`` (every 2 s,
 sooner when a new flow found no owner), made only when a source captures on this
 machine (kind "live": ``-i``, and the demo's capture of ``lo``). ``--ssh`` sources
-each get an :class:`~netmon.sources.sshprocs.SsReader` (``ss`` on that host, over
-its own login). Replays, the listener and collectors get nothing: their flows keep
-an empty process column, and the screen shows none.
+are asked every few seconds for an ``ss`` reading on that host, over their own
+session (:mod:`netmon.sources.sshprocs`). Replays, the listener and collectors get
+nothing: their flows keep an empty process column, and the screen shows none.
 
 Each tick the engine calls :meth:`ProcessWiring.tick` after counting and before
 expiry (every flow gets looked up before it can end), :meth:`ProcessWiring.ended`
@@ -21,13 +21,16 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from twisted.internet import task
+
 from netmon.core.values import ProcessTotal
 from netmon.flows.procattr import ProcessAttributor
 from netmon.flows.table import FlowTable
 from netmon.names.procs import ProcessResolver
 from netmon.names.procscan import ProcessScanner
 from netmon.sources.base import Source
-from netmon.sources.sshprocs import SsReader
+from netmon.sources.ssh import SshCapture
+from netmon.sources.sshprocs import PERIOD
 
 #: Source kinds that capture on this machine (their local sockets are in /proc).
 LOCAL_KINDS = ("live",)
@@ -43,7 +46,8 @@ class ProcessWiring:
         self.warnings = warnings
         self.attributor = ProcessAttributor(table)
         self.resolver: ProcessResolver | None = None
-        self.readers: list[SsReader] = []
+        self.remote: list[SshCapture] = []  # asked for ss readings
+        self._asking: task.LoopingCall | None = None
         #: Seconds the last tick's attribution took (the benchmark reads it).
         self.last_cost = 0.0
         self._stopped = False
@@ -52,11 +56,10 @@ class ProcessWiring:
                 if self.resolver is None:
                     self.resolver = ProcessResolver(ProcessScanner().refresh)
                 self.attributor.add_source(src.obs, self.resolver)
-            elif src.kind == "ssh" and hasattr(src, "target"):
-                reader = SsReader(src.name, src.target, getattr(src, "options", ()),
-                                  self._warn)
-                self.readers.append(reader)
-                self.attributor.add_source(src.obs, reader)
+            elif isinstance(src, SshCapture):
+                src.processes.warn = self._warn
+                self.remote.append(src)
+                self.attributor.add_source(src.obs, src.processes)
 
     @property
     def active(self) -> bool:
@@ -65,8 +68,14 @@ class ProcessWiring:
     def start(self) -> None:
         if self.resolver is not None:
             self.resolver.start()
-        for reader in self.readers:
-            reader.start(self.reactor)
+        if self.remote:
+            self._asking = task.LoopingCall(self._ask)
+            self._asking.clock = self.reactor
+            self._asking.start(PERIOD, now=False)
+
+    def _ask(self) -> None:
+        for src in self.remote:
+            src.ask_processes()
 
     def tick(self) -> None:
         if self._stopped or not self.active:
@@ -87,8 +96,8 @@ class ProcessWiring:
         if self._stopped:
             return
         self._stopped = True
-        for reader in self.readers:
-            reader.stop()
+        if self._asking is not None and self._asking.running:
+            self._asking.stop()
         if self.resolver is not None:
             try:
                 self.resolver.stop()
