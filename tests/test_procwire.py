@@ -356,3 +356,29 @@ def test_a_host_without_ss_is_said_once_and_left_empty(sshd) -> None:
         f"{source.name}: no ss there: flows are not attributed to processes"]
     assert source.processes.readings == 0 and source.processes.table.connected == {}
     assert source.state == "finished"
+
+
+def test_ss_readings_come_out_of_the_stderr_stream_in_any_chunking() -> None:
+    from netmon.sources.sshprocs import BEGIN_MARK, END_MARK, NO_SS_MARK, SsReadings
+
+    ss = ('tcp ESTAB 0 0 127.0.0.1:40001 127.0.0.1:8080 users:(("curl",pid=11,fd=3))\n'
+          'udp UNCONN 0 0 0.0.0.0:5353 0.0.0.0:* users:(("avahi",pid=7,fd=12))\n')
+    stream = (f"Capturing on 'lo'\n{BEGIN_MARK}\n{ss}dumpcap: a message in between\n"
+              f"{END_MARK}\nnetmon-ss-be is not a mark\n{BEGIN_MARK}\n{END_MARK}\n"
+              f"{BEGIN_MARK}\n{NO_SS_MARK}\n{END_MARK}\ntail").encode()
+    want = (b"Capturing on 'lo'\ndumpcap: a message in between\n"
+            b"netmon-ss-be is not a mark\ntail")
+    for size in (1, 2, 3, 7, 16, len(stream)):
+        said: list[str] = []
+        r = SsReadings("ssh h:lo")
+        r.warn = said.append
+        rest = b"".join(r.take(stream[i:i + size]) for i in range(0, len(stream), size))
+        assert rest == want
+        assert r.readings == 2 and r.missing
+        assert said == ["ssh h:lo: no ss there: flows are not attributed to processes"]
+        # the empty second reading replaced the first
+        assert r.table.generation == 2 and not r.table.connected
+    r = SsReadings("x")
+    r.take(f"{BEGIN_MARK}\n{ss}{END_MARK}\n".encode())
+    assert r.table.lookup(TCP, LO, 40001, LO, 8080) == ProcessInfo(11, "curl")
+    assert r.table.bound[local_key(17, ANY, 5353)].name == "avahi"
