@@ -25,6 +25,7 @@ from netmon.core.values import Snapshot
 from netmon.engine.engine import Engine
 from netmon.flows.procattr import UNKNOWN_TEXT, ProcessAttributor
 from netmon.flows.table import FlowTable
+from netmon.ingest.batch import PacketBatch
 from netmon.names.procs import ProcessInfo, ProcessTable
 from netmon.names.proctext import ANY, TCP, local_key, tuple_key
 from netmon.sources.capture import CaptureSpec, LiveCapture
@@ -180,8 +181,6 @@ def test_the_resolver_thread_ends_on_every_stop(tmp_path: Path) -> None:
 def flow_table(rows: list[tuple[bytes, int, bytes, int]]) -> FlowTable:
     """A table with one TCP flow per (client addr, port, server addr, port); the
     client sends first (a SYN)."""
-    from netmon.ingest.batch import PacketBatch
-
     recs = [(1.0 + i, 60, TCP, c[12:], cp, s[12:], sp, 0x02)
             for i, (c, cp, s, sp) in enumerate(rows)]
     table = FlowTable()
@@ -256,6 +255,12 @@ def test_attributor_retries_when_the_generation_changes_and_counts_ended_flows()
     (late, unknown) = attr.totals()
     assert (late.name, late.flows, late.packets) == ("late", 1, 1)
     assert unknown.flows == 0 and unknown.packets == 0
+    # At the end of a run, a flow still being looked for is unknown at once.
+    table.add_batch(PacketBatch.from_records([(9.0, 60, TCP, LO[12:], 40009, LO[12:], 8080,
+                                               0x02)]))
+    assert attr.attribute(2.0) == 0
+    assert attr.attribute(2.5, final=True) == 0
+    assert by_port(table, 40009) == {"process": UNKNOWN_TEXT, "pid": 0, "peer": ""}
 
 
 def test_attributor_totals_stay_bounded() -> None:

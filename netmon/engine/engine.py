@@ -408,7 +408,7 @@ class Engine:
         if self._queue:
             self._paused = False
             self._drain()
-        self.procs.tick()
+        self.procs.tick(final=True)
         self.procs.stop()  # the last look-ups are done: join its thread
         self.table.expire(self._clock())
         self._pass_ended()

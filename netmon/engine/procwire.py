@@ -77,11 +77,13 @@ class ProcessWiring:
         for src in self.remote:
             src.ask_processes()
 
-    def tick(self) -> None:
+    def tick(self, final: bool = False) -> None:
+        """Attribute new flows (``final``: at the end of the run; what is still
+        unknown stays so)."""
         if self._stopped or not self.active:
             return
         t0 = time.perf_counter()
-        self.attributor.attribute(time.monotonic())
+        self.attributor.attribute(time.monotonic(), final)
         self.last_cost = time.perf_counter() - t0
 
     def ended(self) -> None:

@@ -16,10 +16,14 @@ seconds after the first try; then it is "unknown" (pid 0) for good. A miss asks 
 resolver for an early refresh, which is what catches short-lived processes.
 
 Which end is local: the end whose 4-tuple is a connected socket in the table. When
-neither is, a socket bound to the end's address and port (a server's listening socket
-before its accepted socket was read), the responder's end first; a wildcard listener
-(``0.0.0.0:443``) only counts for an address that is local (seen as the local end of
-some socket), so a local server on 443 does not claim flows to remote port 443.
+neither is, a socket bound to the end's address and port: the initiator's (an
+unconnected UDP client), else the responder's (a server's listening socket before its
+accepted socket was read; while the initiator's address is local too, that answer
+waits for a refresh until the window ends). A wildcard socket (``0.0.0.0:443``) only
+counts for an address that is local (loopback, or seen as the local end of some
+socket), so a local server on 443 does not claim flows to remote port 443. A
+short-lived client gone before any refresh leaves the flow to its server's process
+(``peer_process`` empty).
 
 Both ends local (loopback, or two containers): ``process``, ``pid``, ``user`` and
 ``container`` are the initiator's (the client's: it opened the flow, and its bytes are
@@ -40,6 +44,8 @@ from netmon.flows.table import FlowTable
 from netmon.names.procs import ProcessInfo, ProcessTable
 from netmon.names.proctext import ANY
 
+_V4 = bytes(12)  # the key layout's prefix of an IPv4 address
+_LO6 = bytes(15) + b"\x01"  # ::1
 #: Seconds after its first look-up that a flow still without a process is retried.
 WINDOW = 5.0
 #: The text a flow gets when no process was found within the window.
@@ -98,8 +104,9 @@ class ProcessAttributor:
         self.sources[obs] = source
 
     # ------------------------------------------------------------------ per tick
-    def attribute(self, now: float) -> int:
-        """Look up the flows still without a process; return how many got one."""
+    def attribute(self, now: float, final: bool = False) -> int:
+        """Look up the flows still without a process; return how many got one.
+        ``final`` (the run ends): one last look at each, the rest is unknown."""
         t, names = self.table, self.table.names
         if len(self._fid) < t.cap:
             self._fit(t.cap)
@@ -108,10 +115,11 @@ class ProcessAttributor:
         for obs, src in self.sources.items():
             sl = todo[t.obs[todo] == obs]
             if len(sl):
-                done += self._attribute(sl, src, now)
+                done += self._attribute(sl, src, now, final)
         return done
 
-    def _attribute(self, sl: np.ndarray, src: ProcessSource, now: float) -> int:
+    def _attribute(self, sl: np.ndarray, src: ProcessSource, now: float,
+                   final: bool) -> int:
         t, names = self.table, self.table.names
         ptable = src.table
         fid = t.flow_id[sl]
@@ -121,6 +129,8 @@ class ProcessAttributor:
         self._gen[sl[first_try]] = -1
         fresh = self._gen[sl] != ptable.generation
         expired = (now - self._since[sl]) >= self.window
+        if final:
+            expired[:] = True
         # Expired flows get one last look (where a listener's answer is accepted).
         ask = fresh | expired
         look = sl[ask]
@@ -258,16 +268,30 @@ def _owners(ptable: ProcessTable, key: bytes, a_is_lo: bool, local: frozenset[by
     conn = ptable.connected
     c, s = conn.get(client), conn.get(server)
     if c is not None:
-        return c, s
+        # A UDP server's socket is not connected: its bound one names it.
+        return c, s if s is not None else _bound(ptable, server, local)
     if s is not None:
         return s, None
-    bound = ptable.bound
-    # The responder's listening socket, the usual reason a connected one is missing
-    # (accepted after the last refresh); then the initiator's.
-    for end, other in ((server, client), (client, server)):
-        hit = bound.get(end[:19])
-        if hit is None and end[1:17] in local:
-            hit = bound.get(end[:1] + ANY + end[17:19])
-        if hit is not None:
-            return (hit, None) if final or other[1:17] not in local else None
+    # Bound sockets: an unconnected UDP client's own, else the responder's listening
+    # socket (the usual reason a connected one is missing: accepted after the last
+    # refresh), which waits while the initiator may be local too.
+    cb, sb = _bound(ptable, client, local), _bound(ptable, server, local)
+    if cb is not None:
+        return cb, sb
+    if sb is not None and (final or not _is_local(client[1:17], local)):
+        return sb, None
     return None
+
+
+def _is_local(addr: bytes, local: frozenset[bytes]) -> bool:
+    """An address of this host: seen as a socket's local end, or loopback."""
+    return addr in local or addr == _LO6 or (addr[:12] == _V4 and addr[12] == 127)
+
+
+def _bound(ptable: ProcessTable, end: bytes, local: frozenset[bytes]) -> ProcessInfo | None:
+    """The owner of a socket bound to this end's address and port, or to any address
+    on that port when the address is local."""
+    hit = ptable.bound.get(end[:19])
+    if hit is None and _is_local(end[1:17], local):
+        hit = ptable.bound.get(end[:1] + ANY + end[17:19])
+    return hit
