@@ -28,6 +28,7 @@ BENCHMARKS = {
     "flowsout": "--flows-out writing speed at 4 M flows, against the per-flow writer",
     "tlshello": "TLS/QUIC ClientHellos parsed per second (SNI, JA3, JA4), against tshark",
     "procs": "process attribution: /proc refresh costs at N processes, vs psutil and ss",
+    "procwire": "process attribution per tick at 10 k new flows, beside counting them",
     "names": "DNS answers, HTTP requests, SSH banners parsed/s; name cache lookups/s",
     "packets": "packet store: memory under 1 M flows, ingest with the store on vs off",
     "keep": "--keep-packets: replay time with and without the disk ring, MB written",

@@ -145,11 +145,14 @@ class FlowView:
     ja3: str = ""
     software: str = ""
     #: The local process behind the flow, for live capture on this machine (pid 0:
-    #: not known); container: the container it runs in.
+    #: not known; "unknown" once netmon gave up looking); container: the container it
+    #: runs in. Both ends local (loopback): these are the initiator's, and
+    #: ``peer_process`` is the responder's name.
     process: str = ""
     pid: int = 0
     user: str = ""
     container: str = ""
+    peer_process: str = ""
 
     @property
     def packets(self) -> int:
@@ -183,7 +186,7 @@ class FlowView:
             "server_name": self.server_name, "name_source": self.name_source,
             "app": self.app, "ja4": self.ja4, "ja3": self.ja3, "software": self.software,
             "process": self.process, "pid": self.pid, "user": self.user,
-            "container": self.container,
+            "container": self.container, "peer_process": self.peer_process,
         }
 
 
@@ -366,6 +369,25 @@ class Totals:
 
 
 @dataclass(frozen=True, slots=True)
+class ProcessTotal:
+    """Traffic of one local process (by name and container) since the start: packets,
+    bytes and flows of its flows, ended and live. ``kind`` is "process", or "other"
+    (the processes past the top few, together) or "unknown" (traffic no process was
+    found for); a snapshot's entries add up to its IP packets, bytes and flows."""
+
+    name: str
+    packets: int
+    bytes: int
+    flows: int
+    container: str = ""
+    kind: str = "process"
+
+    def to_json(self) -> dict:
+        return {"name": self.name, "container": self.container, "kind": self.kind,
+                "packets": self.packets, "bytes": self.bytes, "flows": self.flows}
+
+
+@dataclass(frozen=True, slots=True)
 class Snapshot:
     """Everything the UI or a headless printer needs for one tick; immutable."""
 
@@ -383,6 +405,9 @@ class Snapshot:
     finished: bool = False
     hosts: tuple[HostView, ...] = ()  # busiest source addresses, see netmon.cluster.hosts
     ssh_excluded: str = ""  # the SSH connection left out of the capture ("" = none)
+    #: Per-process totals where flows are attributed (live capture here, --ssh hosts
+    #: with ss); empty otherwise (replays). See ProcessTotal.
+    processes: tuple[ProcessTotal, ...] = ()
 
     def to_json(self) -> dict:
         """The ``--json`` line for this tick (a dict ready for ``json.dumps``)."""
@@ -404,5 +429,6 @@ class Snapshot:
             "warnings": list(self.warnings),
             "hosts": [h.to_json() for h in self.hosts],
             "ssh_excluded": self.ssh_excluded,
+            "processes": [p.to_json() for p in self.processes],
         }
 

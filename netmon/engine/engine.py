@@ -31,6 +31,7 @@ from netmon.core.text import NAME_MAX, safe_text
 from netmon.core.values import ConnectionRecord, Snapshot
 from netmon.engine.clusterjob import ClusterJob
 from netmon.engine.keeping import DiskKeeping
+from netmon.engine.procwire import ProcessWiring
 from netmon.engine.result import EngineResult
 from netmon.engine.snapshot import SnapshotBuilder
 from netmon.export.flowsout import FlowsOutWriter
@@ -115,9 +116,11 @@ class Engine:
                                       ports=not settings.no_ports, seed=settings.seed,
                                       on_done=self._resume_sources)
                            if settings.cluster else None)
+        #: Which process each flow is (live capture here, --ssh hosts with ss).
+        self.procs = ProcessWiring(self.table, sources, self.reactor, self.result.warnings)
         self.snapshots = SnapshotBuilder(self.table, sources, self.clustering, self._clock,
                                          top_flows=settings.top_flows, tick=settings.tick,
-                                         hosts=hosts)
+                                         hosts=hosts, processes=self.procs.totals)
         # --reproducible: a full-speed replay ticks by capture time (expiry and clustering
         # every `tick` seconds of capture) and waits for each clustering job, so clusters
         # and --flows-out do not depend on this machine's speed -- at the cost of
@@ -165,12 +168,14 @@ class Engine:
         try:
             self.reactor.run(installSignalHandlers=False)
         finally:
+            self.procs.stop()  # normally done by _finalise; this is for a reactor crash
             kill_leftovers()
 
     def _begin(self) -> None:
         self.snapshots.begin(time.time())
         if self.keeping is not None:
             self.keeping.start()
+        self.procs.start()
         sinks = EngineSinks(packets=self._sink, connections=self._conn_sink,
                             flow_records=self._rec_sink, observer_id=self.table.observer_id)
         for src in self.sources:
@@ -294,6 +299,7 @@ class Engine:
             self.publish(self.snapshots.build(self.result.warnings))
             return
         self._flush()
+        self.procs.tick()  # before expiry: every flow is looked up before it can end
         self.table.expire(self._clock())
         self._pass_ended()
         self.namer.tick(self.table.latest_ts)
@@ -342,6 +348,7 @@ class Engine:
     def _pass_ended(self) -> None:
         """Ended flows go to clustering (which hands them on) or straight out; their
         kept packets are the first to go when the packet store needs room."""
+        self.procs.ended()
         if self.packets.budget:
             self.packets.end_flows(self.table.finished_ids())
         if self.clustering is not None:
@@ -401,6 +408,8 @@ class Engine:
         if self._queue:
             self._paused = False
             self._drain()
+        self.procs.tick(final=True)
+        self.procs.stop()  # the last look-ups are done: join its thread
         self.table.expire(self._clock())
         self._pass_ended()
         if self.clustering is not None:

@@ -19,6 +19,7 @@ from netmon.core.values import (
     ClusterView,
     FlowView,
     HostView,
+    ProcessTotal,
     Snapshot,
     SourceStatus,
     Totals,
@@ -36,12 +37,14 @@ class SnapshotBuilder:
 
     def __init__(self, table: FlowTable, sources: Sequence[Source],
                  clustering: ClusterJob | None, clock: Callable[[], float], *,
-                 top_flows: int, tick: float, hosts: bool) -> None:
+                 top_flows: int, tick: float, hosts: bool,
+                 processes: Callable[[], tuple[ProcessTotal, ...]] | None = None) -> None:
         self.table = table
         self.sources = sources
         self.clustering = clustering
         self.top_flows = top_flows
         self.want_hosts = hosts  # nobody shows the hosts view: don't compute it
+        self._processes = processes  # per-process totals, where flows are attributed
         self._clock = clock  # the engine's: wall clock live, capture time in replays
         self._tick = tick
         self._seq = 0
@@ -87,6 +90,7 @@ class SnapshotBuilder:
             clusters=self.clusters, warnings=tuple(warnings), finished=finished,
             hosts=self._host_views(now, finished),
             ssh_excluded="; ".join(s.note for s in self.sources if s.note),
+            processes=self._processes() if self._processes is not None else (),
         )
 
     def _totals(self) -> Totals:

@@ -26,7 +26,7 @@ FLOW_FIELDS = ("flow_id", "proto", "addr_a", "port_a", "addr_b", "port_b", "pkts
                "synack", "fin", "rst", "psh", "size_mean", "size_std", "iat_mean",
                "iat_std", "first_sizes", "end_reason", "cluster_id", "cluster_label",
                "outlier", "server_name", "name_source", "app", "ja4", "ja3", "software",
-               "process", "pid", "user", "container")
+               "process", "pid", "user", "container", "peer_process")
 CLUSTER_FIELDS = ("id", "label", "flows", "hosts", "pkt_rate", "byte_rate", "share",
                   "top_ports", "top_hosts", "outliers", "new")
 

@@ -330,7 +330,7 @@ def _render_chunk(cols: dict[str, np.ndarray], keys: Sequence[bytes], reasons: n
     ]
     named = cols["named"] if "named" in cols else np.zeros(n, bool)
     for field in ("server_name", "name_source", "app", "ja4", "ja3", "software", "process",
-                  "pid", "user", "container"):
+                  "pid", "user", "container", "peer_process"):
         if field == "pid":
             fields.append(("pid", _ints(cols["pid"] if "pid" in cols else np.zeros(n, int))))
         else:

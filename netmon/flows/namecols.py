@@ -5,7 +5,7 @@ Pure module (numpy only). One owner: the reactor thread, through the
 first bytes said (:mod:`netmon.flows.naming` writes it) lives here as int32 columns per
 slot, each an id into :attr:`NameColumns.strings`, so that a filter compares integers
 (``name = x``), a substring test runs once per distinct string (``name ~ x``), a
-cluster's dominant names are a bincount, and a flow costs 40 bytes more, not a Python
+cluster's dominant names are a bincount, and a flow costs 44 bytes more, not a Python
 object. Id 0 is "" (no name).
 
 The string table is bounded (:data:`STRINGS_MAX`): when it fills, the strings no live
@@ -29,7 +29,7 @@ SOURCE_CODE = {s: i for i, s in enumerate(SOURCES)}
 #: Text columns (FlowTable.columns() / FlowView field name -> column attribute).
 TEXT_FIELDS = {"server_name": "name", "app": "app", "ja4": "ja4", "ja3": "ja3",
                "software": "software", "process": "process", "user": "user",
-               "container": "container"}
+               "container": "container", "peer_process": "peer"}
 #: Per-direction reading state of a flow (``state[slot, d]``, d 0 = lo->hi).
 UNDECIDED, READING, DONE = 0, 1, 2
 

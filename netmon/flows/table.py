@@ -393,6 +393,11 @@ class FlowTable(FlowViewsMixin, ExternalRecordsMixin):
             return np.zeros(0, dtype=np.int64)
         return np.concatenate([cols["flow_id"] for cols, _, _ in self._finished])
 
+    def finished_columns(self) -> list[dict[str, np.ndarray]]:
+        """The columns of the flows ended and not yet drained (per-process totals
+        count them before they are handed on)."""
+        return [cols for cols, _, _ in self._finished]
+
     def drain_finished(self, labels: dict[int, str] | None = None) -> list[FlowView]:
         """Take the flows that ended since the last call (``labels``: cluster names)."""
         chunks, self._finished, self._finished_n = self._finished, [], 0

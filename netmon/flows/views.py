@@ -130,7 +130,7 @@ def views_from_columns(cols: dict[str, np.ndarray], keys: list[bytes], reason: s
 
 
 _NAME_FIELDS = ("server_name", "name_source", "app", "ja4", "ja3", "software", "process",
-                "pid", "user", "container")
+                "pid", "user", "container", "peer_process")
 _NO_NAMES: dict = {}
 
 

@@ -12,7 +12,9 @@ sshd does not signal a command without a terminal when the connection goes, so a
 remote capture on a quiet link could outlive netmon for good. The remote script
 therefore runs the capture in the background and watches its own stdin, which
 netmon holds open: end of input (netmon stopped or died, the link dropped) kills
-the capture there; the capture ending ends the script with its exit status.
+the capture there; the capture ending ends the script with its exit status. Each line
+netmon writes there meanwhile asks for an ``ss -tunpH`` reading on stderr, which
+attributes the flows to the remote processes (:mod:`netmon.sources.sshprocs`).
 
 A connection that drops (network, sshd restart, the remote capture killed) is
 reconnected with a doubling backoff and what was counted stays; problems retrying
@@ -39,6 +41,7 @@ from netmon.core.errors import (
 )
 from netmon.core.text import NAME_MAX, safe_text
 from netmon.sources.capture import CaptureSpec, LiveCapture
+from netmon.sources.sshprocs import REMOTE_LOOP, SsReadings
 
 #: Interface captured when the spec names none: every interface of the remote host.
 DEFAULT_REMOTE_IFACE = "any"
@@ -68,7 +71,7 @@ else
 fi
 p=$!
 exec 3<&0
-( read -r _ <&3; kill $p 2>/dev/null ) & r=$!
+( {readings}; kill $p 2>/dev/null ) & r=$!
 wait $p; s=$?
 kill $r 2>/dev/null
 exit $s"""
@@ -134,20 +137,23 @@ def find_ssh() -> str:
     return path
 
 
-def remote_command(target: SshTarget, bpf: str = "", *, exclude_ssh: bool = True) -> str:
-    """The script the remote shell runs: dumpcap, else tcpdump, writing pcap to stdout."""
+def remote_command(target: SshTarget, bpf: str = "", *, exclude_ssh: bool = True,
+                   ss: str = "ss") -> str:
+    """The script the remote shell runs: dumpcap, else tcpdump, writing pcap to stdout;
+    ``ss`` readings on stderr when asked (``ss``: its command name)."""
     return _REMOTE.format(bpf=shlex.quote(bpf), exclude=1 if exclude_ssh else 0,
-                          iface=shlex.quote(target.interface), no_tool=NO_TOOL_MARK)
+                          iface=shlex.quote(target.interface), no_tool=NO_TOOL_MARK,
+                          readings=REMOTE_LOOP.format(ss=shlex.quote(ss)))
 
 
 def ssh_command(target: SshTarget, bpf: str = "", *, options: tuple[str, ...] = (),
-                exclude_ssh: bool = True) -> list[str]:
+                exclude_ssh: bool = True, ss: str = "ss") -> list[str]:
     """The local argument list: ssh with safe options, the target, the remote script.
     ``options`` are extra ``-o`` options (``Port=2222``, ``IdentityFile=...``)."""
     args = [find_ssh(), "-T", "-e", "none"]
     for opt in (*SSH_BASE_OPTIONS, *options):
         args += ["-o", opt]
-    args += [target.destination, remote_command(target, bpf, exclude_ssh=exclude_ssh)]
+    args += [target.destination, remote_command(target, bpf, exclude_ssh=exclude_ssh, ss=ss)]
     setpriv = shutil.which("setpriv")
     if setpriv:  # ssh dies with netmon, whatever kills netmon
         args = [setpriv, "--pdeathsig", "KILL", "--", *args]
@@ -199,14 +205,33 @@ class SshCapture(LiveCapture):
     hold_s = 0.4
 
     def __init__(self, target: SshTarget, *, bpf: str = "", options: tuple[str, ...] = (),
-                 exclude_ssh: bool = True) -> None:
+                 exclude_ssh: bool = True, ss: str = "ss") -> None:
         spec = CaptureSpec(interface=target.interface, bpf=bpf)
         super().__init__(spec, name=target.name,
                          args=ssh_command(target, bpf, options=options,
-                                          exclude_ssh=exclude_ssh))
+                                          exclude_ssh=exclude_ssh, ss=ss))
         self.target = target
+        #: The remote processes (ss readings in this session's stderr).
+        self.processes = SsReadings(self.name)
         if exclude_ssh:
             self.note = f"{target.host}: this SSH session"
+
+    def ask_processes(self) -> None:
+        """Ask the remote side for an ``ss`` reading (the engine, every few seconds)."""
+        p = self.processes
+        if self.state == "running" and self._transport is not None and not (
+                p.waiting or p.missing or self._stopping):
+            p.waiting = True
+            self._transport.write(b"\n")
+
+    def got_stderr(self, data: bytes) -> None:
+        rest = self.processes.take(data)
+        if rest:
+            super().got_stderr(rest)
+
+    def _spawn(self) -> None:
+        self.processes.restart()
+        super()._spawn()
 
     def _classify(self, stderr: str) -> tuple[SourceError | None, bool]:
         low = stderr.lower()

@@ -13,7 +13,9 @@ names itself COMM with ``prctl(PR_SET_NAME)`` (what ``/proc/<pid>/comm`` then sh
 opens its sockets, prints ``ready <port>``, and holds them until its stdin closes, so
 a parent that dies takes it along (no orphans). Modes: ``listen`` (TCP server that
 accepts and keeps connections), ``connect`` (TCP client), ``udp`` (bound UDP socket),
-``pairs`` (a listener and COUNT connections to itself: 2 COUNT + 1 sockets).
+``pairs`` (a listener and COUNT connections to itself: 2 COUNT + 1 sockets), ``echo``
+(TCP server echoing what each connection sends) and ``send`` (TCP client that sends
+COUNT bytes and reads them back before it reports ready: bounded traffic on the wire).
 
 The context manager runs in the caller's thread; :meth:`SocketProcess.close` kills
 and reaps the child. ``prefix`` runs it under another command (``ip netns exec N``).
@@ -81,13 +83,23 @@ def set_comm(name: bytes) -> None:
         raise OSError(ctypes.get_errno(), "prctl(PR_SET_NAME)")
 
 
-def _serve(listener: socket.socket, held: list[socket.socket]) -> None:
+def _serve(listener: socket.socket, held: list[socket.socket], echo: bool = False) -> None:
     while True:
         try:
             conn, _ = listener.accept()
         except OSError:
             return
         held.append(conn)
+        if echo:
+            threading.Thread(target=_echo, args=(conn,), daemon=True).start()
+
+
+def _echo(conn: socket.socket) -> None:
+    try:
+        while data := conn.recv(65536):
+            conn.sendall(data)
+    except OSError:
+        pass
 
 
 def main(argv: list[str]) -> int:
@@ -96,7 +108,7 @@ def main(argv: list[str]) -> int:
     set_comm(comm.encode("utf-8", "surrogateescape"))
     fam = socket.AF_INET6 if ":" in host else socket.AF_INET
     held: list[socket.socket] = []
-    if mode in ("listen", "pairs"):
+    if mode in ("listen", "pairs", "echo"):
         lst = socket.socket(fam, socket.SOCK_STREAM)
         lst.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         lst.bind((host, port))
@@ -107,7 +119,15 @@ def main(argv: list[str]) -> int:
             c = socket.create_connection((host, report))
             held.append(c)
             held.append(lst.accept()[0])
-        threading.Thread(target=_serve, args=(lst, held), daemon=True).start()
+        threading.Thread(target=_serve, args=(lst, held, mode == "echo"), daemon=True).start()
+    elif mode == "send":
+        c = socket.create_connection((host, port))
+        held.append(c)
+        c.sendall(b"n" * count)
+        got = 0
+        while got < count and (data := c.recv(65536)):
+            got += len(data)
+        report = c.getsockname()[1]
     elif mode == "connect":
         c = socket.create_connection((host, port))
         held.append(c)
