@@ -32,11 +32,10 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from netmon.bench.labelled import CaptureError, capture_labelled, cluster_metrics
+from netmon.bench.labelled import CaptureError, capture_labelled, cluster_metrics, read_records
 from netmon.cluster.online import OnlineClusterer, Tuning
 from netmon.demo.traffic.plan import CLASSES, TrafficPlan, class_of
 from netmon.flows.table import FlowTable
-from netmon.ingest.pcapstream import PcapStreamDecoder
 
 #: Exit status meaning "cannot capture here" (the automake/pytest skip convention).
 EXIT_SKIP = 77
@@ -134,14 +133,7 @@ class Evaluation:
 def replay(path: str, evaluations: Sequence[Evaluation], *, tick: float = 0.5,
            subnet_base: int = 100) -> int:
     """Feed a capture to the evaluations tick by tick; returns the number of ticks."""
-    decoder = PcapStreamDecoder()
-    records: list[tuple] = []
-    with open(path, "rb") as fh:
-        while chunk := fh.read(1 << 20):
-            records.extend(decoder.feed(chunk))
-    records.extend(decoder.close())
-    if decoder.error:
-        raise CaptureError(f"cannot read {path}: {decoder.error}")
+    records = read_records(str(path))
     if not records:
         return 0
     records.sort(key=lambda r: r[0])

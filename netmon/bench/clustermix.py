@@ -24,10 +24,9 @@ from pathlib import Path
 import numpy as np
 
 from netmon.bench.cluster import Evaluation
-from netmon.bench.labelled import CaptureError, duplicate_labels
+from netmon.bench.labelled import CaptureError, duplicate_labels, read_records
 from netmon.cluster.online import OnlineClusterer, Tuning
 from netmon.flows.table import FlowTable
-from netmon.ingest.pcapstream import PcapStreamDecoder
 
 #: Where the shared real captures live (``../shared/captures`` beside the checkout).
 CAPTURES = Path(__file__).resolve().parents[2].parent / "shared" / "captures"
@@ -52,14 +51,7 @@ ID_STRIDE = 1 << 40
 def load_records(path: Path) -> list[tuple]:
     """A capture's decoded packet records, in time order, gaps over MAX_GAP shortened,
     the first at time 0."""
-    decoder = PcapStreamDecoder()
-    records: list[tuple] = []
-    with open(path, "rb") as fh:
-        while chunk := fh.read(1 << 20):
-            records.extend(decoder.feed(chunk))
-    records.extend(decoder.close())
-    if decoder.error:
-        raise CaptureError(f"cannot read {path}: {decoder.error}")
+    records = read_records(str(path))
     records.sort(key=lambda r: r[0])
     if not records:
         return []

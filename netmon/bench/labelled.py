@@ -29,10 +29,25 @@ from twisted.internet.base import ReactorBase
 
 from netmon.demo.traffic.plan import CLASSES, TrafficPlan, TrafficStats
 from netmon.demo.traffic.run import start_traffic
+from netmon.ingest.pcapstream import PcapStreamDecoder
 
 
 class CaptureError(Exception):
     """Capture cannot run here; the message is one line for the user."""
+
+
+def read_records(path: str) -> list[tuple]:
+    """Every packet record of the capture at ``path``, as decoded (CaptureError when it
+    cannot be read)."""
+    decoder = PcapStreamDecoder()
+    records: list[tuple] = []
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1 << 20):
+            records.extend(decoder.feed(chunk))
+    records.extend(decoder.close())
+    if decoder.error:
+        raise CaptureError(f"cannot read {path}: {decoder.error}")
+    return records
 
 
 # --------------------------------------------------------------------------- capture
