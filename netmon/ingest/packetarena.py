@@ -4,7 +4,7 @@ Pure module (numpy only), called by :class:`netmon.ingest.packetstore.PacketStor
 its owner thread (the reactor). The arena is a 2-D uint8 array of :data:`BLOCK`-byte
 rows; a kept frame takes ``width / BLOCK`` consecutive blocks of its width class.
 Both functions are vectorised: one fancy-indexing copy per (buffer, width class) when
-copying in, one per 4 MB when packing.
+copying in, one per 4 MB when packing, one per source buffer when gathering.
 """
 
 from __future__ import annotations
@@ -63,6 +63,25 @@ def copy_frames(arena: np.ndarray, bt: int, bufs: Sequence[bytes], rows: np.ndar
     return bt
 
 
+def gather_frames(bufs: Sequence[bytes], chunk: np.ndarray, off: np.ndarray,
+                  slen: np.ndarray) -> tuple[bytes, np.ndarray]:
+    """The first ``slen`` bytes of each frame (in buffer ``chunk`` at ``off``; rows with
+    ``slen`` 0 have none) back to back in one new buffer, and each row's offset in it
+    (-1: none). Vectorised: one gather per source buffer."""
+    lens = slen.astype(np.int64)
+    at = np.cumsum(lens) - lens
+    out = np.empty(int(lens.sum()), dtype=np.uint8)
+    for ci in np.unique(chunk[lens > 0]).tolist():
+        rows = np.flatnonzero((chunk == ci) & (lens > 0))
+        ln = lens[rows]
+        total = int(ln.sum())
+        # Every byte of these frames: its source position and where it goes.
+        step = np.repeat(off[rows] - at[rows], ln)
+        dest = np.repeat(at[rows], ln) + np.arange(total) - np.repeat(np.cumsum(ln) - ln, ln)
+        out[dest] = np.frombuffer(bufs[ci], dtype=np.uint8)[dest + step]
+    return out.tobytes(), np.where(lens > 0, at, -1)
+
+
 def pack_blocks(old: np.ndarray, new: np.ndarray, starts: np.ndarray,
                 nblocks: np.ndarray) -> int:
     """Pack the blocks of rows starting at ``starts`` (``nblocks`` each, 0: no bytes)
@@ -81,6 +100,8 @@ def pack_blocks(old: np.ndarray, new: np.ndarray, starts: np.ndarray,
     step = 1 << 15  # 4 MB temporaries
     for lo in range(0, used, step):
         hi = min(lo + step, used)
-        new[lo:hi] = old[src[lo:hi]]
+        # take (clip: the indices are valid) is ~2x a fancy-index copy; numpy copies
+        # through a temporary itself where new is old.
+        np.take(old, src[lo:hi], axis=0, out=new[lo:hi], mode="clip")
     starts[has] = new_start
     return used

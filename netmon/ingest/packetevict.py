@@ -28,7 +28,7 @@ import numpy as np
 
 @dataclass(frozen=True, slots=True)
 class Plan:
-    """Rows to keep, in (flow, seq) order: ``rows`` indexes the caller's columns."""
+    """Rows to keep, ascending: ``rows`` indexes the caller's columns."""
 
     rows: np.ndarray
     stale: int  # rows dropped as stale recent packets
@@ -63,11 +63,11 @@ class EndedFlows:
                             np.concatenate([r for _, r in self._parts]))]
         return self._parts[0]
 
-    def rank(self, flows: np.ndarray) -> np.ndarray:
-        """Per row of ``flows``, when its flow ended (-1: live)."""
-        out = np.full(len(flows), -1, dtype=np.int64)
+    def rank(self, flows: np.ndarray) -> np.ndarray | None:
+        """Per row of ``flows``, when its flow ended (-1: live); None: every flow is."""
         if not self.n:
-            return out
+            return None
+        out = np.full(len(flows), -1, dtype=np.int64)
         ids, rank = self._merged()
         by_id = np.argsort(ids)
         sids = ids[by_id]
@@ -99,16 +99,34 @@ def level(held: np.ndarray, allowed: float) -> float:
     return float((allowed - before[j]) / (n - j))
 
 
-def plan(flow: np.ndarray, seq: np.ndarray, cost: np.ndarray, ended_rank: np.ndarray,
-         *, first: int, recent: int, target: int) -> Plan:
+def group_order(flow: np.ndarray) -> np.ndarray:
+    """A stable argsort of ``flow``: rows of one flow together, in their order. Flow
+    ids are rebased to the smallest; when they then fit in 32 bits (always, short of
+    four billion flows between the oldest kept and the newest), two stable sorts of
+    16-bit keys, which numpy does by radix (several times faster than a stable sort of
+    64-bit keys)."""
+    if not len(flow):
+        return np.zeros(0, dtype=np.int64)
+    rel = flow - flow.min()
+    if int(rel.max()) >= 1 << 32:
+        return np.argsort(flow, kind="stable")
+    order = np.argsort((rel & 0xFFFF).astype(np.uint16), kind="stable")
+    if int(rel.max()) < 1 << 16:
+        return order
+    return order[np.argsort((rel[order] >> 16).astype(np.uint16), kind="stable")]
+
+
+def plan(flow: np.ndarray, seq: np.ndarray, cost: np.ndarray,
+         ended_rank: np.ndarray | None, *, first: int, recent: int, target: int) -> Plan:
     """Keep rows worth at most ``target`` bytes.
 
     ``flow``, ``seq`` and ``cost`` are per row, rows of one flow in increasing ``seq``
     (append order); ``ended_rank`` is per row too: the order in which the row's flow
-    ended (smaller = earlier), -1 while it is live.
+    ended (smaller = earlier), -1 while it is live (None: every flow is live).
     """
-    order = np.argsort(flow, kind="stable")  # a stable sort keeps each flow's seq order
-    f, s, c, er = flow[order], seq[order], cost[order], ended_rank[order]
+    order = group_order(flow)  # stable: each flow's rows stay in seq order
+    f, s, c = flow[order], seq[order], cost[order]
+    er = None if ended_rank is None else ended_rank[order]
     n = len(f)
     if not n:
         return Plan(order, 0, 0, 0, 0)
@@ -122,7 +140,7 @@ def plan(flow: np.ndarray, seq: np.ndarray, cost: np.ndarray, ended_rank: np.nda
     counts = {"ended": 0, "recent": 0, "first": 0}
     used = int(c[keep].sum())
 
-    if used > target:
+    if used > target and er is not None:
         gended = er[starts]
         ended_groups = np.flatnonzero(gended >= 0)
         if len(ended_groups):
@@ -137,7 +155,7 @@ def plan(flow: np.ndarray, seq: np.ndarray, cost: np.ndarray, ended_rank: np.nda
             keep &= ~drop
             used -= int(freed[k - 1])
 
-    live = er[starts][grp] < 0
+    live = True if er is None else er[starts][grp] < 0
     for tier, mask, newest_first in (("recent", ~is_first, True), ("first", is_first, False)):
         if used <= target:
             break
@@ -155,4 +173,7 @@ def plan(flow: np.ndarray, seq: np.ndarray, cost: np.ndarray, ended_rank: np.nda
         counts[tier] = int(drop.sum())
         keep &= ~drop
         used -= int(pc[drop].sum())
-    return Plan(order[keep], stale, counts["ended"], counts["recent"], counts["first"])
+    kept = np.zeros(n, dtype=np.bool_)
+    kept[order[keep]] = True  # back to the caller's order without sorting
+    return Plan(np.flatnonzero(kept), stale, counts["ended"], counts["recent"],
+                counts["first"])

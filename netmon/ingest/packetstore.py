@@ -43,7 +43,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from netmon.ingest.batch import PacketBatch
-from netmon.ingest.packetarena import BLOCK, copy_frames, pack_blocks
+from netmon.ingest.packetarena import BLOCK, copy_frames, gather_frames, pack_blocks
 from netmon.ingest.packetevict import EndedFlows, plan
 
 #: Bytes kept of each frame: enough for any Ethernet frame (headers, handshakes,
@@ -74,6 +74,7 @@ TIER_NAMES = ("first", "recent", "disk")
 #: TCP flags or ICMP type (with the tunnel bit), IP protocol, direction (True: a->b).
 _COLUMNS = (("flow", np.int64), ("seq", np.int64), ("ts", np.float64), ("size", np.int32),
             ("caplen", np.int32), ("slen", np.uint16), ("block", np.int32),
+            ("held", np.int32),
             ("linktype", np.uint16), ("flags", np.uint16), ("proto", np.uint8),
             ("a2b", np.bool_))
 #: Bytes of index per kept packet (counted against the budget with the arena).
@@ -150,12 +151,20 @@ class PacketStore:
         self.snap = int(snap)
         self._widths = _widths(self.snap)
         self._blocks = self._widths // BLOCK
+        # Arena blocks per kept length, as a table (cheaper than a search per row).
+        lens = np.arange(self.snap + 1)
+        self._nb_of = np.where(lens > 0, self._blocks[np.minimum(
+            np.searchsorted(self._widths, lens), len(self._blocks) - 1)], 0).astype(np.int64)
         self._cols: dict[str, np.ndarray] = {n: np.empty(0, dtype=t) for n, t in _COLUMNS}
         self._n = 0  # index rows used
         self._arena = np.empty((0, BLOCK), dtype=np.uint8)
         self._bt = 0  # arena blocks used
+        # Decoder buffers holding kept rows' bytes until the next compaction copies them.
+        self._held: list[bytes] = []
+        self._held_at: dict[int, int] = {}  # id(buffer) -> index in _held
+        self._held_bytes = 0
         self._ended = EndedFlows()
-        self._since = [0, 0]  # index rows, arena blocks appended since the last compaction
+        self._since = [0, 0]  # index rows, held bytes added since the last compaction
         #: Budget left free by compactions for the ids of flows that end meanwhile.
         self._ended_reserve = self.budget // 64
         self.compactions = 0
@@ -170,12 +179,12 @@ class PacketStore:
     def nbytes(self) -> int:
         """Bytes counted against the budget: allocated index, arena and ended list."""
         return (len(self._cols["flow"]) * ROW_BYTES + self._arena.nbytes
-                + self._ended.nbytes)
+                + self._held_bytes + self._ended.nbytes)
 
     @property
     def used_bytes(self) -> int:
-        """Bytes of the rows and blocks in use (at most :attr:`nbytes`)."""
-        return self._n * ROW_BYTES + self._bt * BLOCK + self._ended.nbytes
+        """Bytes of the rows, blocks and held buffers in use (at most :attr:`nbytes`)."""
+        return self._n * ROW_BYTES + self._bt * BLOCK + self._held_bytes + self._ended.nbytes
 
     # ------------------------------------------------------------------ append
     def append(self, batch: PacketBatch, flow_id: np.ndarray, a2b: np.ndarray,
@@ -202,31 +211,63 @@ class PacketStore:
             chunk, off, length = batch.raw_chunk[idx], batch.raw_off[idx], batch.raw_len[idx]
         has = (chunk >= 0) & (length > 0)
         slen = np.where(has, np.minimum(length, self.snap), 0)
-        cls = np.searchsorted(self._widths, slen)
-        nb = np.where(has, self._blocks[np.minimum(cls, len(self._blocks) - 1)], 0)
-        cost = ROW_BYTES + nb * BLOCK
-        total = int(cost.sum())
+        lts = np.array(batch.linktypes or (0,), dtype=np.uint16)
+        lt = np.where(has, lts[np.maximum(chunk, 0)], 0)
+        kept = int(slen.sum())
         piece = max(int(self.budget * _PIECE), 1)
-        if total <= piece:
-            self._append(batch, idx, flow_id, a2b, seq, chunk, off, slen, cls, nb)
+        used = (np.flatnonzero(np.bincount(chunk[has], minlength=len(batch.bufs))).tolist()
+                if kept else [])
+        raw = self._unheld(batch.bufs, used)
+        if raw <= 2 * kept and len(idx) * ROW_BYTES + raw <= piece:
+            # Most of the buffers' bytes are kept frames: hold them as they are.
+            reserved, rows = 0, len(idx)
+            while rows or raw > reserved:  # a compaction lets go of held buffers: again
+                self._reserve(rows, raw - reserved)
+                reserved, rows = raw, 0
+                raw = self._unheld(batch.bufs, used)
+            where = np.full(len(batch.bufs) + 1, -1, dtype=np.int32)  # [-1]: no bytes
+            for i in used:
+                b = batch.bufs[i]
+                if id(b) not in self._held_at:
+                    self._held_at[id(b)] = len(self._held)
+                    self._held.append(b)
+                    self._held_bytes += len(b)
+                where[i] = self._held_at[id(b)]
+            self._since[1] += raw
+            self._append(batch, idx, flow_id, a2b, seq, np.where(has, where[chunk], -1),
+                         off, slen, lt)
             return
-        # Bigger than a piece of the budget (a small budget, or huge frames): in turns,
-        # so each fits once the store has made room.
+        # Few of their bytes are kept (bulk traffic), or a lot at once for the budget:
+        # the kept frames' bytes are gathered into compact buffers, in pieces that each
+        # fit once the store has made room.
+        cost = ROW_BYTES + slen
         cum = np.cumsum(cost)
+        total = int(cum[-1])
         cuts = np.r_[0, np.searchsorted(cum, np.arange(piece, total, piece), side="right"),
                      len(idx)]
         for lo, hi in zip(cuts[:-1].tolist(), cuts[1:].tolist(), strict=True):
             if hi > lo and int(cum[hi - 1] - (cum[lo - 1] if lo else 0)) <= self.budget:
                 sl = slice(lo, hi)
-                self._append(batch, idx[sl], flow_id, a2b, seq, chunk[sl], off[sl],
-                             slen[sl], cls[sl], nb[sl])
+                buf, at = gather_frames(batch.bufs, chunk[sl], off[sl], slen[sl])
+                self._reserve(hi - lo, len(buf))
+                h = -1
+                if buf:
+                    h = len(self._held)
+                    self._held.append(buf)
+                    self._held_bytes += len(buf)
+                    self._since[1] += len(buf)
+                self._append(batch, idx[sl], flow_id, a2b, seq,
+                             np.where(slen[sl] > 0, h, -1), at, slen[sl], lt[sl])
+
+    def _unheld(self, bufs: tuple[bytes, ...], used: list[int]) -> int:
+        """Bytes of the buffers ``bufs[used]`` that the store does not hold yet."""
+        seen = {id(bufs[i]): len(bufs[i]) for i in used if id(bufs[i]) not in self._held_at}
+        return sum(seen.values())
 
     def _append(self, batch: PacketBatch, idx: np.ndarray, flow_id: np.ndarray,
-                a2b: np.ndarray, seq: np.ndarray, chunk: np.ndarray, off: np.ndarray,
-                slen: np.ndarray, cls: np.ndarray, nb: np.ndarray) -> None:
+                a2b: np.ndarray, seq: np.ndarray, held: np.ndarray, off: np.ndarray,
+                slen: np.ndarray, lt: np.ndarray) -> None:
         m = len(idx)
-        blocks = int(nb.sum())
-        self._reserve(m, blocks)
         r0 = self._n
         sl = slice(r0, r0 + m)
         c = self._cols
@@ -239,90 +280,55 @@ class PacketStore:
         c["flags"][sl] = batch.flags[idx]
         c["proto"][sl] = batch.proto[idx]
         c["a2b"][sl] = a2b[idx]
-        block = c["block"][sl]
-        block[:] = -1
-        linktype = c["linktype"][sl]
-        linktype[:] = 0
+        c["held"][sl] = held
+        c["block"][sl] = np.where(held >= 0, off, -1)
+        c["linktype"][sl] = lt
         self._n += m
         self._since[0] += m
-        if blocks:
-            self._copy_bytes(batch, chunk, off, slen, cls, block, linktype)
-
-    def _copy_bytes(self, batch: PacketBatch, chunk: np.ndarray, off: np.ndarray,
-                    slen: np.ndarray, cls: np.ndarray, block: np.ndarray,
-                    linktype: np.ndarray) -> None:
-        has = np.flatnonzero(slen > 0)
-        linktype[has] = np.array(batch.linktypes, dtype=np.uint16)[chunk[has]]
-        bt = copy_frames(self._arena, self._bt, batch.bufs, has, chunk, off, cls,
-                         self._widths, block)
-        self._since[1] += bt - self._bt
-        self._bt = bt
 
     # ------------------------------------------------------------------ room
-    def _reserve(self, rows: int, blocks: int) -> None:
-        mcap, bcap = len(self._cols["flow"]), len(self._arena)
-        if self._n + rows <= mcap and self._bt + blocks <= bcap:
-            return
-        need_m, need_b = max(mcap, self._n + rows), max(bcap, self._bt + blocks)
-        new_m = mcap if need_m == mcap else max(2 * mcap, need_m, 1024)
-        new_b = bcap if need_b == bcap else max(2 * bcap, need_b, 256)
-        free = self.budget - self._ended.nbytes - self._ended_reserve
-        if new_m * ROW_BYTES + new_b * BLOCK > free:
-            # Doubling would pass the budget: grow the side that is short to all that is
-            # left (compacting only when even that cannot hold the rows).
-            if need_m > mcap:
-                new_m = max(need_m, (free - new_b * BLOCK) // ROW_BYTES)
-            else:
-                new_b = max(need_b, (free - new_m * ROW_BYTES) // BLOCK)
-        if new_m * ROW_BYTES + new_b * BLOCK <= free:
-            self._grow(new_m, new_b)
-        else:
-            self._compact(rows, blocks)
+    def _free(self) -> int:
+        """Bytes of the budget that neither the arena, held buffers nor the ended list
+        take, nor the reserve sets aside (the index is allocated out of these)."""
+        return (self.budget - self._ended.nbytes - self._ended_reserve - self._held_bytes
+                - self._arena.nbytes)
 
-    def _grow(self, mcap: int, bcap: int) -> None:
-        n, bt = self._n, self._bt
+    def _reserve(self, rows: int, held: int) -> None:
+        """Make room for ``rows`` more index rows and ``held`` more bytes of buffers:
+        grow the index within the budget, else compact."""
+        mcap = len(self._cols["flow"])
+        avail = self._free() - held  # bytes the index may be allocated
+        if self._n + rows <= mcap and mcap * ROW_BYTES <= avail:
+            return
+        if self._n + rows > mcap:
+            new_m = min(max(2 * mcap, self._n + rows, 1024), max(avail, 0) // ROW_BYTES)
+            if new_m >= self._n + rows:
+                self._grow(new_m)
+                return
+        self._compact(rows, held)
+
+    def _grow(self, mcap: int) -> None:
+        n = self._n
         for name, dtype in _COLUMNS:
             col = np.empty(mcap, dtype=dtype)
             col[:n] = self._cols[name][:n]
             self._cols[name] = col
-        if bcap != len(self._arena):
-            arena = np.empty((bcap, BLOCK), dtype=np.uint8)
-            arena[:bt] = self._arena[:bt]
-            self._arena = arena
 
-    def _pack(self, rows: np.ndarray, mcap: int, bcap: int) -> None:
-        """Keep only ``rows`` (ascending) and their bytes, packed at the front of arrays of
-        ``mcap`` rows and ``bcap`` blocks: in place when the size stays (every row and
-        block moves towards the front, so copying in ascending order is safe, and no
-        fresh pages are touched), else into new arrays."""
-        k = len(rows)
-        for name, dtype in _COLUMNS:
-            old = self._cols[name]
-            col = old if len(old) == mcap else np.empty(mcap, dtype=dtype)
-            col[:k] = old[rows]
-            self._cols[name] = col
-        c = self._cols
-        slen = c["slen"][:k]
-        nb = np.where(slen > 0, self._blocks[np.minimum(np.searchsorted(self._widths, slen),
-                                                        len(self._blocks) - 1)], 0)
-        old = self._arena
-        arena = old if len(old) == bcap else np.empty((bcap, BLOCK), dtype=np.uint8)
-        self._bt = pack_blocks(old, arena, c["block"][:k], nb)
-        self._arena = arena
-        self._n = k
+    def _blocks_of(self, slen: np.ndarray) -> np.ndarray:
+        """Arena blocks each row's bytes take (0: none)."""
+        return self._nb_of[slen]
 
-    def _compact(self, rows: int, blocks: int) -> None:
-        """Make room for ``rows`` index rows and ``blocks`` blocks: drop rows (see
-        :mod:`netmon.ingest.packetevict`) down to the low-water mark, then size the
-        arrays to the whole budget, split as recent appends used it."""
+    def _compact(self, rows: int, held: int) -> None:
+        """Make room for ``rows`` index rows and ``held`` bytes of buffers: drop rows
+        (see :mod:`netmon.ingest.packetevict`) down to the low-water mark, pack the
+        arena's kept bytes to its front and copy the kept rows of held buffers in after
+        them, then let go of every held buffer."""
         self.compactions += 1
         n = self._n
         c = self._cols
-        slen = c["slen"][:n]
-        nb = np.where(slen > 0, self._blocks[np.minimum(np.searchsorted(self._widths, slen),
-                                                        len(self._blocks) - 1)], 0)
-        cost = ROW_BYTES + nb * BLOCK
-        need = rows * ROW_BYTES + blocks * BLOCK
+        nb = self._blocks_of(c["slen"][:n])
+        cost = ROW_BYTES + nb * BLOCK  # what a row costs once its bytes are in the arena
+        need = rows * ROW_BYTES + held
         # The ended list only shrinks here (pruned below): counting it whole is safe.
         target = max(0, min(int(self.budget * LOW_WATER), self.budget - need)
                      - self._ended.nbytes - self._ended_reserve)
@@ -331,24 +337,49 @@ class PacketStore:
                  recent=self.recent, target=target)
         for k in self.dropped:
             self.dropped[k] += getattr(p, k)
-        kept_rows = len(p.rows)
-        kept_blocks = int(nb[p.rows].sum())
-        self._ended.prune(flows[p.rows])
-        room = self.budget - self._ended.nbytes - self._ended_reserve - (
-            (kept_rows + rows) * ROW_BYTES + (kept_blocks + blocks) * BLOCK)
-        room = max(room, 0)
-        r, b = self._since if any(self._since) else (kept_rows, kept_blocks)
-        share = (r * ROW_BYTES) / (r * ROW_BYTES + b * BLOCK) if r or b else 0.25
-        mroom, broom = int(room * share) // ROW_BYTES, int(room * (1 - share)) // BLOCK
-        mcap, bcap = len(c["flow"]), len(self._arena)
-        # The arrays stay (compacted in place) while each leaves at least half the room
-        # recent appends would want there; else they are split anew.
-        if (mcap - kept_rows - rows < mroom // 2 or bcap - kept_blocks - blocks < broom // 2
-                or mcap * ROW_BYTES + bcap * BLOCK > self.budget - self._ended_reserve
-                - self._ended.nbytes):
-            mcap, bcap = kept_rows + rows + mroom, kept_blocks + blocks + broom
+        keep = p.rows
+        k = len(keep)
+        kept_blocks = int(nb[keep].sum())
+        self._ended.prune(flows[keep])
+        # Room left once packed, split between index rows and held buffers as the appends
+        # since the last compaction used them.
+        room = max(0, self.budget - self._ended.nbytes - self._ended_reserve - need
+                   - k * ROW_BYTES - kept_blocks * BLOCK)
+        r, b = self._since
+        share = r * ROW_BYTES / (r * ROW_BYTES + b) if r or b else 0.25
+        mcap = k + rows + int(room * share) // ROW_BYTES
+        if mcap <= len(c["flow"]) <= mcap + room // 8 // ROW_BYTES:
+            mcap = len(c["flow"])  # close enough: pack in place, no fresh pages
+        for name, dtype in _COLUMNS:
+            old = c[name]
+            col = old if len(old) == mcap else np.empty(mcap, dtype=dtype)
+            col[:k] = old[keep]
+            c[name] = col
+        self._n = k
+        self._pack_bytes(k, kept_blocks)
         self._since = [0, 0]
-        self._pack(np.sort(p.rows), mcap, bcap)
+
+    def _pack_bytes(self, k: int, kept_blocks: int) -> None:
+        """The arena's kept blocks to its front (in place when it is the right size),
+        then the held rows' bytes after them, by width class; held buffers let go."""
+        c = self._cols
+        slen, held, block = c["slen"][:k], c["held"][:k], c["block"][:k]
+        nb = self._blocks_of(slen)
+        old = self._arena
+        fits = kept_blocks <= len(old) <= kept_blocks + (kept_blocks >> 3) + 256
+        arena = old if fits else np.empty((kept_blocks, BLOCK), dtype=np.uint8)
+        in_arena = held < 0
+        starts = block[in_arena]
+        bt = pack_blocks(old, arena, starts, nb[in_arena])
+        block[in_arena] = starts
+        rows = np.flatnonzero(~in_arena & (slen > 0))
+        if len(rows):
+            cls = np.searchsorted(self._widths, slen)
+            bt = copy_frames(arena, bt, self._held, rows, held.astype(np.int64),
+                             block.copy(), cls, self._widths, block)
+        held[:] = -1
+        self._arena, self._bt = arena, bt
+        self._held, self._held_at, self._held_bytes = [], {}, 0
 
     # ------------------------------------------------------------------ ended flows
     def end_flows(self, flow_ids: np.ndarray) -> None:
@@ -397,12 +428,15 @@ class PacketStore:
             rows = rows[max(len(rows) - limit, 0):]
         flat = self._arena.reshape(-1)
         out = []
-        for seq, ts, size, lt, start, ln in zip(
+        for seq, ts, size, lt, start, ln, h in zip(
                 c["seq"][rows].tolist(), c["ts"][rows].tolist(), c["size"][rows].tolist(),
                 c["linktype"][rows].tolist(), c["block"][rows].tolist(),
-                c["slen"][rows].tolist(), strict=True):
-            at = start * BLOCK
-            out.append(RingFrame(seq, ts, size, lt, flat[at:at + ln].tobytes()))
+                c["slen"][rows].tolist(), c["held"][rows].tolist(), strict=True):
+            if h >= 0:  # not copied yet: its bytes sit in a held buffer
+                data = self._held[h][start:start + ln]
+            else:
+                data = flat[start * BLOCK:start * BLOCK + ln].tobytes()
+            out.append(RingFrame(seq, ts, size, lt, data))
         return out
 
     def flows(self) -> np.ndarray:
