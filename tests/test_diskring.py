@@ -32,7 +32,7 @@ from netmon.ingest.diskindex import (
     read_index,
 )
 from netmon.ingest.diskring import DiskRing
-from netmon.ingest.packetstore import RingFrame
+from netmon.ingest.keptpackets import RingFrame
 from netmon.sources.files import FileSource, StdinSource
 from netmon.testing.replay import counted_batches
 from netmon.testing.synth import synthetic_pcap

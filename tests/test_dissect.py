@@ -16,7 +16,7 @@ from netmon.ingest.dissect import (
     dissect_frames,
     parse_pdml,
 )
-from netmon.ingest.packetstore import RingFrame
+from netmon.ingest.keptpackets import RingFrame
 from tests.conftest import captures_dir
 
 #: An Ethernet/IPv4/TCP frame whose payload does not hold the HTTP below (that came

@@ -237,7 +237,7 @@ def test_named_leftovers_of_dead_processes_go_at_the_next_start(tmp_path: Path) 
 DISSECT_AND_HOLD = """
 import os, sys, time
 from netmon.ingest.dissect import dissect_frames
-from netmon.ingest.packetstore import RingFrame
+from netmon.ingest.keptpackets import RingFrame
 from netmon.ingest.linktypes import LINKTYPE_ETHERNET
 from netmon.testing.frames import ethernet, ipv4, udp
 

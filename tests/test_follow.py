@@ -16,8 +16,8 @@ from netmon.core.link import FollowChunk
 from netmon.core.text import payload_ascii
 from netmon.core.values import PROTO_TCP, PROTO_UDP, TCP_ACK, TCP_FIN, TCP_PSH, TCP_SYN
 from netmon.ingest.follow import follow_frames
+from netmon.ingest.keptpackets import RingFrame
 from netmon.ingest.linktypes import LINKTYPE_ETHERNET, LINKTYPE_LINUX_SLL
-from netmon.ingest.packetstore import RingFrame
 from netmon.ingest.pcapstream import PcapStreamDecoder
 from netmon.testing.frames import (
     ETHERTYPE_IPV4,

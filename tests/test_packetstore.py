@@ -11,16 +11,10 @@ import pytest
 
 from netmon.flows.table import FlowTable
 from netmon.ingest.batch import PacketBatch
+from netmon.ingest.keptpackets import TIER_FIRST, TIER_RECENT
+from netmon.ingest.packetarena import BLOCK
 from netmon.ingest.packetevict import group_order
-from netmon.ingest.packetstore import (
-    BLOCK,
-    ROW_BYTES,
-    SNAP,
-    TIER_FIRST,
-    TIER_RECENT,
-    PacketStore,
-    flow_counts,
-)
+from netmon.ingest.packetstore import ROW_BYTES, SNAP, PacketStore, flow_counts
 from netmon.ingest.pcapstream import PcapStreamDecoder
 from netmon.ingest.pcapwrite import pcap_header, pcap_record, pcapng_epb, pcapng_idb, pcapng_shb
 from netmon.testing.frames import ethernet, ipv4, tcp, udp

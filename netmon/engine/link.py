@@ -47,7 +47,7 @@ from netmon.flows.selection import QueryError, flag_text, host_rows, select_flow
 from netmon.flows.table import FlowTable
 from netmon.flows.views import views_from_columns
 from netmon.ingest.dissect import CONTEXT_FRAMES, DISSECT_TIMEOUT, DissectError, dissect_frames
-from netmon.ingest.packetstore import TIER_NAMES, RingFrame
+from netmon.ingest.keptpackets import TIER_NAMES, RingFrame
 
 log = logging.getLogger(__name__)
 

@@ -27,7 +27,7 @@ from netmon.ingest.follow import follow_frames
 
 if TYPE_CHECKING:
     from netmon.flows.table import FlowTable
-    from netmon.ingest.packetstore import RingFrame
+    from netmon.ingest.keptpackets import RingFrame
 
 
 class FollowExportMixin:

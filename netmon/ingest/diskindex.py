@@ -39,7 +39,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from netmon.ingest.packetstore import TIER_DISK, RingFrame, StorePackets
+from netmon.ingest.keptpackets import TIER_DISK, RingFrame, StorePackets
 from netmon.ingest.pcapwrite import pcapng_epb, pcapng_idb, pcapng_shb
 
 #: One index row per packet written: where its frame's bytes sit in the segment

@@ -30,7 +30,7 @@ import tempfile
 from collections.abc import Callable, Sequence
 
 from netmon.core.link import DissectNode
-from netmon.ingest.packetstore import RingFrame
+from netmon.ingest.keptpackets import RingFrame
 from netmon.ingest.pcapwrite import pcapng_epb, pcapng_idb, pcapng_shb
 
 #: Seconds tshark gets per dissection before it is killed.

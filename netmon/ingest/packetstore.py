@@ -11,38 +11,42 @@ the first answer) and its ``recent`` most recent ones (32), each as one index ro
 link type, captured length) plus a COPY of the captured frame's first ``snap`` bytes
 (:data:`SNAP`, 2048: a whole Ethernet frame with its headers, TLS ClientHello and
 HTTP request headers included; longer GRO/jumbo frames lose their tail). Copies, not
-references: the decoder's buffers are megabytes holding thousands of other packets,
-which is why the frame ring this replaces kept only seconds of traffic.
+references for long: the decoder's buffers are megabytes holding thousands of other
+packets, which is why the frame ring this replaces kept only seconds of traffic.
 
-Memory. Bytes sit in one arena of 128-byte blocks; a frame takes the smallest width
-class that holds it (:data:`WIDTHS`: 128, 256, 512, 1536 or 2048 bytes), so a 66-byte
-ACK costs one block and 2 KB only goes to frames that need it. Index rows cost
-:data:`ROW_BYTES` each. Everything allocated (index columns, arena, the list of ended
-flows) counts against ``budget``; :attr:`PacketStore.nbytes` never exceeds it (growing,
-or re-splitting the budget between index and arena, briefly holds old and new arrays).
+Memory. Copied bytes sit in one arena of 128-byte blocks; a frame takes the smallest
+width class that holds it (:data:`WIDTHS`: 128, 256, 512, 1536 or 2048 bytes), so a
+66-byte ACK costs one block and 2 KB only goes to frames that need it. Index rows cost
+:data:`ROW_BYTES` each. Everything allocated (index columns, arena, held buffers, the
+list of ended flows) counts against ``budget``; :attr:`PacketStore.nbytes` never
+exceeds it (re-sizing briefly holds old and new arrays).
 
 Hot path (:meth:`PacketStore.append`), all vectorised: a packet is kept when it is one
 of its flow's first (``seq < first``) or one of the last ``recent`` of its flow in this
-batch (``seq >= count - recent``, ``count`` being the flow's packets after the batch);
-kept rows and their bytes go to the END of the index and of the arena (append-only, so
-every copy is one contiguous block: ``arena[t:t+m*b].reshape(m, w)[:] = window[offs]``
-with ``window`` a :func:`numpy.lib.stride_tricks.as_strided` view of the decoder's
-buffer, one fancy-indexing copy per width class and buffer). A flow's older recent rows
-are not removed there: queries hide them (``seq <= newest - recent``) and the next
-compaction drops them. When the arrays are full and may not grow within the budget, a
-compaction (:mod:`netmon.ingest.packetevict`) plans which rows stay under a low-water
-mark, fairly (stale rows, then ended flows oldest first, then water-filling of live
-flows' recent packets, then of their first packets), and packs them to the front of the
-same arrays, in place (no fresh pages to fault in), keeping their order.
+batch (``seq >= count - recent``, ``count`` being the flow's packets after the batch).
+Kept rows go to the END of the index, and their bytes are not copied yet: the store
+holds the decoder's buffers they sit in (immutable ``bytes``, counted whole against the
+budget) when most of those buffers' bytes are kept frames, else (bulk traffic: a few
+kept frames per megabyte) it gathers the kept frames into one compact buffer and holds
+that. A flow's older recent rows are not removed there: queries hide them
+(``seq <= newest - recent``) and the next compaction drops them. When the index may not
+grow within the budget, a compaction (:mod:`netmon.ingest.packetevict`) plans which rows
+stay under a low-water mark, fairly (stale rows, then ended flows oldest first, then
+water-filling of live flows' recent packets, then of their first packets), packs the
+kept rows to the front of the index and of the arena, in place, copies the kept rows of
+held buffers in after them (one fancy-indexing copy per buffer and width class, see
+:mod:`netmon.ingest.packetarena`), and lets go of every held buffer. Bytes dropped
+before their first compaction are never copied: on the ingest benchmark's file (1 M
+packets over 50 k flows, ~600 MB through a 128 MB budget) the store's own time went
+from 0.89 s (copying every kept frame on append) to 0.25 s.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
 from netmon.ingest.batch import PacketBatch
+from netmon.ingest.keptpackets import TIER_FIRST, TIER_RECENT, RingFrame, StorePackets
 from netmon.ingest.packetarena import BLOCK, copy_frames, gather_frames, pack_blocks
 from netmon.ingest.packetevict import EndedFlows, plan
 
@@ -58,63 +62,23 @@ DEFAULT_MB = 128
 WIDTHS = (128, 256, 512, 1536, 2048)
 #: A compaction keeps at most this share of the budget, so the next one is some way off:
 #: each moves up to LOW_WATER of the budget to make room for 1 - LOW_WATER of new rows
-#: (0.25: under constant pressure the store holds 25-100% of its budget, and moves 0.33
-#: bytes per byte it takes in; measured on the bench file, 1 M packets over 50 k flows,
-#: the store's own time was 0.89 s at 0.25, 1.44 s at 0.4, twice that at 0.75; 0.15
-#: saved nothing more).
+#: (0.25: under constant pressure the store holds 25-100% of its budget; measured on
+#: the bench file, 1 M packets over 50 k flows, the store's own time was 0.25 s at 0.25,
+#: 0.23 s at 0.2, and more at higher marks: the survivors are copied again each time).
 LOW_WATER = 0.25
 #: An append is cut into pieces of at most this share of the budget.
 _PIECE = 0.25
-#: Tiers of a kept packet (``StorePackets.tier``).
-TIER_FIRST, TIER_RECENT, TIER_DISK = 0, 1, 2
-TIER_NAMES = ("first", "recent", "disk")
 
 #: The index columns: flow id, packet number in the flow, capture time, wire size,
-#: captured length, bytes kept (0: none), first arena block (-1: none), link type,
-#: TCP flags or ICMP type (with the tunnel bit), IP protocol, direction (True: a->b).
+#: captured length, bytes kept (0: none), where they are (``held`` -1: from arena block
+#: ``block`` on; else at offset ``block`` of held buffer ``held``), link type, TCP flags
+#: or ICMP type (with the tunnel bit), IP protocol, direction (True: a->b).
 _COLUMNS = (("flow", np.int64), ("seq", np.int64), ("ts", np.float64), ("size", np.int32),
             ("caplen", np.int32), ("slen", np.uint16), ("block", np.int32),
-            ("held", np.int32),
-            ("linktype", np.uint16), ("flags", np.uint16), ("proto", np.uint8),
-            ("a2b", np.bool_))
+            ("held", np.int32), ("linktype", np.uint16), ("flags", np.uint16),
+            ("proto", np.uint8), ("a2b", np.bool_))
 #: Bytes of index per kept packet (counted against the budget with the arena).
 ROW_BYTES = sum(np.dtype(t).itemsize for _, t in _COLUMNS)
-
-
-@dataclass(frozen=True, slots=True)
-class StorePackets:
-    """The kept packets of one flow, oldest first (numpy copies). ``tier`` says why
-    each is kept (:data:`TIER_FIRST` or :data:`TIER_RECENT`); ``has_bytes`` whether its
-    bytes are (a packet read while the decoder resynchronised has none)."""
-
-    seq: np.ndarray
-    ts: np.ndarray
-    a2b: np.ndarray
-    size: np.ndarray
-    flags: np.ndarray
-    proto: np.ndarray
-    has_bytes: np.ndarray
-    tier: np.ndarray
-
-    def __len__(self) -> int:
-        return len(self.seq)
-
-    @property
-    def newest(self) -> int:
-        """The highest packet number kept (-1: none): the flow had at least newest + 1."""
-        return int(self.seq[-1]) if len(self.seq) else -1
-
-
-@dataclass(frozen=True, slots=True)
-class RingFrame:
-    """One kept frame: what a capture-file writer needs. ``data`` may be shorter than
-    ``wirelen`` (snapped, or captured with a snap length)."""
-
-    seq: int
-    ts: float
-    wirelen: int
-    linktype: int
-    data: bytes
 
 
 def _widths(snap: int) -> np.ndarray:
