@@ -14,7 +14,7 @@ from netmon.ingest.batch import PacketBatch
 from netmon.ingest.keptpackets import TIER_FIRST, TIER_RECENT
 from netmon.ingest.packetarena import BLOCK
 from netmon.ingest.packetevict import group_order
-from netmon.ingest.packetstore import ROW_BYTES, SNAP, PacketStore, flow_counts
+from netmon.ingest.packetstore import LOW_WATER, ROW_BYTES, SNAP, PacketStore, flow_counts
 from netmon.ingest.pcapstream import PcapStreamDecoder
 from netmon.ingest.pcapwrite import pcap_header, pcap_record, pcapng_epb, pcapng_idb, pcapng_shb
 from netmon.testing.frames import ethernet, ipv4, tcp, udp
@@ -222,12 +222,12 @@ def many_flows(n: int, packets: int, size: int, sport: int = 10000) -> list[list
 
 
 def test_a_bulk_flow_cannot_push_out_the_first_packets_of_others() -> None:
-    budget = 1152 << 10
+    budget = int((288 << 10) / LOW_WATER)
     p = Pipeline(budget)
     # 150 small flows of 8 ~100-byte packets (~206 KB: 128-byte blocks) and a bulk flow
     # of 1450-byte ones, whose first 32 and recent 32 take ~50 KB each: not all fits
-    # under the low-water mark (a quarter of the budget, less the index: ~280 KB), the
-    # small flows' packets and the bulk's first ones do.
+    # under the low-water mark (288 KB less the ended flows' reserve), the small flows'
+    # packets and the bulk's first ones do.
     small = many_flows(150, 8, 50)
     bulk = conversation(20000, sport=9, size=1400)
     rng = random.Random(1)
@@ -248,12 +248,12 @@ def test_a_bulk_flow_cannot_push_out_the_first_packets_of_others() -> None:
 
 
 def test_ended_flows_go_first_oldest_first() -> None:
-    budget = 800 << 10  # low-water mark ~200 KB: the ended flows cannot all stay
+    budget = 800 << 10  # low-water mark ~120 KB: the ended flows cannot all stay
     p = Pipeline(budget)
     # Flows of 10 packets: ~3.3 KB each as captured (held buffers), 4.6 KB once copied
     # (3 in 128-byte blocks, 7 in 512-byte ones, and their index rows).
     old = many_flows(160, 10, 400, sport=10000)
-    new = many_flows(50, 10, 400, sport=20000)
+    new = many_flows(70, 10, 400, sport=20000)
     p.feed(pcap_bytes([f for c in old for f in c]))
     old_ids = p.flow_ids()
     assert p.store.compactions == 0
@@ -264,7 +264,7 @@ def test_ended_flows_go_first_oldest_first() -> None:
     assert s.nbytes <= budget and s.compactions > 0
     assert s.dropped["ended"] > 0 and s.dropped["recent"] == s.dropped["first"] == 0
     new_ids = [i for i in p.flow_ids() if i not in old_ids]
-    assert len(new_ids) == 50 and all(len(s.packets_of(i)) == 10 for i in new_ids)
+    assert len(new_ids) == 70 and all(len(s.packets_of(i)) == 10 for i in new_ids)
     left = [len(s.packets_of(i)) for i in old_ids]
     assert set(left) <= {0, 10}  # an ended flow goes whole
     # The oldest ended go first: a run of dropped flows, then the kept ones.
@@ -279,8 +279,9 @@ def test_many_small_flows_hold_the_budget() -> None:
     p.feed(pcap_bytes(frames), chunk=200000)
     s = p.store
     assert s.nbytes <= budget and s.dropped["first"] > 0
-    # Equal flows, equal shares: each keeps all or nothing of its single packet.
-    assert len(s) * (ROW_BYTES + BLOCK) <= budget
+    s._compact(0, 0)  # every kept frame copied to the arena: a row and a block each
+    assert s.used_bytes <= s.nbytes <= budget
+    assert len(s) * (ROW_BYTES + BLOCK) <= budget * LOW_WATER
 
 
 def udp_frame(i: int) -> bytes:

@@ -8,7 +8,7 @@ where the UI link asks for a flow's packets and frames. Other threads get copies
 What is kept. Per flow, its first ``first`` packets (32: the handshake, the request,
 the first answer) and its ``recent`` most recent ones (32), each as one index row
 (number in the flow, time, direction, wire size, TCP flags or ICMP type, protocol,
-link type, captured length) plus a COPY of the captured frame's first ``snap`` bytes
+link type, bytes kept) plus a COPY of the captured frame's first ``snap`` bytes
 (:data:`SNAP`, 2048: a whole Ethernet frame with its headers, TLS ClientHello and
 HTTP request headers included; longer GRO/jumbo frames lose their tail). Copies, not
 references for long: the decoder's buffers are megabytes holding thousands of other
@@ -62,19 +62,20 @@ DEFAULT_MB = 128
 WIDTHS = (128, 256, 512, 1536, 2048)
 #: A compaction keeps at most this share of the budget, so the next one is some way off:
 #: each moves up to LOW_WATER of the budget to make room for 1 - LOW_WATER of new rows
-#: (0.25: under constant pressure the store holds 25-100% of its budget; measured on
-#: the bench file, 1 M packets over 50 k flows, the store's own time was 0.25 s at 0.25,
-#: 0.23 s at 0.2, and more at higher marks: the survivors are copied again each time).
-LOW_WATER = 0.25
+#: (0.15: under constant pressure the store holds 15-100% of its budget; measured on
+#: the bench file, 1 M packets over 50 k flows, the store's own time was 0.21 s at 0.15,
+#: 0.20 s at 0.1, 0.25 s at 0.2 and 0.25, more at higher marks: each compaction plans
+#: over every row held and copies the survivors again).
+LOW_WATER = 0.15
 #: An append is cut into pieces of at most this share of the budget.
 _PIECE = 0.25
 
 #: The index columns: flow id, packet number in the flow, capture time, wire size,
-#: captured length, bytes kept (0: none), where they are (``held`` -1: from arena block
+#: bytes kept (0: none), where they are (``held`` -1: from arena block
 #: ``block`` on; else at offset ``block`` of held buffer ``held``), link type, TCP flags
 #: or ICMP type (with the tunnel bit), IP protocol, direction (True: a->b).
 _COLUMNS = (("flow", np.int64), ("seq", np.int64), ("ts", np.float64), ("size", np.int32),
-            ("caplen", np.int32), ("slen", np.uint16), ("block", np.int32),
+            ("slen", np.uint16), ("block", np.int32),
             ("held", np.int32), ("linktype", np.uint16), ("flags", np.uint16),
             ("proto", np.uint8), ("a2b", np.bool_))
 #: Bytes of index per kept packet (counted against the budget with the arena).
@@ -239,7 +240,6 @@ class PacketStore:
         c["seq"][sl] = seq[idx]
         c["ts"][sl] = batch.ts[idx]
         c["size"][sl] = batch.wirelen[idx]
-        c["caplen"][sl] = batch.raw_len[idx] if batch.raw_len is not None else 0
         c["slen"][sl] = slen
         c["flags"][sl] = batch.flags[idx]
         c["proto"][sl] = batch.proto[idx]
