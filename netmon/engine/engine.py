@@ -26,6 +26,7 @@ from twisted.internet import process as tprocess
 from twisted.internet import task
 
 from netmon.core.errors import SourceError
+from netmon.core.heap import keep_freed_heap
 from netmon.core.settings import Settings
 from netmon.core.text import NAME_MAX, safe_text
 from netmon.core.values import ConnectionRecord, Snapshot
@@ -88,6 +89,7 @@ class Engine:
         self.namer = FlowNamer(self.table)
         #: Each flow's first and recent packets, for the UI's packet lists and dissections.
         self.packets = PacketStore(settings.packet_mb << 20)
+        keep_freed_heap(self.packets.budget)  # its held buffers come and go in bulk
         self._pending_raw = 0
         self._writer = FlowsOutWriter(settings.flows_out) if settings.flows_out else None
         self._pending: list[PacketBatch] = []
