@@ -116,7 +116,7 @@ class PacketStore:
         self.snap = int(snap)
         self._widths = _widths(self.snap)
         self._blocks = self._widths // BLOCK
-        # Arena blocks per kept length, as a table (cheaper than a search per row).
+        # Arena blocks per kept length (0: none), as a table: cheaper than a search.
         lens = np.arange(self.snap + 1)
         self._nb_of = np.where(lens > 0, self._blocks[np.minimum(
             np.searchsorted(self._widths, lens), len(self._blocks) - 1)], 0).astype(np.int64)
@@ -142,7 +142,8 @@ class PacketStore:
 
     @property
     def nbytes(self) -> int:
-        """Bytes counted against the budget: allocated index, arena and ended list."""
+        """Bytes counted against the budget: allocated index and arena, held buffers,
+        the ended list."""
         return (len(self._cols["flow"]) * ROW_BYTES + self._arena.nbytes
                 + self._held_bytes + self._ended.nbytes)
 
@@ -192,13 +193,7 @@ class PacketStore:
                 raw = self._unheld(batch.bufs, used)
             where = np.full(len(batch.bufs) + 1, -1, dtype=np.int32)  # [-1]: no bytes
             for i in used:
-                b = batch.bufs[i]
-                if id(b) not in self._held_at:
-                    self._held_at[id(b)] = len(self._held)
-                    self._held.append(b)
-                    self._held_bytes += len(b)
-                where[i] = self._held_at[id(b)]
-            self._since[1] += raw
+                where[i] = self._hold(batch.bufs[i])
             self._append(batch, idx, flow_id, a2b, seq, np.where(has, where[chunk], -1),
                          off, slen, lt)
             return
@@ -215,14 +210,19 @@ class PacketStore:
                 sl = slice(lo, hi)
                 buf, at = gather_frames(batch.bufs, chunk[sl], off[sl], slen[sl])
                 self._reserve(hi - lo, len(buf))
-                h = -1
-                if buf:
-                    h = len(self._held)
-                    self._held.append(buf)
-                    self._held_bytes += len(buf)
-                    self._since[1] += len(buf)
+                h = self._hold(buf) if buf else -1
                 self._append(batch, idx[sl], flow_id, a2b, seq,
                              np.where(slen[sl] > 0, h, -1), at, slen[sl], lt[sl])
+
+    def _hold(self, buf: bytes) -> int:
+        """Hold ``buf`` (once) until the next compaction; its index in the held list."""
+        at = self._held_at.get(id(buf))
+        if at is None:
+            at = self._held_at[id(buf)] = len(self._held)
+            self._held.append(buf)
+            self._held_bytes += len(buf)
+            self._since[1] += len(buf)
+        return at
 
     def _unheld(self, bufs: tuple[bytes, ...], used: list[int]) -> int:
         """Bytes of the buffers ``bufs[used]`` that the store does not hold yet."""
@@ -278,10 +278,6 @@ class PacketStore:
             col[:n] = self._cols[name][:n]
             self._cols[name] = col
 
-    def _blocks_of(self, slen: np.ndarray) -> np.ndarray:
-        """Arena blocks each row's bytes take (0: none)."""
-        return self._nb_of[slen]
-
     def _compact(self, rows: int, held: int) -> None:
         """Make room for ``rows`` index rows and ``held`` bytes of buffers: drop rows
         (see :mod:`netmon.ingest.packetevict`) down to the low-water mark, pack the
@@ -290,7 +286,7 @@ class PacketStore:
         self.compactions += 1
         n = self._n
         c = self._cols
-        nb = self._blocks_of(c["slen"][:n])
+        nb = self._nb_of[c["slen"][:n]]
         cost = ROW_BYTES + nb * BLOCK  # what a row costs once its bytes are in the arena
         need = rows * ROW_BYTES + held
         # The ended list only shrinks here (pruned below): counting it whole is safe.
@@ -303,7 +299,8 @@ class PacketStore:
             self.dropped[k] += getattr(p, k)
         keep = p.rows
         k = len(keep)
-        kept_blocks = int(nb[keep].sum())
+        kept_nb = nb[keep]
+        kept_blocks = int(kept_nb.sum())
         self._ended.prune(flows[keep])
         # Room left once packed, split between index rows and held buffers as the appends
         # since the last compaction used them.
@@ -320,15 +317,16 @@ class PacketStore:
             col[:k] = old[keep]
             c[name] = col
         self._n = k
-        self._pack_bytes(k, kept_blocks)
+        self._pack_bytes(k, kept_nb)
         self._since = [0, 0]
 
-    def _pack_bytes(self, k: int, kept_blocks: int) -> None:
+    def _pack_bytes(self, k: int, nb: np.ndarray) -> None:
         """The arena's kept blocks to its front (in place when it is the right size),
-        then the held rows' bytes after them, by width class; held buffers let go."""
+        then the held rows' bytes after them, by width class; held buffers let go.
+        ``nb``: the blocks each of the ``k`` kept rows takes."""
         c = self._cols
         slen, held, block = c["slen"][:k], c["held"][:k], c["block"][:k]
-        nb = self._blocks_of(slen)
+        kept_blocks = int(nb.sum())
         old = self._arena
         fits = kept_blocks <= len(old) <= kept_blocks + (kept_blocks >> 3) + 256
         arena = old if fits else np.empty((kept_blocks, BLOCK), dtype=np.uint8)
