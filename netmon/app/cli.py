@@ -39,6 +39,7 @@ examples:
   netmon demo                            loopback traffic of several kinds, monitored
   netmon --keep-packets /var/tmp/ring --keep-size 2G   keep every frame on disk
   netmon packets /var/tmp/ring --host 10.0.0.5 --port 443 -w out.pcapng
+  netmon packets /var/tmp/ring --cluster 3 -w cluster3.pcapng
 
 exit codes: 0 ok, 1 internal error (a bug), 2 usage, 3 no tshark/dumpcap,
   4 no capture permission, 5 unknown interface, 6 bad capture filter, 7 unreadable or
@@ -164,6 +165,8 @@ def build_parser() -> argparse.ArgumentParser:
     pk = p.add_argument_group("packets (netmon packets DIR [--flow ID ...] [-w OUT.pcapng])")
     pk.add_argument("--flow", action="append", type=int, metavar="ID",
                     help="a flow id from the listing (repeatable)")
+    pk.add_argument("--cluster", dest="cluster_id", type=int, metavar="ID",
+                    help="the flows netmon last put in this cluster (its id in the TUI)")
     pk.add_argument("--host", metavar="ADDR", help="flows with this address at either end")
     pk.add_argument("--port", type=int, metavar="N", help="flows with this port at either end")
     pk.add_argument("--run", metavar="RUN", help="a run of the listing (default: the "
@@ -287,9 +290,9 @@ def run(argv: list[str]) -> int:
 
         return run_packets(args, sys.stdout)
     if args.ring_dir is not None or any(getattr(args, k) is not None for k in (
-            "flow", "host", "port", "run", "write")):
-        raise SourceError("DIR, --flow, --host, --port, --run and -w go with 'netmon "
-                          "packets DIR' (see 'netmon --help')", EXIT_USAGE)
+            "flow", "cluster_id", "host", "port", "run", "write")):
+        raise SourceError("DIR, --flow, --cluster, --host, --port, --run and -w go with "
+                          "'netmon packets DIR' (see 'netmon --help')", EXIT_USAGE)
     settings = settings_from_args(args)
     logging.getLogger().setLevel(settings.log_level.upper())
     if args.command == "interfaces":

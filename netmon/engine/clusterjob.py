@@ -84,6 +84,9 @@ class ClusterJob:
         self.table = table
         self.on_finished = on_finished
         self.on_done = on_done  # called on the reactor thread after each job
+        #: Called on the reactor thread with (flow ids, cluster ids, labels) of the live
+        #: flows a job put in another cluster (--keep-packets records them).
+        self.on_assigned: Callable[[np.ndarray, np.ndarray, dict[int, str]], None] | None = None
         self.ports = ports
         self.seed = seed
         self._pool = ThreadPool(minthreads=1, maxthreads=1, name="netmon-cluster")
@@ -230,6 +233,10 @@ class ClusterJob:
         n = len(r.slots)
         # Flows may have ended (and slots been reused) while the job ran.
         ok = t.live[r.slots] & (t.flow_id[r.slots] == r.flow_ids)
+        if self.on_assigned is not None:
+            moved = ok & (t.cluster[r.slots] != r.cluster_id[:n])
+            if moved.any():
+                self.on_assigned(r.flow_ids[moved], r.cluster_id[:n][moved], r.labels)
         t.cluster[r.slots[ok]] = r.cluster_id[:n][ok]
         t.outlier[r.slots[ok]] = r.outlier[:n][ok]
         self.labels = r.labels

@@ -138,6 +138,10 @@ class Engine:
                                     lambda: not self._paused and not self._finalised)
                         if settings.keep_packets else None)
         self.disk = self.keeping.ring if self.keeping is not None else None
+        if self.disk is not None and self.clustering is not None:
+            # The ring records each flow's cluster, so a cluster's packets can be
+            # exported from it later (netmon packets DIR --cluster ID).
+            self.clustering.on_assigned = self.disk.note_clusters
 
     # ------------------------------------------------------------ any thread
     def start(self) -> None:
@@ -363,6 +367,9 @@ class Engine:
 
     def _ended_flows(self, cols: dict, keys: list[bytes], reason: str,
                      labels: dict[int, str]) -> None:
+        if self.disk is not None and self.clustering is not None and "cluster" in cols:
+            # The cluster each ended flow had last: `netmon packets --cluster` reads it.
+            self.disk.note_clusters(cols["flow_id"], cols["cluster"], labels, ended=True)
         if self._writer is None or not keys:
             return
         try:

@@ -12,6 +12,9 @@ Layout of DIR (every file 0600; names sort oldest first)::
     netmon-<run>-<segment>.pcapng   a pcapng segment: SHB, one IDB per link type, EPBs
     netmon-<run>-<segment>.idx      its index while open: INDEX_DTYPE rows, append order
     netmon-<run>-<segment>.fidx     ... once closed: the same rows sorted by (flow, seq)
+    netmon-<run>-<segment>.clus     clusters of the run's flows decided while the
+                                    segment was open (JSON lines, see
+                                    :mod:`netmon.ingest.diskclusters`)
     netmon-<run>-<segment>.flows    FLOWS_MAGIC, then one FLOWS_DTYPE row per flow
                                     with packets in the segment: flow id, protocol,
                                     family, port a, port b, address a, address b (16
@@ -39,6 +42,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from netmon.ingest.diskclusters import read_clusters
 from netmon.ingest.keptpackets import TIER_DISK, RingFrame, StorePackets
 from netmon.ingest.pcapwrite import pcapng_epb, pcapng_idb, pcapng_shb
 
@@ -55,8 +59,8 @@ FLOWS_MAGIC = b"NMFLOWS1"
 LOCK_NAME = ".netmon-keep.lock"
 PREFIX = "netmon-"
 #: netmon-<run: date T time . microseconds - pid>-<segment number>.<kind>
-_NAME = re.compile(r"^netmon-(\d{8}T\d{6}\.\d{6}-\d+)-(\d{6})\.(pcapng|idx|fidx|flows)$")
-KINDS = ("pcapng", "idx", "fidx", "flows")
+_NAME = re.compile(r"^netmon-(\d{8}T\d{6}\.\d{6}-\d+)-(\d{6})\.(pcapng|idx|fidx|flows|clus)$")
+KINDS = ("pcapng", "idx", "fidx", "flows", "clus")
 
 
 def segment_name(run: str, number: int) -> str:
@@ -114,7 +118,8 @@ def read_index(path: str) -> np.ndarray:
 @dataclass(frozen=True, slots=True)
 class FlowEnds:
     """What the ring says about a flow: its 5-tuple (a = initiator), packets kept on
-    disk and their first and last capture times."""
+    disk and their first and last capture times, and the cluster netmon last put it in
+    (-1: none recorded) with that cluster's label."""
 
     run: str
     flow_id: int
@@ -126,6 +131,8 @@ class FlowEnds:
     packets: int
     first: float
     last: float
+    cluster: int = -1
+    label: str = ""
 
 
 def _address(fam: int, addr: bytes) -> str:
@@ -299,6 +306,8 @@ class DiskReader:
         out: list[FlowEnds] = []
         for run, segs in by_run.items():
             tuples: dict[int, tuple[int, str, int, str, int]] = {}
+            member, labels = read_clusters([os.path.join(self.directory, f"{g.stem}.clus")
+                                            for g in segs if "clus" in g.files])
             parts = []
             for seg in segs:
                 parts.append(read_index(os.path.join(self.directory, f"{seg.stem}.fidx"))
@@ -313,8 +322,9 @@ class DiskReader:
             ids, start, counts = np.unique(flow, return_index=True, return_counts=True)
             for fid, s, c in zip(ids.tolist(), start.tolist(), counts.tolist(), strict=True):
                 proto, a, pa, b, pb = tuples.get(fid, (0, "?", 0, "?", 0))
+                cl = member.get(fid, -1)
                 out.append(FlowEnds(run, fid, proto, a, pa, b, pb, c, float(ts[s]),
-                                    float(ts[s + c - 1])))
+                                    float(ts[s + c - 1]), cl, labels.get(cl, "")))
         return out
 
 

@@ -34,6 +34,7 @@ import numpy as np
 from netmon.core.errors import EXIT_USAGE, SourceError
 from netmon.core.text import NAME_MAX, safe_text
 from netmon.ingest.batch import PacketBatch
+from netmon.ingest.diskclusters import ClusterNote, Memberships
 from netmon.ingest.diskindex import (
     FLOWS_MAGIC,
     INDEX_DTYPE,
@@ -100,7 +101,8 @@ class DiskRing:
         #: (replaced whole by the writer when segments go: readers see one or the other).
         self.present: dict[int, int] = {}
         self._cond = threading.Condition()
-        self._items: deque[Item] = deque()
+        self._items: deque[Item | ClusterNote] = deque()
+        self._members = Memberships()  # writer thread
         self._queued = 0
         self._closing = False
         self._on_drained: Callable[[], None] | None = None  # replays: lossless()
@@ -211,6 +213,19 @@ class DiskRing:
                 self._want_drain = True
         return full
 
+    def note_clusters(self, flow_id: np.ndarray, cluster: np.ndarray,
+                      labels: dict[int, str], ended: bool = False) -> None:
+        """Record that these flows are now in these clusters (``labels``: the
+        clusterer's, id -> label), after the packets queued so far; ``ended``: the
+        flows have ended (their last note)."""
+        if self.error or self._closing or not len(flow_id):
+            return
+        note = ClusterNote(np.array(flow_id, dtype=np.int64),
+                           np.array(cluster, dtype=np.int64), dict(labels), ended)
+        with self._cond:
+            self._items.append(note)
+            self._cond.notify()
+
     def close(self) -> None:
         """Write what is queued, close the segment, end the writer thread (joined)."""
         with self._cond:
@@ -241,7 +256,11 @@ class DiskRing:
                         break
                     item = self._items.popleft()
                 try:
-                    if not self.error:
+                    if self.error:
+                        pass
+                    elif isinstance(item, ClusterNote):
+                        self._write_note(item)
+                    else:
                         self._write_item(item)
                 except OSError as exc:
                     self._fail(exc)
@@ -298,7 +317,8 @@ class DiskRing:
         if not self._old:
             return False
         run, number, stem = self._old.popleft()
-        for kind in ("fidx", "idx", "flows", "pcapng"):  # the index first: readers skip it
+        # The index first: readers skip the segment from then on.
+        for kind in ("fidx", "idx", "flows", "clus", "pcapng"):
             path = os.path.join(self.directory, f"{stem}.{kind}")
             try:
                 size = os.stat(path).st_size
@@ -317,6 +337,20 @@ class DiskRing:
         self._make_room(len(shb) + len(FLOWS_MAGIC))
         self._cur.write([shb], np.zeros(0, dtype=INDEX_DTYPE), FLOWS_MAGIC)
         self._total += len(shb) + len(FLOWS_MAGIC)
+        self._members.opened()
+
+    def _write_note(self, note: ClusterNote) -> None:
+        line = self._members.note(note, self.present)
+        if line:
+            if self._cur is None:
+                self._open_segment()
+            self._write_clusters(line)
+
+    def _write_clusters(self, line: bytes) -> None:
+        if line and self._make_room(len(line)):
+            self._cur.write_clusters(line)
+            self._total += len(line)
+            self.bytes_written += len(line)
 
     def _close_segment(self) -> None:
         """Sort the closed segment's index by (flow, seq) into ``.fidx``."""
@@ -410,6 +444,7 @@ class DiskRing:
         if len(new):
             added = new.tolist()
             cur.flows.update(added)
+            self._write_clusters(self._members.joined(added))
             # In place (one dict operation, atomic for readers on other threads); flows
             # already in this segment are mapped to it already.
             self.present.update(dict.fromkeys(added, cur.number))

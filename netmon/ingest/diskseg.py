@@ -83,9 +83,9 @@ class OpenSegment:
         base = os.path.join(directory, self.stem)
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND
         self.fds: list[int] = []
-        for kind in ("pcapng", "idx", "flows"):
+        for kind in ("pcapng", "idx", "flows", "clus"):
             self.fds.append(os.open(f"{base}.{kind}", flags, 0o600))
-        self.sizes = [0, 0, 0]
+        self.sizes = [0, 0, 0, 0]
         self._rows = np.empty(1 << 14, dtype=INDEX_DTYPE)
         self._flow = np.empty(1 << 14, dtype=np.int64)
         #: Its index rows written so far, in memory too (46 bytes a packet: ~18 MB at
@@ -130,6 +130,17 @@ class OpenSegment:
         self._rows[n:n + k] = rows
         self._flow[n:n + k] = rows["flow"]
         self.rows, self.flow = self._rows[:n + k], self._flow[:n + k]
+
+    def write_clusters(self, line: bytes) -> None:
+        """Append a line of cluster memberships (see :mod:`netmon.ingest.diskclusters`);
+        on error, cut the file back so no half line stays."""
+        try:
+            write_all(self.fds[3], line)
+        except OSError:
+            with contextlib.suppress(OSError):
+                os.ftruncate(self.fds[3], self.sizes[3])
+            raise
+        self.sizes[3] += len(line)
 
     def close(self) -> None:
         for fd in self.fds:
