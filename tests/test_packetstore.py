@@ -4,6 +4,7 @@ the store stays within its budget and gives way fairly (stale, ended, biggest fi
 
 from __future__ import annotations
 
+import itertools
 import random
 
 import numpy as np
@@ -13,7 +14,7 @@ from netmon.flows.table import FlowTable
 from netmon.ingest.batch import PacketBatch
 from netmon.ingest.keptpackets import TIER_FIRST, TIER_RECENT
 from netmon.ingest.packetarena import BLOCK
-from netmon.ingest.packetevict import group_order
+from netmon.ingest.packetevict import plan
 from netmon.ingest.packetstore import LOW_WATER, ROW_BYTES, SNAP, PacketStore, flow_counts
 from netmon.ingest.pcapstream import PcapStreamDecoder
 from netmon.ingest.pcapwrite import pcap_header, pcap_record, pcapng_epb, pcapng_idb, pcapng_shb
@@ -376,8 +377,87 @@ def test_concat_head_and_rows_keep_each_rows_bytes() -> None:
     assert PacketBatch.concat([b1, b1]).raw_nbytes == len(b1.bufs[0])
 
 
-@pytest.mark.parametrize("span", [10, 70_000, 5_000_000_000])
-def test_grouping_by_flow_is_a_stable_sort(span: int) -> None:
-    rng = np.random.default_rng(span)
-    flow = rng.integers(1_000, 1_000 + span, size=5_000).astype(np.int64)
-    assert group_order(flow).tolist() == np.argsort(flow, kind="stable").tolist()
+def random_rows(rng: np.random.Generator, flows: int, span: int, rows: int,
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Rows as the store holds them: each flow's packets in seq order, flows mixed;
+    its first 32 packets, then some of its newest (stale ones among them)."""
+    ids = np.sort(rng.choice(span, size=flows, replace=False)) + 1_000
+    flow, seq = [], []
+    for fid in ids.tolist():
+        count = int(rng.integers(1, 250))  # the flow's packets so far
+        n_first = min(count, 32)  # all kept on append; then some of the newest
+        recent = np.arange(max(32, count - int(rng.integers(0, 40))), count)
+        flow += [fid] * (n_first + len(recent))
+        seq += list(range(n_first)) + recent.tolist()
+    flow_a, seq_a = np.array(flow, dtype=np.int64), np.array(seq, dtype=np.int64)
+    # Flows interleaved by a random time increasing within each flow; the earliest
+    # ``rows`` rows, in time order (each flow's rows stay in seq order).
+    t = np.zeros(len(flow_a))
+    starts = np.r_[0, np.flatnonzero(np.diff(flow_a)) + 1, len(flow_a)]
+    for lo, hi in itertools.pairwise(starts.tolist()):
+        t[lo:hi] = np.sort(rng.random(hi - lo))
+    sub = np.argsort(t, kind="stable")[:rows]
+    return flow_a[sub], seq_a[sub], rng.integers(164, 2100, size=len(sub))
+
+
+@pytest.mark.parametrize("span", [200, 70_000, 5_000_000_000])
+def test_a_plan_is_fair_keeps_prefixes_and_fills_the_target(span: int) -> None:
+    """Invariants of packetevict.plan on random rows: within the target; stale rows
+    gone; ended flows whole, oldest ended first; every live flow keeps its newest
+    recent packets and its first packets up to a common level; little room wasted;
+    and the same answer whatever the flow ids' span."""
+    rng = np.random.default_rng(span % 1000)
+    flow, seq, cost = random_rows(rng, 150, span, 20_000)
+    uniq = np.unique(flow)
+    ended = np.full(len(uniq), -1)
+    ended[rng.choice(len(uniq), size=30, replace=False)] = rng.permutation(30)
+    er = ended[np.searchsorted(uniq, flow)]
+    gone = 10**12  # an ended flow with no rows left
+    given = (np.r_[uniq[ended >= 0], gone], np.r_[ended[ended >= 0], 99])
+    tiers = set()
+    for share in (0, 0.11, 0.33, 0.7, 0.85, 1):
+        target = int(cost.sum() * share)
+        p = plan(flow, seq, cost, given, first=32, recent=32, target=target)
+        tiers.update(k for k in ("ended", "recent", "first") if getattr(p, k))
+        kept = np.zeros(len(flow), dtype=np.bool_)
+        kept[p.rows] = True
+        assert np.all(np.diff(p.rows) > 0) and int(cost[kept].sum()) <= target
+        newest = {f: seq[flow == f].max() for f in uniq.tolist()}
+        age = seq - np.array([newest[f] for f in flow.tolist()])
+        stale = (seq >= 32) & (age <= -32)
+        assert not (kept & stale).any() and p.stale == int(stale.sum())
+        levels: dict[str, list[tuple[int, int]]] = {"first": [], "recent": []}
+        dropped_ended = []
+        for f in uniq.tolist():
+            mine = flow == f
+            k, s_, a = kept[mine], seq[mine], -age[mine]
+            if er[mine][0] >= 0:
+                assert k.all() or not k.any() or (k == ~stale[mine]).all()
+                if not k.any():
+                    dropped_ended.append(er[mine][0])
+                continue
+            first_kept = s_[k & (s_ < 32)]
+            assert first_kept.tolist() == list(range(len(first_kept)))  # a prefix
+            recent = (s_ >= 32) & ~stale[mine]
+            levels["first"].append((len(first_kept), int((s_ < 32).sum())))
+            levels["recent"].append((int((k & recent).sum()), int(recent.sum())))
+            # The recent rows kept are the newest ones.
+            assert (a[k & recent] < (a[recent & ~k].min(initial=1 << 40))).all()
+        ended_order = sorted(set(er[er >= 0].tolist()))
+        assert sorted(dropped_ended) == ended_order[:len(dropped_ended)]
+        for rows in levels.values():
+            cut = [r[0] for r in rows if r[0] < r[1]]  # flows that lost some
+            if cut:  # one common level L: they keep L or L+1, the others had no more
+                assert max(cut) - min(cut) <= 1
+                assert all(r[1] <= max(cut) for r in rows if r[0] == r[1])
+        if p.first or p.recent:  # water-filling drops no more than a row's worth per flow
+            assert int(cost[kept].sum()) > target - 2100 * len(uniq)
+        relabelled = np.searchsorted(uniq, flow).astype(np.int64)
+        q = plan(relabelled, seq, cost, (np.r_[np.searchsorted(uniq, given[0][:-1]), gone],
+                                          given[1]), first=32, recent=32, target=target)
+        assert q.rows.tolist() == p.rows.tolist()
+        assert p.ended_left is not None and q.ended_left is not None
+        still = set(flow[kept].tolist())
+        assert p.ended_left.tolist() == [i in still for i in given[0].tolist()]
+        assert q.ended_left.tolist() == p.ended_left.tolist()
+    assert tiers == {"ended", "recent", "first"}  # every tier was exercised

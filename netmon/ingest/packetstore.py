@@ -38,7 +38,9 @@ held buffers in after them (one fancy-indexing copy per buffer and width class, 
 :mod:`netmon.ingest.packetarena`), and lets go of every held buffer. Bytes dropped
 before their first compaction are never copied: on the ingest benchmark's file (1 M
 packets over 50 k flows, ~600 MB through a 128 MB budget) the store's own time went
-from 0.89 s (copying every kept frame on append) to 0.25 s.
+from 0.89 s (copying every kept frame on append) to 0.25 s, and to 0.12 s with
+appends that index views when every packet of a batch is kept and a plan that sorts
+nothing (:mod:`netmon.ingest.packetevict`).
 """
 
 from __future__ import annotations
@@ -63,9 +65,10 @@ WIDTHS = (128, 256, 512, 1536, 2048)
 #: A compaction keeps at most this share of the budget, so the next one is some way off:
 #: each moves up to LOW_WATER of the budget to make room for 1 - LOW_WATER of new rows
 #: (0.15: under constant pressure the store holds 15-100% of its budget; measured on
-#: the bench file, 1 M packets over 50 k flows, the store's own time was 0.21 s at 0.15,
-#: 0.20 s at 0.1, 0.25 s at 0.2 and 0.25, more at higher marks: each compaction plans
-#: over every row held and copies the survivors again).
+#: the bench file, 1 M packets over 50 k flows, the store's own time was 0.115 s at
+#: 0.15, 0.08 s at 0.05-0.1, 0.14 s at 0.25: each compaction plans over every row
+#: held and copies the survivors again. Lower marks were not taken: right after a
+#: compaction the store would hold too little, e.g. not every busy flow's first 32).
 LOW_WATER = 0.15
 #: An append is cut into pieces of at most this share of the budget.
 _PIECE = 0.25
@@ -167,44 +170,59 @@ class PacketStore:
         if count is None:
             count = flow_counts(flow_id, seq)
         keep = (seq < self.first) | (seq >= count - self.recent)
-        idx = np.flatnonzero(keep)
-        if not len(idx):
+        # Views, not copies, when every packet is kept (short flows: the common case).
+        idx: np.ndarray | slice = slice(None) if keep.all() else np.flatnonzero(keep)
+        m = n if isinstance(idx, slice) else len(idx)
+        if not m:
             return
         if batch.raw_off is None or not batch.bufs:
-            chunk = np.full(len(idx), -1, dtype=np.int64)
+            chunk = np.full(m, -1, dtype=np.int64)
             off = length = chunk
         else:
             chunk, off, length = batch.raw_chunk[idx], batch.raw_off[idx], batch.raw_len[idx]
         has = (chunk >= 0) & (length > 0)
-        slen = np.where(has, np.minimum(length, self.snap), 0)
-        lts = np.array(batch.linktypes or (0,), dtype=np.uint16)
-        lt = np.where(has, lts[np.maximum(chunk, 0)], 0)
+        every = bool(has.all())
+        slen = np.minimum(length, self.snap) if every else np.where(
+            has, np.minimum(length, self.snap), 0)
+        lts = batch.linktypes or (0,)
+        lt: np.ndarray | int = (lts[0] if every and len(lts) == 1 else np.where(
+            has, np.array(lts, dtype=np.uint16)[np.maximum(chunk, 0)], 0))
         kept = int(slen.sum())
         piece = max(int(self.budget * _PIECE), 1)
-        used = (np.flatnonzero(np.bincount(chunk[has], minlength=len(batch.bufs))).tolist()
-                if kept else [])
+        if not kept:
+            used = []
+        elif every and len(batch.bufs) == 1:
+            used = [0]
+        else:
+            used = np.flatnonzero(np.bincount(chunk[has], minlength=len(batch.bufs))).tolist()
         raw = self._unheld(batch.bufs, used)
-        if raw <= 2 * kept and len(idx) * ROW_BYTES + raw <= piece:
+        if raw <= 2 * kept and m * ROW_BYTES + raw <= piece:
             # Most of the buffers' bytes are kept frames: hold them as they are.
-            reserved, rows = 0, len(idx)
+            reserved, rows = 0, m
             while rows or raw > reserved:  # a compaction lets go of held buffers: again
                 self._reserve(rows, raw - reserved)
                 reserved, rows = raw, 0
                 raw = self._unheld(batch.bufs, used)
-            where = np.full(len(batch.bufs) + 1, -1, dtype=np.int32)  # [-1]: no bytes
-            for i in used:
-                where[i] = self._hold(batch.bufs[i])
-            self._append(batch, idx, flow_id, a2b, seq, np.where(has, where[chunk], -1),
-                         off, slen, lt)
+            if every and len(used) == 1:
+                held: np.ndarray | int = self._hold(batch.bufs[used[0]])
+            else:
+                where = np.full(len(batch.bufs) + 1, -1, dtype=np.int32)  # [-1]: no bytes
+                for i in used:
+                    where[i] = self._hold(batch.bufs[i])
+                held = np.where(has, where[chunk], -1)
+            self._append(batch, idx, flow_id, a2b, seq, held, off, slen, lt)
             return
         # Few of their bytes are kept (bulk traffic), or a lot at once for the budget:
         # the kept frames' bytes are gathered into compact buffers, in pieces that each
         # fit once the store has made room.
+        if isinstance(idx, slice):
+            idx = np.arange(n)
+        lt = np.broadcast_to(lt, (m,))
         cost = ROW_BYTES + slen
         cum = np.cumsum(cost)
         total = int(cum[-1])
         cuts = np.r_[0, np.searchsorted(cum, np.arange(piece, total, piece), side="right"),
-                     len(idx)]
+                     m]
         for lo, hi in zip(cuts[:-1].tolist(), cuts[1:].tolist(), strict=True):
             if hi > lo and int(cum[hi - 1] - (cum[lo - 1] if lo else 0)) <= self.budget:
                 sl = slice(lo, hi)
@@ -229,10 +247,12 @@ class PacketStore:
         seen = {id(bufs[i]): len(bufs[i]) for i in used if id(bufs[i]) not in self._held_at}
         return sum(seen.values())
 
-    def _append(self, batch: PacketBatch, idx: np.ndarray, flow_id: np.ndarray,
-                a2b: np.ndarray, seq: np.ndarray, held: np.ndarray, off: np.ndarray,
-                slen: np.ndarray, lt: np.ndarray) -> None:
-        m = len(idx)
+    def _append(self, batch: PacketBatch, idx: np.ndarray | slice, flow_id: np.ndarray,
+                a2b: np.ndarray, seq: np.ndarray, held: np.ndarray | int, off: np.ndarray,
+                slen: np.ndarray, lt: np.ndarray | int) -> None:
+        """Index rows ``idx`` of the batch; ``held`` (per row, or one for all): the held
+        buffer their bytes are in, at ``off`` (-1: no bytes)."""
+        m = len(slen)
         r0 = self._n
         sl = slice(r0, r0 + m)
         c = self._cols
@@ -245,7 +265,8 @@ class PacketStore:
         c["proto"][sl] = batch.proto[idx]
         c["a2b"][sl] = a2b[idx]
         c["held"][sl] = held
-        c["block"][sl] = np.where(held >= 0, off, -1)
+        c["block"][sl] = off if isinstance(held, int) and held >= 0 else np.where(
+            np.asarray(held) >= 0, off, -1)
         c["linktype"][sl] = lt
         self._n += m
         self._since[0] += m
@@ -293,7 +314,7 @@ class PacketStore:
         target = max(0, min(int(self.budget * LOW_WATER), self.budget - need)
                      - self._ended.nbytes - self._ended_reserve)
         flows = c["flow"][:n]
-        p = plan(flows, c["seq"][:n], cost, self._ended.rank(flows), first=self.first,
+        p = plan(flows, c["seq"][:n], cost, self._ended.order(), first=self.first,
                  recent=self.recent, target=target)
         for k in self.dropped:
             self.dropped[k] += getattr(p, k)
@@ -301,7 +322,8 @@ class PacketStore:
         k = len(keep)
         kept_nb = nb[keep]
         kept_blocks = int(kept_nb.sum())
-        self._ended.prune(flows[keep])
+        if p.ended_left is not None:
+            self._ended.keep_only(p.ended_left)
         # Room left once packed, split between index rows and held buffers as the appends
         # since the last compaction used them.
         room = max(0, self.budget - self._ended.nbytes - self._ended_reserve - need
