@@ -46,57 +46,153 @@ def _top_counts(groups: np.ndarray, values: np.ndarray, top: int = TOP,
 
 
 class ClusterStats:
-    """Turns the table's cluster column into ClusterViews, tick after tick."""
+    """Turns the table's cluster column into ClusterViews, tick after tick.
+
+    Every packet counts once into a rate: a live flow's packets since the previous
+    tick into its cluster, an ended flow's last ones into the cluster it had when it
+    ended, and whatever no shown cluster holds (the clusterer's warm-up, flows it has
+    not placed) into :attr:`unclustered`, so the rows and that add up to the header.
+    The engine :meth:`mark` s the instant it hands the clusterer its next job and asks
+    for the views once the job is applied: every flow counted at the mark then has its
+    cluster, so a scan's or a DNS burst's one-tick flows show in their cluster's rate.
+    """
 
     def __init__(self, table: FlowTable) -> None:
         self.table = table
-        self._prev_id = np.zeros(0, dtype=np.int64)  # flow id a slot had last tick
+        self._prev_id = np.zeros(0, dtype=np.int64)  # flow id a slot had at its last count
         self._prev_pkts = np.zeros(0, dtype=np.int64)
         self._prev_bytes = np.zeros(0, dtype=np.int64)
         self.history: dict[int, deque[float]] = {}
+        #: Live flows at the mark: slots, flow ids, packets, bytes (None: not marked).
+        self._mark: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None
+        #: Packets and bytes of flows that ended since the last views, by the cluster
+        #: they had then (-1: none).
+        self._ended: dict[int, list[int]] = {}
+        #: ... of flows that ended before any cluster took them, by flow id, until the
+        #: job that clusters them is applied (the next views at the latest).
+        self._waiting: dict[int, tuple[int, int]] = {}
+        #: Packets, bytes and live flows of the last views' interval in no shown cluster.
+        self.unclustered = (0, 0, 0)
 
-    def _deltas(self, live: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _grow(self) -> None:
         t = self.table
         if len(self._prev_id) < t.cap:  # the table grew: grow the memory with it
             grow = t.cap - len(self._prev_id)
-            self._prev_id = np.concatenate([self._prev_id, np.zeros(grow, dtype=np.int64)])
+            self._prev_id = np.concatenate([self._prev_id, np.full(grow, -1, dtype=np.int64)])
             self._prev_pkts = np.concatenate([self._prev_pkts, np.zeros(grow, dtype=np.int64)])
             self._prev_bytes = np.concatenate([self._prev_bytes,
                                                np.zeros(grow, dtype=np.int64)])
-        pk = t.pkts_ab[live] + t.pkts_ba[live]
-        by = t.bytes_ab[live] + t.bytes_ba[live]
-        same = self._prev_id[live] == t.flow_id[live]  # a reused slot starts from zero
-        dpk = pk - np.where(same, self._prev_pkts[live], 0)
-        dby = by - np.where(same, self._prev_bytes[live], 0)
-        self._prev_id[live] = t.flow_id[live]
-        self._prev_pkts[live] = pk
-        self._prev_bytes[live] = by
+
+    def _since(self, slots: np.ndarray, ids: np.ndarray, pk: np.ndarray, by: np.ndarray,
+               ) -> tuple[np.ndarray, np.ndarray]:
+        """Packets and bytes of these flows since they were last counted; counted now."""
+        self._grow()
+        same = self._prev_id[slots] == ids  # a reused slot starts from zero
+        dpk = pk - np.where(same, self._prev_pkts[slots], 0)
+        dby = by - np.where(same, self._prev_bytes[slots], 0)
+        self._prev_id[slots] = ids
+        self._prev_pkts[slots] = pk
+        self._prev_bytes[slots] = by
+        # A tunnel's outer flow carries frames its inner flows count too: leave it out
+        # of rates and shares, so they add up to the totals (each frame once).
+        tun = self.table.tunnel[slots]
+        if tun.any():
+            dpk, dby = np.where(tun, 0, dpk), np.where(tun, 0, dby)
         return dpk, dby
+
+    def mark(self) -> None:
+        """Measure the live flows now; the next :meth:`views` counts up to here."""
+        t = self.table
+        live = t.live_slots()
+        self._mark = (live, t.flow_id[live], t.pkts_ab[live] + t.pkts_ba[live],
+                      t.bytes_ab[live] + t.bytes_ba[live])
+
+    def ending(self, slots: np.ndarray) -> None:
+        """Flows end (the table's ``on_finish``, before it frees their slots): their
+        last packets go to the cluster they are in."""
+        t = self.table
+        ids = t.flow_id[slots]
+        dpk, dby = self._since(slots, ids, t.pkts_ab[slots] + t.pkts_ba[slots],
+                               t.bytes_ab[slots] + t.bytes_ba[slots])
+        self._prev_id[slots] = -1
+        cl = t.cluster[slots]
+        wait = (cl < 0) & (dpk > 0)
+        if wait.any():  # its cluster comes with the job that takes it: hold its count
+            self._waiting.update(zip(ids[wait].tolist(),
+                                     zip(dpk[wait].tolist(), dby[wait].tolist(), strict=True),
+                                     strict=True))
+        has = (dpk > 0) & ~wait
+        if has.any():
+            cl, inv = np.unique(cl[has].astype(np.int64), return_inverse=True)
+            p = np.bincount(inv, weights=dpk[has]).astype(np.int64)
+            b = np.bincount(inv, weights=dby[has]).astype(np.int64)
+            for c, pk, by in zip(cl.tolist(), p.tolist(), b.tolist(), strict=True):
+                acc = self._ended.setdefault(c, [0, 0])
+                acc[0] += pk
+                acc[1] += by
+
+    def ended_clustered(self, flow_ids: np.ndarray, clusters: np.ndarray) -> None:
+        """Ended flows got their clusters (the job that took them was applied): the
+        packets they had when they ended, unplaced then, go to those clusters."""
+        if not self._waiting:
+            return
+        for f, c in zip(flow_ids.tolist(), clusters.tolist(), strict=True):
+            got = self._waiting.pop(f, None)
+            if got is not None:
+                acc = self._ended.setdefault(c, [0, 0])
+                acc[0] += got[0]
+                acc[1] += got[1]
 
     def views(self, dt: float, labels: dict[int, str], recent: set[int],
               outlier_threshold: float) -> tuple[ClusterView, ...]:
         """This tick's clusters, largest byte rate first; ``dt`` = seconds since the
-        previous call (rates are per second over it)."""
+        previous call (rates are per second over it), counts up to the last
+        :meth:`mark` (made now when there is none)."""
         t = self.table
-        live = t.live_slots()
-        dpk, dby = self._deltas(live)
-        # A tunnel's outer flow carries frames its inner flows count too: leave it out
-        # of rates and shares, so they add up to the totals (each frame once).
-        tun = t.tunnel[live]
-        if tun.any():
-            dpk, dby = np.where(tun, 0, dpk), np.where(tun, 0, dby)
+        if self._mark is None:
+            self.mark()
+        assert self._mark is not None
+        live, ids, pk, by = self._mark
+        self._mark = None
+        still = t.live[live] & (t.flow_id[live] == ids)  # ended since: counted then
+        live, ids, pk, by = live[still], ids[still], pk[still], by[still]
+        dpk, dby = self._since(live, ids, pk, by)
         cl = t.cluster[live].astype(np.int64)
         shown = np.isin(cl, np.fromiter(labels, dtype=np.int64, count=len(labels)))
+        if self._waiting:  # never placed in time: unclustered in this tick's figures
+            acc = self._ended.setdefault(-1, [0, 0])
+            acc[0] += sum(p for p, _ in self._waiting.values())
+            acc[1] += sum(b for _, b in self._waiting.values())
+            self._waiting = {}
+        ended, self._ended = self._ended, {}
+        gone = [c for c in ended if c not in labels]
+        self.unclustered = (int(dpk[~shown].sum()) + sum(ended[c][0] for c in gone),
+                            int(dby[~shown].sum()) + sum(ended[c][1] for c in gone),
+                            int(np.count_nonzero(~shown)))
+        for c in gone:
+            del ended[c]
         live, cl, dpk, dby = live[shown], cl[shown], dpk[shown], dby[shown]
-        if not len(live):
+        if not len(live) and not ended:
             self._trim_history(set())
             return ()
-        ids, inv, flows = np.unique(cl, return_inverse=True, return_counts=True)
+        ids, inv, flows = np.unique(np.r_[cl, np.fromiter(ended, dtype=np.int64)],
+                                    return_inverse=True, return_counts=True)
+        n_live = len(live)
+        flows -= np.bincount(inv[n_live:], minlength=len(ids))  # ended-only: 0 live
+        extra_pk = np.array([v[0] for v in ended.values()], dtype=np.float64)
+        extra_by = np.array([v[1] for v in ended.values()], dtype=np.float64)
+        inv = inv[:n_live] if n_live else inv[:0]
+        where = np.searchsorted(ids, np.fromiter(ended, dtype=np.int64, count=len(ended)))
         dt = max(dt, 1e-6)
-        pkt_rate = np.bincount(inv, weights=dpk, minlength=len(ids)) / dt
-        byte_rate = np.bincount(inv, weights=dby, minlength=len(ids)) / dt
+        pkt_rate = np.bincount(inv, weights=dpk, minlength=len(ids)).astype(np.float64)
+        byte_rate = np.bincount(inv, weights=dby, minlength=len(ids)).astype(np.float64)
+        np.add.at(pkt_rate, where, extra_pk)
+        np.add.at(byte_rate, where, extra_by)
+        pkt_rate /= dt
+        byte_rate /= dt
         total_rate = byte_rate.sum()
-        share = byte_rate / total_rate if total_rate > 0 else flows / flows.sum()
+        share = (byte_rate / total_rate if total_rate > 0
+                 else flows / max(int(flows.sum()), 1))
         outliers = np.bincount(inv, weights=(t.outlier[live] >= outlier_threshold),
                                minlength=len(ids))
         # Hosts: distinct addresses on either side of a cluster's flows.
@@ -104,7 +200,7 @@ class ClusterStats:
         digests = np.concatenate([t.host_lo[live], t.host_hi[live]])
         order = np.lexsort((digests, both))
         b, d = both[order], digests[order]
-        first = np.r_[True, (b[1:] != b[:-1]) | (d[1:] != d[:-1])]
+        first = np.r_[True, (b[1:] != b[:-1]) | (d[1:] != d[:-1])][:len(b)]
         hosts = np.bincount(b[first], minlength=len(ids))
         port_b = np.where(t.a_is_lo[live], t.port_hi[live], t.port_lo[live])
         top_ports = _top_counts(cl, port_b)

@@ -388,6 +388,21 @@ class ProcessTotal:
 
 
 @dataclass(frozen=True, slots=True)
+class Unclustered:
+    """Traffic of a tick in no cluster shown: the clusterer's warm-up, flows it has not
+    placed. With the clusters' rates it adds up to the header's (tunnels' outer
+    frames aside, counted once through their inner flows)."""
+
+    flows: int = 0  # live flows in no cluster shown
+    pkt_rate: float = 0.0
+    byte_rate: float = 0.0
+
+    def to_json(self) -> dict:
+        return {"flows": self.flows, "pkt_rate": round(self.pkt_rate, 3),
+                "byte_rate": round(self.byte_rate, 3)}
+
+
+@dataclass(frozen=True, slots=True)
 class Snapshot:
     """Everything the UI or a headless printer needs for one tick; immutable."""
 
@@ -401,6 +416,7 @@ class Snapshot:
     sources: tuple[SourceStatus, ...] = ()
     top_flows: tuple[FlowView, ...] = ()
     clusters: tuple[ClusterView, ...] = ()
+    unclustered: Unclustered = Unclustered()
     warnings: tuple[str, ...] = ()
     finished: bool = False
     hosts: tuple[HostView, ...] = ()  # busiest source addresses, see netmon.cluster.hosts
@@ -426,6 +442,7 @@ class Snapshot:
             "sources": [s.to_json() for s in self.sources],
             "top_flows": [f.to_json() for f in self.top_flows],
             "clusters": [c.to_json() for c in self.clusters],
+            "unclustered": self.unclustered.to_json(),
             "warnings": list(self.warnings),
             "hosts": [h.to_json() for h in self.hosts],
             "ssh_excluded": self.ssh_excluded,

@@ -99,6 +99,7 @@ class Engine:
         self._accepted = 0  # packets taken from sources (for --count)
         self._stopping = False
         self._finalised = False
+        self._publish_pending = False  # a tick's snapshot waits for its clustering job
         self._done_sources: set[int] = set()
         self._thread: threading.Thread | None = None
         self._live = any(s.kind in LIVE_KINDS for s in sources)
@@ -116,7 +117,7 @@ class Engine:
             src.obs = self.table.observer_id(src.name)
         self.clustering = (ClusterJob(self.reactor, self.table, self._ended_flows,
                                       ports=not settings.no_ports, seed=settings.seed,
-                                      on_done=self._resume_sources)
+                                      on_done=self._job_done)
                            if settings.cluster else None)
         #: Which process each flow is (live capture here, --ssh hosts with ss).
         self.procs = ProcessWiring(self.table, sources, self.reactor, self.result.warnings)
@@ -310,9 +311,25 @@ class Engine:
         self._pass_ended()
         self.namer.tick(self.table.latest_ts)
         if self.clustering is not None:
-            self.clustering.submit()
+            # Rates count up to the instant the job is cut; the snapshot waits for the
+            # job (~20-40 ms), so every flow counted has its cluster (_job_done). A job
+            # still running from the last tick: publish now, with the clusters known.
+            self.snapshots.mark()
+            if self.clustering.submit():
+                self._publish_pending = True
+                return
+            self._publish_pending = False
             self._update_clusters()
         self.publish(self.snapshots.build(self.result.warnings))
+
+    def _job_done(self) -> None:
+        """A clustering job was applied (reactor thread): the snapshot it was waited
+        for goes out; paused replays go on."""
+        self._resume_sources()
+        if self._publish_pending:
+            self._publish_pending = False
+            self._update_clusters()
+            self.publish(self.snapshots.build(self.result.warnings))
 
     def _drain(self) -> None:
         """Feed queued packets to the table, ticking at each `tick` of capture time; a
@@ -367,6 +384,8 @@ class Engine:
 
     def _ended_flows(self, cols: dict, keys: list[bytes], reason: str,
                      labels: dict[int, str]) -> None:
+        if "cluster" in cols:
+            self.snapshots.ended_clustered(cols["flow_id"], cols["cluster"])
         if self.disk is not None and self.clustering is not None and "cluster" in cols:
             # The cluster each ended flow had last: `netmon packets --cluster` reads it.
             self.disk.note_clusters(cols["flow_id"], cols["cluster"], labels, ended=True)

@@ -23,6 +23,7 @@ from netmon.core.values import (
     Snapshot,
     SourceStatus,
     Totals,
+    Unclustered,
 )
 from netmon.engine.clusterjob import ClusterJob
 from netmon.flows.table import FlowTable
@@ -56,38 +57,63 @@ class SnapshotBuilder:
         #: The cluster views of the latest update (the UI link reads them too).
         self.clusters: tuple[ClusterView, ...] = ()
         self._cstats = ClusterStats(table)
+        if clustering is not None:  # else nobody asks for cluster rates
+            table.on_finish = self._cstats.ending
         self._cluster_wall = 0.0
+        #: Traffic of the last cluster update in no cluster shown (warm-up, flows not
+        #: yet placed): the row that makes the clusters add up to the header.
+        self.unclustered = Unclustered()
+        self._marked: tuple[float, int, int] | None = None  # (wall, packets, bytes)
 
     def begin(self, now: float) -> None:
         """The run starts at wall time ``now``: elapsed time and rates count from it."""
         self._started_wall = now
         self._last_tick = (now, 0, 0)
+        self._cluster_wall = now  # cluster rates count from the start, as the header's
+
+    def mark(self) -> None:
+        """The next snapshot's rates, header and clusters alike, count up to now (the
+        engine marks the instant it hands the clusterer a job, and builds the snapshot
+        once the job is applied, so every flow counted has its cluster)."""
+        self._cstats.mark()
+        self._marked = (time.time(), self.table.packets, self.table.bytes)
+
+    def ended_clustered(self, flow_ids: np.ndarray, clusters: np.ndarray) -> None:
+        """Ended flows got their clusters: their last packets count into them."""
+        self._cstats.ended_clustered(flow_ids, clusters)
 
     def update_clusters(self) -> None:
         """Recompute the cluster views from the cluster job's latest labels."""
-        now = time.time()
+        now = self._marked[0] if self._marked is not None else time.time()
         dt = now - self._cluster_wall if self._cluster_wall else self._tick
         self._cluster_wall = now
         c = self.clustering
         shown = {i: label for i, label in c.labels.items() if i in c.shown}
         self.clusters = self._cstats.views(dt, shown, c.recent, c.threshold)
+        pk, by, flows = self._cstats.unclustered
+        dt = max(dt, 1e-6)
+        self.unclustered = Unclustered(flows, pk / dt, by / dt)
 
     def build(self, warnings: Sequence[str], finished: bool = False) -> Snapshot:
-        """The Snapshot of this moment; rates are since the previous one."""
+        """The Snapshot of this moment; rates are since the previous one (up to the
+        mark when there is one)."""
         now = time.time()
+        at, packets, nbytes = self._marked or (now, self.table.packets, self.table.bytes)
+        self._marked = None
         totals = self._totals()
         wall0, pk0, by0 = self._last_tick
-        dt = max(now - wall0, 1e-6)
-        pkt_rate = (self.table.packets - pk0) / dt
-        byte_rate = (self.table.bytes - by0) / dt
-        self._last_tick = (now, self.table.packets, self.table.bytes)
+        dt = max(at - wall0, 1e-6)
+        pkt_rate = (packets - pk0) / dt
+        byte_rate = (nbytes - by0) / dt
+        self._last_tick = (at, packets, nbytes)
         self._seq += 1
         statuses: tuple[SourceStatus, ...] = tuple(s.status() for s in self.sources)
         return Snapshot(
             seq=self._seq, wall_time=now, capture_time=self.table.latest_ts,
             elapsed=now - self._started_wall, totals=totals, pkt_rate=pkt_rate,
             byte_rate=byte_rate, sources=statuses, top_flows=self._top_flows(),
-            clusters=self.clusters, warnings=tuple(warnings), finished=finished,
+            clusters=self.clusters, unclustered=self.unclustered,
+            warnings=tuple(warnings), finished=finished,
             hosts=self._host_views(now, finished),
             ssh_excluded="; ".join(s.note for s in self.sources if s.note),
             processes=self._processes() if self._processes is not None else (),

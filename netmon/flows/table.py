@@ -30,7 +30,7 @@ and the listener in :mod:`netmon.flows.external`; both are mixed into FlowTable.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -71,6 +71,9 @@ class FlowTable(FlowViewsMixin, ExternalRecordsMixin):
         # Ended flows not yet taken by drain_finished: (columns, keys, reason) chunks.
         self._finished: list[tuple[dict, list[bytes], str]] = []
         self._finished_n = 0
+        #: Called with the slots of flows about to end, while their columns still hold
+        #: them (the cluster rates count their last packets).
+        self.on_finish: Callable[[np.ndarray], None] | None = None
         self.next_id = 1
         self.packets = 0
         self.bytes = 0
@@ -367,6 +370,8 @@ class FlowTable(FlowViewsMixin, ExternalRecordsMixin):
         self.evicted += count
 
     def _finish(self, slots: np.ndarray, reason: str) -> None:
+        if self.on_finish is not None:
+            self.on_finish(slots)
         # Keep the ended flows as columns: FlowView objects cost ~5 us each and are
         # only built when someone drains them (flows-out, clustering).
         keys = self.keys

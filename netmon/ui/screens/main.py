@@ -15,7 +15,14 @@ from textual.widgets import Footer
 from netmon.core.link import ExportRequest, FlowQuery, PacketExportRequest
 from netmon.ui.screens._base import NetmonScreen
 from netmon.ui.screens.flow_list import FlowsScreen
-from netmon.ui.widgets import ClusterTable, FilterBar, LiveTable, RateChart, ViewState
+from netmon.ui.widgets import (
+    UNCLUSTERED,
+    ClusterTable,
+    FilterBar,
+    LiveTable,
+    RateChart,
+    ViewState,
+)
 
 
 class MainScreen(NetmonScreen):
@@ -49,7 +56,7 @@ class MainScreen(NetmonScreen):
         if snap is None or snap.seq == self._shown_seq:
             return
         self._shown_seq = snap.seq
-        self.query_one(ClusterTable).show_clusters(snap.clusters)
+        self.query_one(ClusterTable).show_clusters(snap.clusters, snap.unclustered)
         self.query_one(RateChart).show_clusters(snap.clusters, self.netmon.tick)
 
     def on_live_table_selected(self, event: LiveTable.Selected) -> None:
@@ -57,6 +64,10 @@ class MainScreen(NetmonScreen):
         cluster = next((c for c in table.clusters if c.cluster_id == event.key), None)
         if cluster is not None:
             self.app.push_screen(FlowsScreen(cluster))
+        elif event.key == UNCLUSTERED:
+            self.notify("traffic of flows in no cluster shown: the clusterer is still "
+                        "learning, or has not placed them yet (/ lists flows by filter)",
+                        timeout=4)
 
     def action_sort(self) -> None:
         name = self.query_one(ClusterTable).cycle_sort()

@@ -1,6 +1,6 @@
 """netmon's widgets (UI thread only); each lives in a private module."""
 
-from netmon.ui.widgets._cluster_table import CLUSTER_SORTS, ClusterTable
+from netmon.ui.widgets._cluster_table import CLUSTER_SORTS, UNCLUSTERED, ClusterTable
 from netmon.ui.widgets._filter_bar import FilterBar
 from netmon.ui.widgets._flow_tables import (
     FLOW_SORTS,
@@ -17,6 +17,7 @@ from netmon.ui.widgets._live_table import Column, LiveTable, column_widths
 from netmon.ui.widgets._protocol_tree import ProtocolTree
 from netmon.ui.widgets._rate_chart import RateChart
 
-__all__ = ["CLUSTER_SORTS", "FLOW_SORTS", "HOST_SORTS", "ClusterTable", "Column", "FilterBar",
-           "FlowsTable", "HeaderBar", "HexView", "HostsTable", "LiveTable", "PacketsTable",
-           "ProtocolTree", "RateChart", "ViewState", "column_widths", "next_sort", "sort_name"]
+__all__ = ["CLUSTER_SORTS", "FLOW_SORTS", "HOST_SORTS", "UNCLUSTERED", "ClusterTable", "Column",
+           "FilterBar", "FlowsTable", "HeaderBar", "HexView", "HostsTable", "LiveTable",
+           "PacketsTable", "ProtocolTree", "RateChart", "ViewState", "column_widths", "next_sort",
+           "sort_name"]

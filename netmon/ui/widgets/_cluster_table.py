@@ -2,7 +2,9 @@
 
 UI thread only. One row per cluster, keyed by its stable cluster ID, so the cursor
 stays on a cluster while the rows are re-sorted or updated each tick. The ID is drawn
-in the cluster's palette colour, the same colour as its line in the rate chart.
+in the cluster's palette colour, the same colour as its line in the rate chart. A last
+row, keyed :data:`UNCLUSTERED`, holds the traffic in no cluster (the clusterer's
+warm-up, flows not placed), so the rows add up to the header's rates.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from rich.text import Text
 
 from netmon.core.text import safe_text
 from netmon.core.units import human_rate, si
-from netmon.core.values import ClusterView
+from netmon.core.values import ClusterView, Unclustered
 from netmon.ui.format import (
     percent,
     sparkline,
@@ -43,6 +45,10 @@ COLUMNS = (
 )
 
 
+#: The key of the row of traffic in no cluster (not an int: no cluster is under it).
+UNCLUSTERED = "unclustered"
+
+
 def sort_clusters(clusters: Sequence[ClusterView], key: str,
                   descending: bool = True) -> list[ClusterView]:
     """Clusters ordered by ``key`` (ties by ID, so the order is stable tick to tick)."""
@@ -66,6 +72,7 @@ class ClusterTable(LiveTable):
         super().__init__(COLUMNS, id=id)
         self.sort_key = "byte_rate"
         self.clusters: tuple[ClusterView, ...] = ()
+        self.unclustered = Unclustered()
         self._palette: list[Style] = []
         self.empty_text = "no clusters yet (/ lists flows by filter)"
 
@@ -74,7 +81,7 @@ class ClusterTable(LiveTable):
 
     def _restyle(self) -> None:
         self._palette = []
-        self.show_clusters(self.clusters, force=True)
+        self.show_clusters(self.clusters, self.unclustered, force=True)
 
     def palette(self) -> list[Style]:
         """Bold text styles in the theme's cluster colours."""
@@ -89,13 +96,15 @@ class ClusterTable(LiveTable):
         i = (keys.index(self.sort_key) + 1) % len(keys) if self.sort_key in keys else 0
         self.sort_key = keys[i]
         self.sort_descending = self.sort_key != "cluster_id"
-        self.show_clusters(self.clusters, force=True)
+        self.show_clusters(self.clusters, self.unclustered, force=True)
         return CLUSTER_SORTS[i][1]
 
-    def show_clusters(self, clusters: Sequence[ClusterView], force: bool = False) -> None:
-        """Show ``clusters`` (one snapshot's), re-sorted; unchanged rows keep their
-        cached lines."""
+    def show_clusters(self, clusters: Sequence[ClusterView],
+                      unclustered: Unclustered | None = None, force: bool = False) -> None:
+        """Show ``clusters`` (one snapshot's), re-sorted, and the traffic in none of
+        them last (when there is any); unchanged rows keep their cached lines."""
         self.clusters = tuple(clusters)
+        self.unclustered = u = unclustered or Unclustered()
         palette = self.palette()
         new_style = self.get_component_rich_style("cluster-table--new")
         odd_style = self.get_component_rich_style("cluster-table--odd")
@@ -120,6 +129,11 @@ class ClusterTable(LiveTable):
                 Text(sparkline(c.history, spark_w), palette[c.cluster_id % PALETTE_SIZE]),
             )
             rows.append((c.cluster_id, cells))
+        if u.flows or u.pkt_rate:
+            dim = self.get_component_rich_style("live-table--empty")  # muted
+            rows.append((UNCLUSTERED, (
+                Text("·", dim), Text("not in a cluster (yet)", dim), si(u.flows), Text(""),
+                si(u.pkt_rate), human_rate(u.byte_rate), Text(""), Text(""), Text(""))))
         changed = self.set_rows(rows)
         if force and not changed:
             self._cache.clear()
@@ -127,4 +141,4 @@ class ClusterTable(LiveTable):
 
     def on_resize(self, event) -> None:
         super().on_resize(event)
-        self.show_clusters(self.clusters)
+        self.show_clusters(self.clusters, self.unclustered)

@@ -1,0 +1,88 @@
+"""Cluster rates that add up: every packet counts once, into its flow's cluster (short
+and ended flows too) or into the row of traffic in no cluster, and the rows sum to the
+header's rate tick by tick (issue: numbers you can trust on every screen)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from netmon.cluster.stats import ClusterStats
+from netmon.flows.table import FlowTable
+from netmon.testing.replay import counted_batches
+from netmon.testing.synth import synthetic_pcap
+from tests.conftest import captures_dir, run_netmon
+
+
+def placed(ids: np.ndarray) -> np.ndarray:
+    """The test's clusterer: even flows in 0, odd in 1, every fifth in none."""
+    return np.where(ids % 5 == 0, -1, ids % 2)
+
+
+def test_every_packet_counts_once_in_a_cluster_or_as_unclustered(tmp_path: Path) -> None:
+    src = str(tmp_path / "in.pcap")
+    synthetic_pcap(src, 6000, 300, seed=7)
+    # A small table: flows are evicted (end) all the time, some before any cluster
+    # took them, as short flows do between two clustering jobs.
+    table = FlowTable(max_flows=40, idle_timeout=1e9, active_timeout=1e9)
+    stats = ClusterStats(table)
+    table.on_finish = stats.ending
+    labels = {0: "even", 1: "odd"}
+    by_flow: dict[int, int] = {}
+    in_clusters = unclustered = 0
+    for i, (batch, fid, _a2b, _seq) in enumerate(counted_batches(src, 24 << 10, table)):
+        for f, n in zip(*np.unique(fid, return_counts=True), strict=True):
+            by_flow[int(f)] = by_flow.get(int(f), 0) + int(n)
+        if i % 2:
+            continue  # two batches per tick: flows start and end between ticks
+        stats.mark()
+        # The job: live flows get their clusters, and so do the flows that ended.
+        live = table.live_slots()
+        table.cluster[live] = placed(table.flow_id[live])
+        for cols, _keys, _reason in table.take_finished():
+            stats.ended_clustered(cols["flow_id"], placed(cols["flow_id"]))
+        views = stats.views(1.0, labels, set(), 1.0)
+        got = sum(v.pkt_rate for v in views)
+        pk, _by, _flows = stats.unclustered
+        # Each tick: the rows and the unclustered row hold what the table counted up
+        # to the mark (packets of flows ended after it count in the next tick).
+        in_clusters += got
+        unclustered += pk
+        assert {v.cluster_id for v in views} <= {0, 1}
+    table.end_live()
+    for cols, _keys, _reason in table.take_finished():
+        stats.ended_clustered(cols["flow_id"], placed(cols["flow_id"]))
+    views = stats.views(1.0, labels, set(), 1.0)
+    in_clusters += sum(v.pkt_rate for v in views)
+    unclustered += stats.unclustered[0]
+    assert table.packets == sum(by_flow.values())
+    assert table.evicted > 100  # most flows ended mid-run
+    assert in_clusters + unclustered == table.packets  # every packet once
+    assert unclustered == sum(n for f, n in by_flow.items() if f % 5 == 0)
+
+
+def ticks(capture: str) -> list[dict]:
+    proc = run_netmon("--json", "-r", str(captures_dir() / capture), "--speed", "1")
+    assert proc.returncode == 0, proc.stderr
+    return [json.loads(line) for line in proc.stdout.splitlines()]
+
+
+def test_cluster_rows_add_up_to_the_header_on_a_scan_and_dns_at_capture_speed() -> None:
+    for capture in ("06_nmap_synscan.pcapng", "08_dns_edns_v4v6.pcap"):
+        snaps = ticks(capture)
+        assert len(snaps) >= 10
+        clustered_ticks = 0
+        for s in snaps:
+            if s["elapsed"] < 1.0:
+                continue
+            rows = sum(c["pkt_rate"] for c in s["clusters"])
+            total = rows + s["unclustered"]["pkt_rate"]
+            assert abs(total - s["pkt_rate"]) <= 0.05 * s["pkt_rate"] + 0.2, (capture, s)
+            if s["clusters"] and s["pkt_rate"] > 0:
+                # Once the clusterer is warm, the short flows' packets are in their
+                # clusters' rates, not left out.
+                assert rows >= 0.95 * s["pkt_rate"] - 0.2, (capture, s)
+                clustered_ticks += 1
+        assert clustered_ticks >= 3, capture
