@@ -86,3 +86,19 @@ def test_cluster_rows_add_up_to_the_header_on_a_scan_and_dns_at_capture_speed() 
                 assert rows >= 0.95 * s["pkt_rate"] - 0.2, (capture, s)
                 clustered_ticks += 1
         assert clustered_ticks >= 3, capture
+
+
+def test_ended_counts_go_to_the_figures_and_clusters_they_belong_to() -> None:
+    from netmon.cluster.endedcounts import EndedCounts
+
+    e = EndedCounts()
+    ids = np.array([1, 2, 3])
+    # Flow 1 placed in 7; flows 2 and 3 ended before any cluster took them.
+    e.add(ids, np.array([7, -1, -1]), e.gen, np.array([5, 4, 3]), np.array([50, 40, 30]))
+    e.add(ids, np.array([7, -1, -1]), e.gen + 1, np.array([1, 2, 0]),
+          np.array([10, 20, 0]))
+    e.clustered(np.array([2]), np.array([8]))  # the job placed flow 2, not flow 3
+    assert e.take() == {7: [5, 50], 8: [4, 40], -1: [3, 30]}  # flow 3 was due: none
+    e.clustered(np.array([3]), np.array([9]))  # too late for flow 3: already counted
+    assert e.take() == {7: [1, 10], 8: [2, 20]}
+    assert e.take() == {}

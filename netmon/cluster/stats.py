@@ -12,6 +12,7 @@ from collections import deque
 
 import numpy as np
 
+from netmon.cluster.endedcounts import EndedCounts
 from netmon.core.values import ClusterView
 from netmon.flows.keys import split_key
 from netmon.flows.table import FlowTable
@@ -52,9 +53,10 @@ class ClusterStats:
     tick into its cluster, an ended flow's last ones into the cluster it had when it
     ended, and whatever no shown cluster holds (the clusterer's warm-up, flows it has
     not placed) into :attr:`unclustered`, so the rows and that add up to the header.
-    The engine :meth:`mark` s the instant it hands the clusterer its next job and asks
-    for the views once the job is applied: every flow counted at the mark then has its
-    cluster, so a scan's or a DNS burst's one-tick flows show in their cluster's rate.
+    The engine :meth:`mark` s the instant it hands the clusterer a job and asks for the
+    views a tick later, once the job is applied: every flow counted up to the mark then
+    has its cluster, so a scan's or a DNS burst's short flows show in their cluster's
+    rate (the figures are a tick late).
     """
 
     def __init__(self, table: FlowTable) -> None:
@@ -65,12 +67,8 @@ class ClusterStats:
         self.history: dict[int, deque[float]] = {}
         #: Live flows at the mark: slots, flow ids, packets, bytes (None: not marked).
         self._mark: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None
-        #: Packets and bytes of flows that ended since the last views, by the cluster
-        #: they had then (-1: none).
-        self._ended: dict[int, list[int]] = {}
-        #: ... of flows that ended before any cluster took them, by flow id, until the
-        #: job that clusters them is applied (the next views at the latest).
-        self._waiting: dict[int, tuple[int, int]] = {}
+        #: Packets and bytes of flows that ended, for the figures they belong to.
+        self._ended = EndedCounts()
         #: Packets, bytes and live flows of the last views' interval in no shown cluster.
         self.unclustered = (0, 0, 0)
 
@@ -109,39 +107,37 @@ class ClusterStats:
 
     def ending(self, slots: np.ndarray) -> None:
         """Flows end (the table's ``on_finish``, before it frees their slots): their
-        last packets go to the cluster they are in."""
+        packets not counted yet go to the cluster they are in, those up to the mark
+        into the next figures, the later ones into the figures after."""
         t = self.table
+        self._grow()
         ids = t.flow_id[slots]
-        dpk, dby = self._since(slots, ids, t.pkts_ab[slots] + t.pkts_ba[slots],
-                               t.bytes_ab[slots] + t.bytes_ba[slots])
+        pk = t.pkts_ab[slots] + t.pkts_ba[slots]
+        by = t.bytes_ab[slots] + t.bytes_ba[slots]
+        same = self._prev_id[slots] == ids
+        base_pk = np.where(same, self._prev_pkts[slots], 0)
+        base_by = np.where(same, self._prev_bytes[slots], 0)
+        mark_pk, mark_by = pk, by  # no mark: the next figures count up to their time
+        if self._mark is not None:
+            ms, mids, mpk, mby = self._mark
+            pos = np.minimum(np.searchsorted(ms, slots), max(len(ms) - 1, 0))
+            marked = ((ms[pos] == slots) & (mids[pos] == ids) if len(ms)
+                      else np.zeros(len(slots), dtype=np.bool_))
+            mark_pk = np.where(marked, mpk[pos] if len(ms) else 0, base_pk)
+            mark_by = np.where(marked, mby[pos] if len(ms) else 0, base_by)
         self._prev_id[slots] = -1
-        cl = t.cluster[slots]
-        wait = (cl < 0) & (dpk > 0)
-        if wait.any():  # its cluster comes with the job that takes it: hold its count
-            self._waiting.update(zip(ids[wait].tolist(),
-                                     zip(dpk[wait].tolist(), dby[wait].tolist(), strict=True),
-                                     strict=True))
-        has = (dpk > 0) & ~wait
-        if has.any():
-            cl, inv = np.unique(cl[has].astype(np.int64), return_inverse=True)
-            p = np.bincount(inv, weights=dpk[has]).astype(np.int64)
-            b = np.bincount(inv, weights=dby[has]).astype(np.int64)
-            for c, pk, by in zip(cl.tolist(), p.tolist(), b.tolist(), strict=True):
-                acc = self._ended.setdefault(c, [0, 0])
-                acc[0] += pk
-                acc[1] += by
+        tun = t.tunnel[slots]  # counted through their inner flows
+        cl = t.cluster[slots].astype(np.int64)
+        gen = self._ended.gen
+        self._ended.add(ids, cl, gen, np.where(tun, 0, mark_pk - base_pk),
+                        np.where(tun, 0, mark_by - base_by))
+        self._ended.add(ids, cl, gen + 1, np.where(tun, 0, pk - mark_pk),
+                        np.where(tun, 0, by - mark_by))
 
     def ended_clustered(self, flow_ids: np.ndarray, clusters: np.ndarray) -> None:
-        """Ended flows got their clusters (the job that took them was applied): the
-        packets they had when they ended, unplaced then, go to those clusters."""
-        if not self._waiting:
-            return
-        for f, c in zip(flow_ids.tolist(), clusters.tolist(), strict=True):
-            got = self._waiting.pop(f, None)
-            if got is not None:
-                acc = self._ended.setdefault(c, [0, 0])
-                acc[0] += got[0]
-                acc[1] += got[1]
+        """Ended flows got their clusters (the job that took them was applied): their
+        packets that waited for one count into them."""
+        self._ended.clustered(flow_ids, clusters)
 
     def views(self, dt: float, labels: dict[int, str], recent: set[int],
               outlier_threshold: float) -> tuple[ClusterView, ...]:
@@ -159,12 +155,7 @@ class ClusterStats:
         dpk, dby = self._since(live, ids, pk, by)
         cl = t.cluster[live].astype(np.int64)
         shown = np.isin(cl, np.fromiter(labels, dtype=np.int64, count=len(labels)))
-        if self._waiting:  # never placed in time: unclustered in this tick's figures
-            acc = self._ended.setdefault(-1, [0, 0])
-            acc[0] += sum(p for p, _ in self._waiting.values())
-            acc[1] += sum(b for _, b in self._waiting.values())
-            self._waiting = {}
-        ended, self._ended = self._ended, {}
+        ended = self._ended.take()
         gone = [c for c in ended if c not in labels]
         self.unclustered = (int(dpk[~shown].sum()) + sum(ended[c][0] for c in gone),
                             int(dby[~shown].sum()) + sum(ended[c][1] for c in gone),

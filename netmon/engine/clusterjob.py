@@ -87,6 +87,9 @@ class ClusterJob:
         #: Called on the reactor thread with (flow ids, cluster ids, labels) of the live
         #: flows a job put in another cluster (--keep-packets records them).
         self.on_assigned: Callable[[np.ndarray, np.ndarray, dict[int, str]], None] | None = None
+        #: Called with (flow ids, cluster ids) of flows a job placed that ended while it
+        #: ran (the cluster rates count their last packets there).
+        self.on_lost: Callable[[np.ndarray, np.ndarray], None] | None = None
         self.ports = ports
         self.seed = seed
         self._pool = ThreadPool(minthreads=1, maxthreads=1, name="netmon-cluster")
@@ -233,6 +236,8 @@ class ClusterJob:
         n = len(r.slots)
         # Flows may have ended (and slots been reused) while the job ran.
         ok = t.live[r.slots] & (t.flow_id[r.slots] == r.flow_ids)
+        if self.on_lost is not None and not ok.all():
+            self.on_lost(r.flow_ids[~ok], r.cluster_id[:n][~ok])
         if self.on_assigned is not None:
             moved = ok & (t.cluster[r.slots] != r.cluster_id[:n])
             if moved.any():

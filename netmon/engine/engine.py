@@ -99,7 +99,6 @@ class Engine:
         self._accepted = 0  # packets taken from sources (for --count)
         self._stopping = False
         self._finalised = False
-        self._publish_pending = False  # a tick's snapshot waits for its clustering job
         self._done_sources: set[int] = set()
         self._thread: threading.Thread | None = None
         self._live = any(s.kind in LIVE_KINDS for s in sources)
@@ -117,7 +116,7 @@ class Engine:
             src.obs = self.table.observer_id(src.name)
         self.clustering = (ClusterJob(self.reactor, self.table, self._ended_flows,
                                       ports=not settings.no_ports, seed=settings.seed,
-                                      on_done=self._job_done)
+                                      on_done=self._resume_sources)
                            if settings.cluster else None)
         #: Which process each flow is (live capture here, --ssh hosts with ss).
         self.procs = ProcessWiring(self.table, sources, self.reactor, self.result.warnings)
@@ -139,6 +138,8 @@ class Engine:
                                     lambda: not self._paused and not self._finalised)
                         if settings.keep_packets else None)
         self.disk = self.keeping.ring if self.keeping is not None else None
+        if self.clustering is not None:
+            self.clustering.on_lost = self.snapshots.ended_clustered
         if self.disk is not None and self.clustering is not None:
             # The ring records each flow's cluster, so a cluster's packets can be
             # exported from it later (netmon packets DIR --cluster ID).
@@ -310,26 +311,18 @@ class Engine:
         self.table.expire(self._clock())
         self._pass_ended()
         self.namer.tick(self.table.latest_ts)
-        if self.clustering is not None:
-            # Rates count up to the instant the job is cut; the snapshot waits for the
-            # job (~20-40 ms), so every flow counted has its cluster (_job_done). A job
-            # still running from the last tick: publish now, with the clusters known.
-            self.snapshots.mark()
-            if self.clustering.submit():
-                self._publish_pending = True
-                return
-            self._publish_pending = False
-            self._update_clusters()
-        self.publish(self.snapshots.build(self.result.warnings))
-
-    def _job_done(self) -> None:
-        """A clustering job was applied (reactor thread): the snapshot it was waited
-        for goes out; paused replays go on."""
-        self._resume_sources()
-        if self._publish_pending:
-            self._publish_pending = False
-            self._update_clusters()
+        if self.clustering is None:
             self.publish(self.snapshots.build(self.result.warnings))
+            return
+        # Rates, the header's and the clusters' alike, cover the tick up to the last
+        # job's cut (the mark): that job has been applied since, so every flow counted
+        # then, a scan's or a DNS burst's one-packet flows too, has its cluster. The
+        # figures are one tick late, and add up.
+        self._update_clusters()
+        snap = self.snapshots.build(self.result.warnings)
+        self.snapshots.mark()
+        self.clustering.submit()
+        self.publish(snap)
 
     def _drain(self) -> None:
         """Feed queued packets to the table, ticking at each `tick` of capture time; a
@@ -442,6 +435,7 @@ class Engine:
         self._pass_ended()
         if self.clustering is not None:
             self.clustering.finish()  # every flow seen gets its cluster
+            self.snapshots.mark()  # the last figures count up to the end
             self._update_clusters()
         if self.keeping is not None:  # everything counted is queued: write it
             self.keeping.close()

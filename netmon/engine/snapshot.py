@@ -73,8 +73,9 @@ class SnapshotBuilder:
 
     def mark(self) -> None:
         """The next snapshot's rates, header and clusters alike, count up to now (the
-        engine marks the instant it hands the clusterer a job, and builds the snapshot
-        once the job is applied, so every flow counted has its cluster)."""
+        engine marks the instant it hands the clusterer a job, and builds the next
+        snapshot a tick later, once the job is applied: every flow counted has its
+        cluster)."""
         self._cstats.mark()
         self._marked = (time.time(), self.table.packets, self.table.bytes)
 
