@@ -32,7 +32,7 @@ def test_every_packet_counts_once_in_a_cluster_or_as_unclustered(tmp_path: Path)
     labels = {0: "even", 1: "odd"}
     by_flow: dict[int, int] = {}
     in_clusters = unclustered = 0
-    for i, (batch, fid, _a2b, _seq) in enumerate(counted_batches(src, 24 << 10, table)):
+    for i, (_batch, fid, _a2b, _seq) in enumerate(counted_batches(src, 24 << 10, table)):
         for f, n in zip(*np.unique(fid, return_counts=True), strict=True):
             by_flow[int(f)] = by_flow.get(int(f), 0) + int(n)
         if i % 2:
