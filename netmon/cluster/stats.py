@@ -69,8 +69,13 @@ class ClusterStats:
         self._mark: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None
         #: Packets and bytes of flows that ended, for the figures they belong to.
         self._ended = EndedCounts()
-        #: Packets, bytes and live flows of the last views' interval in no shown cluster.
-        self.unclustered = (0, 0, 0)
+        #: Flows that ended, by the cluster they ended in; when each cluster last had
+        #: traffic (the engine's clock).
+        self._flows_ended: dict[int, int] = {}
+        self._last: dict[int, float] = {}
+        #: Packets, bytes and live flows of the last views' interval in no cluster
+        #: listed, and the ended flows in none.
+        self.unclustered = (0, 0, 0, 0)
 
     def _grow(self) -> None:
         t = self.table
@@ -134,16 +139,27 @@ class ClusterStats:
         self._ended.add(ids, cl, gen + 1, np.where(tun, 0, pk - mark_pk),
                         np.where(tun, 0, by - mark_by))
 
-    def ended_clustered(self, flow_ids: np.ndarray, clusters: np.ndarray) -> None:
+    def ended_clustered(self, flow_ids: np.ndarray, clusters: np.ndarray,
+                        final: bool = False) -> None:
         """Ended flows got their clusters (the job that took them was applied): their
-        packets that waited for one count into them."""
+        packets that waited for one count into them; ``final``: their last word (each
+        ended flow comes once so), counted in its cluster's flows seen."""
         self._ended.clustered(flow_ids, clusters)
+        if final and len(clusters):
+            u, n = np.unique(clusters, return_counts=True)
+            for c, k in zip(u.tolist(), n.tolist(), strict=True):
+                self._flows_ended[c] = self._flows_ended.get(c, 0) + k
 
     def views(self, dt: float, labels: dict[int, str], recent: set[int],
-              outlier_threshold: float) -> tuple[ClusterView, ...]:
+              outlier_threshold: float, *, now: float = 0.0,
+              every: dict[int, str] | None = None) -> tuple[ClusterView, ...]:
         """This tick's clusters, largest byte rate first; ``dt`` = seconds since the
         previous call (rates are per second over it), counts up to the last
-        :meth:`mark` (made now when there is none)."""
+        :meth:`mark` (made now when there is none). ``labels``: the clusters shown,
+        listed while they have flows, live or ended (idle ones too, until the
+        clusterer retires them); ``every`` (the final figures): also the retired
+        ones, so every flow seen is in a row. ``now``: the engine's clock, for
+        :attr:`ClusterView.last_active`."""
         t = self.table
         if self._mark is None:
             self.mark()
@@ -153,26 +169,29 @@ class ClusterStats:
         still = t.live[live] & (t.flow_id[live] == ids)  # ended since: counted then
         live, ids, pk, by = live[still], ids[still], pk[still], by[still]
         dpk, dby = self._since(live, ids, pk, by)
+        names = {**every, **labels} if every else labels
         cl = t.cluster[live].astype(np.int64)
-        shown = np.isin(cl, np.fromiter(labels, dtype=np.int64, count=len(labels)))
+        shown = np.isin(cl, np.fromiter(names, dtype=np.int64, count=len(names)))
         ended = self._ended.take()
-        gone = [c for c in ended if c not in labels]
+        gone = [c for c in ended if c not in names]
+        idle = [c for c, n in self._flows_ended.items() if n and c in names]
         self.unclustered = (int(dpk[~shown].sum()) + sum(ended[c][0] for c in gone),
                             int(dby[~shown].sum()) + sum(ended[c][1] for c in gone),
-                            int(np.count_nonzero(~shown)))
+                            int(np.count_nonzero(~shown)),
+                            sum(n for c, n in self._flows_ended.items() if c not in names))
         for c in gone:
             del ended[c]
         live, cl, dpk, dby = live[shown], cl[shown], dpk[shown], dby[shown]
-        if not len(live) and not ended:
+        if not len(live) and not ended and not idle:
             self._trim_history(set())
             return ()
-        ids, inv, flows = np.unique(np.r_[cl, np.fromiter(ended, dtype=np.int64)],
-                                    return_inverse=True, return_counts=True)
         n_live = len(live)
-        flows -= np.bincount(inv[n_live:], minlength=len(ids))  # ended-only: 0 live
+        ids, inv = np.unique(np.r_[cl, np.fromiter(ended, dtype=np.int64, count=len(ended)),
+                                   np.array(idle, dtype=np.int64)], return_inverse=True)
+        inv = inv.reshape(-1)[:n_live]
+        flows = np.bincount(inv, minlength=len(ids))  # live flows
         extra_pk = np.array([v[0] for v in ended.values()], dtype=np.float64)
         extra_by = np.array([v[1] for v in ended.values()], dtype=np.float64)
-        inv = inv[:n_live] if n_live else inv[:0]
         where = np.searchsorted(ids, np.fromiter(ended, dtype=np.int64, count=len(ended)))
         dt = max(dt, 1e-6)
         pkt_rate = np.bincount(inv, weights=dpk, minlength=len(ids)).astype(np.float64)
@@ -181,6 +200,8 @@ class ClusterStats:
         np.add.at(byte_rate, where, extra_by)
         pkt_rate /= dt
         byte_rate /= dt
+        for c in ids[pkt_rate > 0].tolist():
+            self._last[c] = now
         total_rate = byte_rate.sum()
         share = (byte_rate / total_rate if total_rate > 0
                  else flows / max(int(flows.sum()), 1))
@@ -204,7 +225,9 @@ class ClusterStats:
             hist = self.history.setdefault(cid, deque(maxlen=HISTORY))
             hist.append(float(byte_rate[i]))
             out.append(ClusterView(
-                cluster_id=cid, label=labels.get(cid, ""), flows=int(flows[i]),
+                cluster_id=cid, label=names.get(cid, ""), flows=int(flows[i]),
+                flows_total=int(flows[i]) + self._flows_ended.get(cid, 0),
+                last_active=self._last.get(cid, 0.0),
                 hosts=int(hosts[i]), pkt_rate=float(pkt_rate[i]),
                 byte_rate=float(byte_rate[i]), share=float(share[i]),
                 top_ports=tuple((p, n) for p, n in top_ports.get(cid, [])),

@@ -210,6 +210,8 @@ class ClusterView:
     history: tuple[float, ...] = ()
     outliers: int = 0  # member flows flagged as new behaviour
     new: bool = False  # minted within the last few ticks
+    flows_total: int = 0  # flows seen in it: live (``flows``) and ended
+    last_active: float = 0.0  # when it last had traffic (capture time in replays)
 
     def to_json(self) -> dict:
         return {
@@ -219,7 +221,8 @@ class ClusterView:
             "top_ports": [list(p) for p in self.top_ports],
             "top_hosts": [list(h) for h in self.top_hosts],
             "history": [round(x, 1) for x in self.history], "outliers": self.outliers,
-            "new": self.new,
+            "new": self.new, "flows_total": self.flows_total,
+            "last_active": round(self.last_active, 3),
         }
 
 
@@ -396,10 +399,11 @@ class Unclustered:
     flows: int = 0  # live flows in no cluster shown
     pkt_rate: float = 0.0
     byte_rate: float = 0.0
+    flows_total: int = 0  # ... and the ended flows in none
 
     def to_json(self) -> dict:
         return {"flows": self.flows, "pkt_rate": round(self.pkt_rate, 3),
-                "byte_rate": round(self.byte_rate, 3)}
+                "byte_rate": round(self.byte_rate, 3), "flows_total": self.flows_total}
 
 
 @dataclass(frozen=True, slots=True)

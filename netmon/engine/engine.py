@@ -378,7 +378,7 @@ class Engine:
     def _ended_flows(self, cols: dict, keys: list[bytes], reason: str,
                      labels: dict[int, str]) -> None:
         if "cluster" in cols:
-            self.snapshots.ended_clustered(cols["flow_id"], cols["cluster"])
+            self.snapshots.ended_clustered(cols["flow_id"], cols["cluster"], final=True)
         if self.disk is not None and self.clustering is not None and "cluster" in cols:
             # The cluster each ended flow had last: `netmon packets --cluster` reads it.
             self.disk.note_clusters(cols["flow_id"], cols["cluster"], labels, ended=True)
@@ -391,8 +391,8 @@ class Engine:
             self._writer.abort()
             self._writer = None
 
-    def _update_clusters(self) -> None:
-        self.snapshots.update_clusters()
+    def _update_clusters(self, final: bool = False) -> None:
+        self.snapshots.update_clusters(final)
         c = self.clustering
         if c.error and c.error not in self.result.warnings:
             self.result.warnings.append(c.error)
@@ -436,7 +436,7 @@ class Engine:
         if self.clustering is not None:
             self.clustering.finish()  # every flow seen gets its cluster
             self.snapshots.mark()  # the last figures count up to the end
-            self._update_clusters()
+            self._update_clusters(final=True)
         if self.keeping is not None:  # everything counted is queued: write it
             self.keeping.close()
         # Before end_live: live flows still count.

@@ -79,21 +79,26 @@ class SnapshotBuilder:
         self._cstats.mark()
         self._marked = (time.time(), self.table.packets, self.table.bytes)
 
-    def ended_clustered(self, flow_ids: np.ndarray, clusters: np.ndarray) -> None:
-        """Ended flows got their clusters: their last packets count into them."""
-        self._cstats.ended_clustered(flow_ids, clusters)
+    def ended_clustered(self, flow_ids: np.ndarray, clusters: np.ndarray,
+                        final: bool = False) -> None:
+        """Ended flows got their clusters: their last packets count into them
+        (``final``: their last word, the flows count too)."""
+        self._cstats.ended_clustered(flow_ids, clusters, final)
 
-    def update_clusters(self) -> None:
-        """Recompute the cluster views from the cluster job's latest labels."""
+    def update_clusters(self, final: bool = False) -> None:
+        """Recompute the cluster views from the cluster job's latest labels (``final``:
+        the run's last figures, where every cluster any flow ended in is listed)."""
         now = self._marked[0] if self._marked is not None else time.time()
         dt = now - self._cluster_wall if self._cluster_wall else self._tick
         self._cluster_wall = now
         c = self.clustering
         shown = {i: label for i, label in c.labels.items() if i in c.shown}
-        self.clusters = self._cstats.views(dt, shown, c.recent, c.threshold)
-        pk, by, flows = self._cstats.unclustered
+        self.clusters = self._cstats.views(dt, shown, c.recent, c.threshold,
+                                           now=self._clock(),
+                                           every=c.labels if final else None)
+        pk, by, flows, ended = self._cstats.unclustered
         dt = max(dt, 1e-6)
-        self.unclustered = Unclustered(flows, pk / dt, by / dt)
+        self.unclustered = Unclustered(flows, pk / dt, by / dt, flows + ended)
 
     def build(self, warnings: Sequence[str], finished: bool = False) -> Snapshot:
         """The Snapshot of this moment; rates are since the previous one (up to the

@@ -108,11 +108,15 @@ class ClusterTable(LiveTable):
         palette = self.palette()
         new_style = self.get_component_rich_style("cluster-table--new")
         odd_style = self.get_component_rich_style("cluster-table--odd")
+        dim = self.get_component_rich_style("live-table--empty")  # muted
         width = self.size.width or 80
         spark_w = self._column_widths(width)[-1] if self._columns else 10
         rows = []
         for c in sort_clusters(self.clusters, self.sort_key, self.sort_descending):
-            label = Text(safe_text(c.label) or "…")
+            idle = not c.flows and not c.pkt_rate  # its flows all ended: kept, greyed
+            label = Text(safe_text(c.label) or "…", dim if idle else "")
+            if idle:
+                label.append(f" · idle, {c.flows_total:,} flows", dim)
             if c.new:
                 label.append(" new", new_style)
             if c.outliers:
@@ -130,7 +134,6 @@ class ClusterTable(LiveTable):
             )
             rows.append((c.cluster_id, cells))
         if u.flows or u.pkt_rate:
-            dim = self.get_component_rich_style("live-table--empty")  # muted
             rows.append((UNCLUSTERED, (
                 Text("·", dim), Text("not in a cluster (yet)", dim), si(u.flows), Text(""),
                 si(u.pkt_rate), human_rate(u.byte_rate), Text(""), Text(""), Text(""))))
