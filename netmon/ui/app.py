@@ -47,6 +47,8 @@ class NetmonApp(App[None]):
     ENABLE_COMMAND_PALETTE = False
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("q", "quit", "Quit"),
+        Binding("f10", "quit", "Quit", show=False),  # htop's keys, for their users
+        Binding("f1", "help", "Help", show=False),
         # A monitor quits on Ctrl-C like top or iftop (Textual would only hint at ctrl+q).
         Binding("ctrl+c", "quit", "Quit", show=False, priority=True),
         Binding("p,space", "toggle_pause", "Pause"),

@@ -43,7 +43,7 @@ class FlowsScreen(NetmonScreen):
 
     BINDINGS: ClassVar[list[BindingType]] = [
         # priority: runs as the key arrives, so keys typed right after it reach the bar
-        Binding("slash", "filter", "Filter", priority=True),
+        Binding("slash,f3", "filter", "Filter", priority=True),
         Binding("s", "sort", "Sort"),
         Binding("S", "reverse", "Reverse", show=False),
         Binding("h", "hosts", "Hosts"),
@@ -101,11 +101,13 @@ class FlowsScreen(NetmonScreen):
             return  # an answer to a question no longer asked
         self.refresher.answered()
         self.error = page.error
+        table = self.query_one(FlowsTable)
         if not page.error:
             self.total = page.total
-            table = self.query_one(FlowsTable)
             table.empty_text = "no flows match" if self.query_spec.filter else "no live flows"
             table.show_flows(page.flows)
+        else:  # the question had no answer: say so where the rows would be
+            table.empty_text = f"no answer: {safe_text(page.error, 200)}"
         self._show_status()
 
     def on_hosts_listed(self, message: HostsListed) -> None:
@@ -114,11 +116,13 @@ class FlowsScreen(NetmonScreen):
             return
         self.refresher.answered()
         self.error = page.error
+        table = self.query_one(HostsTable)
         if not page.error:
             self.total = page.total
-            table = self.query_one(HostsTable)
             table.empty_text = "no hosts"
             table.show_hosts(page.hosts)
+        else:
+            table.empty_text = f"no answer: {safe_text(page.error, 200)}"
         self._show_status()
 
     def _requery(self, **changes: object) -> None:

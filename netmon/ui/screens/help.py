@@ -20,8 +20,8 @@ KEYS: tuple[tuple[str, str], ...] = (
     ("Enter", "open: cluster → its flows → a flow → packet dissection"),
     ("Esc", "back; also closes the filter bar and this help"),
     ("↑ ↓ PgUp PgDn", "move the cursor (also j / k, Home, End)"),
-    ("/", "filter: host A, port N, proto udp, cluster N, at NAME; and, or, not, ( )"),
-    ("s  S", "sort by the next column; S reverses it (flow lists)"),
+    ("/  F3", "filter: host A, port N, proto udp, cluster N, at NAME; and, or, not, ( )"),
+    ("s  S", "sort by the next column; S reverses the order"),
     ("h", "flow list: the hosts among its flows, and back"),
     ("[  ]", "flow list: previous / next page"),
     ("p  Space", "pause the view; capture goes on, the header counts it"),
@@ -32,8 +32,8 @@ KEYS: tuple[tuple[str, str], ...] = (
     ("w", "write kept packets as a pcapng: a flow's, or a cluster's (cluster row, "
           "cluster flow list)"),
     ("t", "next colour theme"),
-    ("?", "this help"),
-    ("q", "quit"),
+    ("?  F1", "this help"),
+    ("q  F10", "quit"),
 )
 
 

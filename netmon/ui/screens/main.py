@@ -30,8 +30,9 @@ class MainScreen(NetmonScreen):
 
     BINDINGS: ClassVar[list[BindingType]] = [
         # priority: runs as the key arrives, so keys typed right after it reach the bar
-        Binding("slash", "filter", "Filter", priority=True),
+        Binding("slash,f3", "filter", "Filter", priority=True),
         Binding("s", "sort", "Sort"),
+        Binding("S", "reverse", "Reverse", show=False),
         Binding("w", "write_packets", "Write pcapng", show=False),
     ]
     AUTO_FOCUS = "ClusterTable"
@@ -72,6 +73,13 @@ class MainScreen(NetmonScreen):
     def action_sort(self) -> None:
         name = self.query_one(ClusterTable).cycle_sort()
         self.notify(f"clusters sorted by {name}", timeout=2)
+
+    def action_reverse(self) -> None:
+        table = self.query_one(ClusterTable)
+        table.sort_descending = not table.sort_descending
+        table.show_clusters(table.clusters, table.unclustered, force=True)
+        way = "descending" if table.sort_descending else "ascending"
+        self.notify(f"clusters sorted {way}", timeout=2)
 
     def action_filter(self) -> None:
         self.query_one(FilterBar).open("")
