@@ -6,7 +6,14 @@ from __future__ import annotations
 from netmon.ui.screens import FlowsScreen
 from netmon.ui.screens.help import HelpScreen
 from netmon.ui.widgets import FilterBar
-from tests.ui_support import build_app, clusters_shown, screen_text, ui_test, wait_until
+from tests.ui_support import (
+    build_app,
+    clusters_shown,
+    open_flows,
+    screen_text,
+    ui_test,
+    wait_until,
+)
 
 
 @ui_test
@@ -47,3 +54,43 @@ async def test_a_list_whose_question_fails_says_so_instead_of_waiting() -> None:
         text = screen_text(app)
         assert "no answer: " in text and "unknown filter term" in text
         assert "asking the engine" not in text
+
+
+@ui_test
+async def test_end_home_and_page_keys_reach_the_whole_flow_list() -> None:
+    from netmon.core.link import FlowQuery
+    from netmon.testing.fake_engine import make_world
+    from netmon.ui.widgets import FlowsTable
+
+    app, link, _feed = build_app(make_world(1200, 2))
+    async with app.run_test(size=(100, 30)) as pilot:
+        screen = await open_flows(pilot)  # the biggest cluster: several pages
+        table = screen.query_one(FlowsTable)
+        await wait_until(pilot, lambda: table.row_count == 200 and screen.total > 400)
+        total = screen.total
+
+        def offset() -> int:
+            return [r for r in link.requests if isinstance(r, FlowQuery)][-1].offset
+
+        await pilot.press("end")  # the last flow of the list, not of the page
+        last_page = (total - 1) // 200 * 200
+        await wait_until(pilot, lambda: offset() == last_page
+                         and table.row_count == total - last_page
+                         and table.cursor == table.row_count - 1)
+        assert f"{last_page + 1}-{total} of" in screen_text(app)
+        await pilot.press("home")
+        await wait_until(pilot, lambda: offset() == 0 and table.row_count == 200
+                         and table.cursor == 0)
+        await pilot.press("end")
+        await wait_until(pilot, lambda: offset() == last_page)
+        await pilot.press("home")
+        await wait_until(pilot, lambda: offset() == 0 and table.cursor == 0)
+        await pilot.press("pagedown")  # within the page first
+        await pilot.pause()
+        assert offset() == 0 and table.cursor > 0
+        while table.cursor < table.row_count - 1:
+            await pilot.press("pagedown")
+        await pilot.press("pagedown")  # on the last row: the next page, at its top
+        await wait_until(pilot, lambda: offset() == 200 and table.cursor == 0)
+        await pilot.press("pageup")  # on the first row: the page before, at its bottom
+        await wait_until(pilot, lambda: offset() == 0 and table.cursor == 199)

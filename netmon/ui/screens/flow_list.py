@@ -60,6 +60,7 @@ class FlowsScreen(NetmonScreen):
         self.hosts_mode = False
         self.total = 0
         self.error = ""
+        self._cursor_to = ""  # where the cursor goes on the next page: "top", "bottom"
         self.refresher = Refresher()
         self.context = (f"cluster {cluster.cluster_id} › flows" if cluster else "all flows")
 
@@ -106,6 +107,9 @@ class FlowsScreen(NetmonScreen):
             self.total = page.total
             table.empty_text = "no flows match" if self.query_spec.filter else "no live flows"
             table.show_flows(page.flows)
+            if self._cursor_to and table.row_count:  # a page fetched by End, PgDn...
+                table.cursor = 0 if self._cursor_to == "top" else table.row_count - 1
+                self._cursor_to = ""
         else:  # the question had no answer: say so where the rows would be
             table.empty_text = f"no answer: {safe_text(page.error, 200)}"
         self._show_status()
@@ -220,6 +224,18 @@ class FlowsScreen(NetmonScreen):
         if self.hosts_mode or offset < 0 or (step > 0 and offset >= self.total):
             self.app.bell()
             return
+        self._requery(offset=offset)
+
+    def on_flows_table_beyond(self, event: FlowsTable.Beyond) -> None:
+        """End, Home, PgDn on the last row, PgUp on the first: across pages, so the
+        keys reach the whole list, not only the page held."""
+        q, where = self.query_spec, event.where
+        last_page = max(self.total - 1, 0) // q.limit * q.limit
+        offset = {"first": 0, "last": last_page, "next": q.offset + q.limit,
+                  "prev": q.offset - q.limit}[where]
+        if offset == q.offset or offset < 0 or offset > last_page:
+            return  # on this page already, or no page there: the table moved itself
+        self._cursor_to = "top" if where in ("first", "next") else "bottom"
         self._requery(offset=offset)
 
     def action_filter(self) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from rich.text import Text
+from textual.message import Message
 
 from netmon.core.link import HostRow, PacketInfo
 from netmon.core.text import safe_text
@@ -94,6 +95,25 @@ class FlowsTable(LiveTable):
         if observers:
             columns = (*columns[:1], self.OBSERVER, *columns[1:])
         return columns
+
+    class Beyond(Message):
+        """A move past the rows this table holds (one page of the list): ``where`` is
+        "first", "last", "next" (PgDn on the last row) or "prev" (PgUp on the first);
+        the flow list fetches the page it needs."""
+
+        def __init__(self, where: str) -> None:
+            super().__init__()
+            self.where = where
+
+    def action_jump(self, where: int) -> None:
+        super().action_jump(where)
+        self.post_message(self.Beyond("first" if where == 0 else "last"))
+
+    def action_page(self, direction: int) -> None:
+        edge = self.cursor == (self.row_count - 1 if direction > 0 else 0)
+        super().action_page(direction)
+        if edge:
+            self.post_message(self.Beyond("next" if direction > 0 else "prev"))
 
     def show_flows(self, flows: Sequence[FlowView]) -> None:
         if not self.processes and any(f.pid for f in flows):
