@@ -94,3 +94,38 @@ async def test_end_home_and_page_keys_reach_the_whole_flow_list() -> None:
         await wait_until(pilot, lambda: offset() == 200 and table.cursor == 0)
         await pilot.press("pageup")  # on the first row: the page before, at its bottom
         await wait_until(pilot, lambda: offset() == 0 and table.cursor == 199)
+
+
+@ui_test
+async def test_listener_connections_show_their_first_bytes_in_the_flow_list() -> None:
+    from netmon.testing.fake_engine import make_world, with_packetless_flows
+    from netmon.ui.widgets import FlowsTable
+
+    app, _link, _feed = build_app(with_packetless_flows(make_world(40, 2)))
+    async with app.run_test(size=(160, 45)) as pilot:
+        screen = await open_flows(pilot)  # cluster 0 holds the listener connection
+        table = screen.query_one(FlowsTable)
+        await wait_until(pilot, lambda: table.listener)
+        text = screen_text(app)
+        assert "first bytes" in text
+        assert "http  GET /\\x1b[2J HTTP/1.1" in text, text  # escaped, never raw
+        assert "\x1b" not in text
+
+
+@ui_test
+async def test_a_page_with_a_known_process_grows_a_process_column() -> None:
+    from dataclasses import replace
+
+    from netmon.testing.fake_engine import make_world
+    from netmon.ui.widgets import FlowsTable
+
+    world = make_world(40, 2)
+    world = replace(world, flows=tuple(replace(f, pid=4242, process="curl")
+                                       for f in world.flows))
+    app, _link, _feed = build_app(world)
+    async with app.run_test(size=(160, 45)) as pilot:
+        screen = await open_flows(pilot)
+        table = screen.query_one(FlowsTable)
+        await wait_until(pilot, lambda: table.processes)
+        text = screen_text(app)
+        assert " process " in text and "curl[4242]" in text

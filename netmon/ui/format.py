@@ -91,6 +91,14 @@ def middle_ellipsis(text: str, width: int) -> str:
     return text[:head] + "…" + (text[-tail:] if tail else "")
 
 
+def end_ellipsis(text: str, width: int) -> str:
+    """Cut ``text`` to ``width`` characters keeping its start ("GET /index.h…"): for
+    what is read from the front, like a connection's first bytes."""
+    if width <= 0:
+        return ""
+    return text if len(text) <= width else text[:width - 1] + "…"
+
+
 def top_ports(ports: Sequence[tuple[int, int]], limit: int = 4) -> str:
     """The busiest server ports of a cluster: ((443, 10), (80, 2)) -> "443,80"."""
     return ",".join(str(p) for p, _ in ports[:limit]) or "-"

@@ -18,6 +18,7 @@ from netmon.core.values import FlowView, proto_name
 from netmon.ui.format import (
     clock,
     duration,
+    end_ellipsis,
     endpoint,
     middle_ellipsis,
 )
@@ -79,17 +80,24 @@ class FlowsTable(LiveTable):
     OBSERVER = Column("observer", "seen at", 10, flex=1, max_width=24)
     #: Shown once a flow on the page has a known local process (live capture here).
     PROCESS = Column("process", "process", 8, flex=1, max_width=24)
+    #: In place of the name once a flow on the page is a listener connection: what its
+    #: first bytes are (class) and the bytes themselves, escaped.
+    FIRST_BYTES = Column("first_bytes", "first bytes", 16, flex=2, max_width=60)
 
     def __init__(self, *, id: str | None = None, observers: bool = False) -> None:
-        super().__init__(self._columns(observers, False), id=id)
+        super().__init__(self._layout(observers, False), id=id)
         self.observers = observers
         self.processes = False
+        self.listener = False  # a listener connection was on a page: first bytes shown
         self.flows: dict[int, FlowView] = {}
         self.sort_key = "bytes"
         self.empty_text = "asking the engine…"
 
-    def _columns(self, observers: bool, processes: bool) -> tuple[Column, ...]:
+    def _layout(self, observers: bool, processes: bool,
+                 listener: bool = False) -> tuple[Column, ...]:
         columns = self.COLUMNS
+        if listener:
+            columns = (*columns[:3], self.FIRST_BYTES, *columns[4:])
         if processes:
             columns = (*columns[:4], self.PROCESS, *columns[4:])
         if observers:
@@ -118,7 +126,10 @@ class FlowsTable(LiveTable):
     def show_flows(self, flows: Sequence[FlowView]) -> None:
         if not self.processes and any(f.pid for f in flows):
             self.processes = True
-            self.set_columns(self._columns(self.observers, True))
+            self.set_columns(self._layout(self.observers, True, self.listener))
+        if not self.listener and any(f.listener for f in flows):
+            self.listener = True
+            self.set_columns(self._layout(self.observers, self.processes, True))
         widths = self._column_widths(self.size.width or 80)
         at = 2 if self.observers else 1  # where the initiator's column is
         wa, wb, wn = widths[at], widths[at + 1], widths[at + 2]
@@ -132,7 +143,8 @@ class FlowsTable(LiveTable):
                 proto_name(f.proto),
                 middle_ellipsis(endpoint(f.addr_a, f.port_a), wa),
                 middle_ellipsis(endpoint(f.addr_b, f.port_b), wb),
-                wire_text(f.server_name, wn),
+                (end_ellipsis(safe_text(f"{f.first_class or '?'}  {f.preview}"[:4 * wn]),
+                              wn) if f.listener else wire_text(f.server_name, wn)),
                 si(f.packets), human_bytes(f.bytes), duration(f.duration),
                 f"{f.outlier:.1f}",
             )
