@@ -233,7 +233,13 @@ async def test_e_exports_the_view_and_reports_the_files() -> None:
         assert request.cluster_id == table.cursor_key
         assert request.directory == "/tmp/netmon-export"
         await wait_until(pilot, lambda: "netmon-flows.csv" in screen_text(app))
-        assert "BPF" in screen_text(app)
+        text = screen_text(app)
+        # What was written, exactly: every flow and cluster, and which cluster the BPF
+        # matches; the directory once, so no path is broken across lines.
+        flows = len(link.world.flows)
+        assert f"wrote {flows} flows and 6 clusters" in text, text
+        assert "to /tmp/netmon-export/" in text
+        assert f"BPF matching cluster {table.cursor_key}'s flows" in text
 
         await pilot.press("enter", "slash", *"port 53", "enter", "e")
         request = link.requests[-1]

@@ -128,6 +128,9 @@ class ExportResult:
     paths: tuple[str, ...]
     bpf: str = ""
     error: str = ""
+    flows: int = 0  # flow rows written (every live flow of the view)
+    clusters: int = 0  # cluster rows written
+    bpf_cluster: int | None = None  # the cluster the BPF matches
 
 
 @dataclass(frozen=True, slots=True)

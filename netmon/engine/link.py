@@ -383,6 +383,7 @@ class EngineUILink(FollowExportMixin):
             except ExportError as exc:
                 reply(ExportResult((), bpf=bpf, error=str(exc)))
                 return
-            reply(ExportResult(paths, bpf=bpf))
+            reply(ExportResult(paths, bpf=bpf, flows=len(views), clusters=len(clusters),
+                               bpf_cluster=request.cluster_id if bpf else None))
 
         self._guarded("export", run, lambda msg: reply(ExportResult((), error=msg)))

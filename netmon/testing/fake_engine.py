@@ -362,7 +362,9 @@ class FakeLink:
                 ports = sorted({f.port_b for f in self._by_cluster.get(request.cluster_id, [])
                                 if f.port_b})
                 bpf = " or ".join(f"port {p}" for p in ports[:5]) or "icmp"
-            reply(ExportResult(paths, bpf=bpf))
+            reply(ExportResult(paths, bpf=bpf, flows=len(self.world.flows),
+                               clusters=len(self.world.cluster_ids),
+                               bpf_cluster=request.cluster_id if bpf else None))
 
         self._answer(request, job)
 

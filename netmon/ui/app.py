@@ -20,7 +20,13 @@ from textual import events
 from textual.app import App
 from textual.binding import Binding, BindingType
 
-from netmon.core.link import EngineLink, ExportRequest, PacketExportRequest, PacketExportResult
+from netmon.core.link import (
+    EngineLink,
+    ExportRequest,
+    ExportResult,
+    PacketExportRequest,
+    PacketExportResult,
+)
 from netmon.core.text import safe_text
 from netmon.core.values import Snapshot
 from netmon.ui.feed import SnapshotFeed
@@ -198,10 +204,7 @@ class NetmonApp(App[None]):
             self.notify(f"export failed: {safe_text(result.error, 200)}", severity="error",
                         timeout=10, markup=False)
             return
-        text = "wrote " + ", ".join(safe_text(p) for p in result.paths)
-        if result.bpf:
-            text += f"\nBPF for the cluster: {safe_text(result.bpf, 300)}"
-        self.notify(text, title="export", timeout=12, markup=False)
+        self.notify(export_written(result), title="export", timeout=12, markup=False)
 
     def start_packet_export(self, request: PacketExportRequest) -> None:
         what = (f"flow {request.flow_id}" if request.flow_id is not None
@@ -240,6 +243,22 @@ def make_app(settings: Settings, feed: SnapshotFeed, link: EngineLink) -> Netmon
     on quit it calls ``feed.stop()`` and ``link.stop()``.
     """
     return NetmonApp(settings, feed, link)
+
+
+def export_written(result: ExportResult) -> str:
+    """What an export wrote, in lines that fit a notification: the directory once, then
+    the file names, the rows each holds, and which cluster the BPF is for."""
+    dirs = {os.path.dirname(p) for p in result.paths}
+    names = [os.path.basename(p) for p in result.paths]
+    where = safe_text(dirs.pop()) + "/" if len(dirs) == 1 else ""
+    lines = [f"wrote {result.flows:,} flows and {result.clusters:,} clusters",
+             *([f"to {where}"] if where else []),
+             *(f"  {safe_text(n if where else p)}" for n, p in zip(names, result.paths,
+                                                                  strict=True))]
+    if result.bpf:
+        lines.append(f"BPF matching cluster {result.bpf_cluster}'s flows "
+                     f"(to capture only them): {safe_text(result.bpf, 300)}")
+    return "\n".join(lines)
 
 
 def packets_written(result: PacketExportResult) -> str:
