@@ -427,7 +427,8 @@ async def test_ssh_exclusion_is_shown_in_the_header() -> None:
 async def test_header_lists_every_source_with_its_own_state() -> None:
     from dataclasses import replace as dc_replace
 
-    from netmon.core.values import CollectorStats, SourceStatus
+    from netmon.core.sourcestats import CollectorStats
+    from netmon.core.values import SourceStatus
 
     world = make_world(60, 3)
     app, _link, _feed = build_app(world, ticks=0)

@@ -30,6 +30,7 @@ from netmon.core.heap import keep_freed_heap
 from netmon.core.settings import Settings
 from netmon.core.text import NAME_MAX, safe_text
 from netmon.core.values import ConnectionRecord, Snapshot
+from netmon.engine.capticks import CaptureTicks
 from netmon.engine.clusterjob import ClusterJob
 from netmon.engine.keeping import DiskKeeping
 from netmon.engine.procwire import ProcessWiring
@@ -72,7 +73,7 @@ def make_reactor() -> Any:
         return SelectReactor()
 
 
-class Engine:
+class Engine(CaptureTicks):
     """Sources -> FlowTable -> snapshots, on a private reactor thread."""
 
     def __init__(self, settings: Settings, sources: list[Source],
@@ -323,43 +324,6 @@ class Engine:
         self.snapshots.mark()
         self.clustering.submit()
         self.publish(snap)
-
-    def _drain(self) -> None:
-        """Feed queued packets to the table, ticking at each `tick` of capture time; a
-        tick that starts a clustering job pauses everything until the job is done."""
-        queue = self._queue
-        while queue and not self._paused:
-            batch = queue[0]
-            over = np.flatnonzero(batch.ts >= self._next_ctick)
-            if not len(over):
-                self._count(batch)
-                queue.popleft()
-                continue
-            cut = int(over[0])
-            if cut:
-                self._count(batch.head(cut))
-                queue[0] = batch = batch.tail(cut)
-            # The tick happens at the first packet past the boundary, before it counts:
-            # flows idle for the timeout by then end first.
-            self._capture_tick(float(batch.ts[0]))
-
-    def _capture_tick(self, now: float) -> None:
-        self._next_ctick = now + self.settings.tick
-        self.table.expire(now)
-        self._pass_ended()
-        if self.clustering is not None and self.clustering.submit():
-            self._paused = True
-            for src in self.sources:
-                src.pause()
-
-    def _resume_sources(self) -> None:
-        if self._paused:
-            self._paused = False
-            self._drain()
-            waiting = self.keeping is not None and self.keeping.waiting
-            if not self._paused and not waiting:  # else the disk writer resumes
-                for src in self.sources:
-                    src.resume()
 
     def _pass_ended(self) -> None:
         """Ended flows go to clustering (which hands them on) or straight out; their

@@ -24,7 +24,8 @@ from typing import Any
 import numpy as np
 from twisted.internet import protocol, task
 
-from netmon.core.values import CollectorStats, SourceStatus
+from netmon.core.sourcestats import CollectorStats
+from netmon.core.values import SourceStatus
 from netmon.netflow.decoder import NetflowDecoder
 from netmon.sources.base import EngineSinks, FlowRecordSink, Sink, Source
 from netmon.sources.sockets import bind_listening_socket

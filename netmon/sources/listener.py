@@ -32,7 +32,8 @@ from twisted.internet import defer, protocol, task
 from twisted.internet import error as terror
 
 from netmon.core.errors import SourceError
-from netmon.core.values import ConnectionRecord, ListenerStats, SourceStatus
+from netmon.core.sourcestats import ListenerStats
+from netmon.core.values import ConnectionRecord, SourceStatus
 from netmon.flows.keys import FIRST_SIZES
 from netmon.sources.base import ConnectionSink, EngineSinks, Sink, Source
 from netmon.sources.firstbytes import FirstBytes
