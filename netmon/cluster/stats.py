@@ -123,13 +123,14 @@ class ClusterStats:
         base_pk = np.where(same, self._prev_pkts[slots], 0)
         base_by = np.where(same, self._prev_bytes[slots], 0)
         mark_pk, mark_by = pk, by  # no mark: the next figures count up to their time
-        if self._mark is not None:
+        if self._mark is not None:  # flows the mark did not see: all after it
+            mark_pk, mark_by = base_pk, base_by
             ms, mids, mpk, mby = self._mark
-            pos = np.minimum(np.searchsorted(ms, slots), max(len(ms) - 1, 0))
-            marked = ((ms[pos] == slots) & (mids[pos] == ids) if len(ms)
-                      else np.zeros(len(slots), dtype=np.bool_))
-            mark_pk = np.where(marked, mpk[pos] if len(ms) else 0, base_pk)
-            mark_by = np.where(marked, mby[pos] if len(ms) else 0, base_by)
+            if len(ms):
+                pos = np.minimum(np.searchsorted(ms, slots), len(ms) - 1)
+                marked = (ms[pos] == slots) & (mids[pos] == ids)
+                mark_pk = np.where(marked, mpk[pos], base_pk)
+                mark_by = np.where(marked, mby[pos], base_by)
         self._prev_id[slots] = -1
         tun = t.tunnel[slots]  # counted through their inner flows
         cl = t.cluster[slots].astype(np.int64)

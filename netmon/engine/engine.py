@@ -343,9 +343,10 @@ class Engine(CaptureTicks):
                      labels: dict[int, str]) -> None:
         if "cluster" in cols:
             self.snapshots.ended_clustered(cols["flow_id"], cols["cluster"], final=True)
-        if self.disk is not None and self.clustering is not None and "cluster" in cols:
-            # The cluster each ended flow had last: `netmon packets --cluster` reads it.
-            self.disk.note_clusters(cols["flow_id"], cols["cluster"], labels, ended=True)
+            if self.disk is not None and self.clustering is not None:
+                # The cluster each ended flow had last: `netmon packets --cluster` reads it.
+                self.disk.note_clusters(cols["flow_id"], cols["cluster"], labels,
+                                        ended=True)
         if self._writer is None or not keys:
             return
         try:
