@@ -102,7 +102,7 @@ def test_count_stops_after_exactly_n_packets(tmp_path: Path) -> None:
 
 def test_speed_paces_replay_by_capture_time(tmp_path: Path) -> None:
     # 41 packets over 2 s of capture time: 4x speed takes ~0.5 s, not ~0 s. Measured by
-    # the engine's own clock ("elapsed" since ingest began), not around the process:
+    # the engine's own clock ("wall_elapsed" since ingest began), not around the process:
     # interpreter start-up on a loaded machine varies by more than the pacing itself.
     # --no-cluster: the final clustering (and scikit-learn's import) is not pacing.
     pcap = small_pcap(tmp_path / "t.pcap", packets=41, gap=0.05)
@@ -111,8 +111,11 @@ def test_speed_paces_replay_by_capture_time(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     paced = json_lines(proc)[-1]
     assert paced["packets"] == 41
-    assert paced["elapsed"] >= 0.45, paced["elapsed"]  # pacing never runs early
-    assert json_lines(fast)[-1]["elapsed"] < paced["elapsed"] - 0.35
+    assert paced["wall_elapsed"] >= 0.45, paced["wall_elapsed"]  # never runs early
+    assert json_lines(fast)[-1]["wall_elapsed"] < paced["wall_elapsed"] - 0.35
+    # Both read on the capture's clock: 40 gaps of 50 ms, whatever the pace.
+    assert paced["clock"] == json_lines(fast)[-1]["clock"] == "capture"
+    assert paced["elapsed"] == json_lines(fast)[-1]["elapsed"] == 2.0
 
 
 def test_duration_stops_a_replay_that_would_run_longer(tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from netmon.cluster.stats import ClusterStats
 from netmon.flows.table import FlowTable
@@ -129,3 +130,29 @@ def test_a_finished_replay_lists_every_flow_of_the_file_with_its_cluster() -> No
             assert final["unclustered"]["flows_total"] == 0, name
         if name.startswith("04_"):  # 29 live at the end: the ended ones are listed too
             assert sum(c["flows"] for c in final["clusters"]) < listed / 2
+        # On the capture's clock: the rates are the whole file's averages over the time
+        # it spans (jumps between merged traces left out), and add up.
+        assert final["clock"] == "capture", name
+        span = capture_span(captures_dir() / name)
+        assert 0 < final["elapsed"] <= span + 1e-3, name
+        if span < 3600:  # one trace: its whole span
+            assert final["elapsed"] > span - 1e-3, name
+        assert final["averaged"], name
+        # (elapsed is rounded to the millisecond in JSON: a 4 ms capture's 0.5 ms)
+        slack = 0.0006 * final["pkt_rate"] + 0.01 * final["ip_packets"] + 0.01
+        assert abs(final["pkt_rate"] * final["elapsed"] - final["ip_packets"]) <= slack, name
+        in_rows = sum(c["packets"] for c in final["clusters"])
+        rows_rate = sum(c["pkt_rate"] for c in final["clusters"])
+        assert abs(rows_rate * final["elapsed"] - in_rows) <= slack, name
+        if not final["unclustered"]["flows_total"]:
+            assert in_rows <= final["ip_packets"], name  # tunnels' outer frames once
+            assert in_rows >= 0.95 * final["ip_packets"], name
+        assert final["history_times"][-1] == pytest.approx(final["elapsed"], abs=1e-3)
+
+
+def capture_span(path: Path) -> float:
+    """Last minus first packet time, from the capture's flows5.tsv oracle."""
+    lines = Path(f"{path}.flows5.tsv").read_text().splitlines()
+    head, rows = lines[0].split("\t"), [line.split("\t") for line in lines[1:]]
+    first, last = head.index("first_epoch"), head.index("last_epoch")
+    return max(float(r[last]) for r in rows) - min(float(r[first]) for r in rows)

@@ -5,11 +5,10 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from netmon.core.units import si
+from netmon.core.units import duration, si
 from netmon.core.values import FlowView
 from netmon.ui.format import (
     clock,
-    duration,
     endpoint,
     flow_filter,
     flow_title,

@@ -20,7 +20,7 @@ import time
 from typing import ClassVar, TextIO
 
 from netmon.core.text import NAME_MAX, print_line, safe_text
-from netmon.core.units import human_bytes, human_rate, si
+from netmon.core.units import duration, human_bytes, human_rate, si
 from netmon.core.values import Snapshot
 from netmon.engine.engine import Engine
 
@@ -31,8 +31,9 @@ def summary_line(snap: Snapshot) -> str:
     srcs = ", ".join(f"{safe_text(s.name, NAME_MAX)} {safe_text(s.state)}"
                      for s in snap.sources) or "no source"
     dropped = sum(s.dropped for s in snap.sources)
+    average = f" average over {duration(snap.elapsed)} of capture" if snap.averaged else ""
     return (f"netmon [{srcs}] {si(snap.pkt_rate)} pkt/s "
-            f"{human_rate(snap.byte_rate)} | {t.packets} pkts {human_bytes(t.bytes)} | "
+            f"{human_rate(snap.byte_rate)}{average} | {t.packets} pkts {human_bytes(t.bytes)} | "
             f"flows {t.flows_live} live {t.flows_seen} seen {t.flows_expired} expired "
             f"{t.flows_evicted} evicted | non-IP {t.nonip_frames} skipped {t.skipped} "
             f"dropped {dropped}")
@@ -80,7 +81,12 @@ class HeadlessRunner:
             except queue.Empty:
                 if not engine.join(0):
                     continue
-                break
+                # The engine may have published its last snapshot between the timeout
+                # and its thread's end: take it before giving up.
+                try:
+                    snap = self.queue.get_nowait()
+                except queue.Empty:
+                    break
             if self.json_out and not self._print_json(snap, engine):
                 continue
             now = time.monotonic()

@@ -65,6 +65,12 @@ class ClusterStats:
         self._prev_pkts = np.zeros(0, dtype=np.int64)
         self._prev_bytes = np.zeros(0, dtype=np.int64)
         self.history: dict[int, deque[float]] = {}
+        #: When each history point ended (the rate clock), the oldest one's start first.
+        self.times: deque[float] = deque(maxlen=HISTORY + 1)
+        #: Packets and bytes of the flows that ended in each cluster (their last word).
+        self._lifetime: dict[int, list[int]] = {}
+        #: ... and of the flows in no cluster listed, live or ended (last views').
+        self.unclustered_totals = (0, 0)
         #: Live flows at the mark: slots, flow ids, packets, bytes (None: not marked).
         self._mark: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None
         #: Packets and bytes of flows that ended, for the figures they belong to.
@@ -141,27 +147,43 @@ class ClusterStats:
                         np.where(tun, 0, by - mark_by))
 
     def ended_clustered(self, flow_ids: np.ndarray, clusters: np.ndarray,
-                        final: bool = False) -> None:
+                        final: bool = False, packets: np.ndarray | None = None,
+                        nbytes: np.ndarray | None = None) -> None:
         """Ended flows got their clusters (the job that took them was applied): their
         packets that waited for one count into them; ``final``: their last word (each
-        ended flow comes once so), counted in its cluster's flows seen."""
+        ended flow comes once so), counted in its cluster's flows seen, and with
+        ``packets``/``nbytes`` (the flows' totals) in its lifetime totals."""
         self._ended.clustered(flow_ids, clusters)
         if final and len(clusters):
-            u, n = np.unique(clusters, return_counts=True)
-            for c, k in zip(u.tolist(), n.tolist(), strict=True):
+            u, inv, n = np.unique(clusters, return_inverse=True, return_counts=True)
+            pk = np.bincount(inv.reshape(-1), weights=packets, minlength=len(u)) \
+                if packets is not None else np.zeros(len(u))
+            by = np.bincount(inv.reshape(-1), weights=nbytes, minlength=len(u)) \
+                if nbytes is not None else np.zeros(len(u))
+            for c, k, p_, b_ in zip(u.tolist(), n.tolist(), pk.tolist(), by.tolist(),
+                                    strict=True):
                 self._flows_ended[c] = self._flows_ended.get(c, 0) + k
+                life = self._lifetime.setdefault(c, [0, 0])
+                life[0] += int(p_)
+                life[1] += int(b_)
 
     def views(self, dt: float, labels: dict[int, str], recent: set[int],
-              outlier_threshold: float, *, now: float = 0.0,
-              every: dict[int, str] | None = None) -> tuple[ClusterView, ...]:
+              outlier_threshold: float, *, now: float = 0.0, at: float = 0.0,
+              every: dict[int, str] | None = None,
+              average_over: float = 0.0) -> tuple[ClusterView, ...]:
         """This tick's clusters, largest byte rate first; ``dt`` = seconds since the
         previous call (rates are per second over it), counts up to the last
-        :meth:`mark` (made now when there is none). ``labels``: the clusters shown,
-        listed while they have flows, live or ended (idle ones too, until the
-        clusterer retires them); ``every`` (the final figures): also the retired
-        ones, so every flow seen is in a row. ``now``: the engine's clock, for
-        :attr:`ClusterView.last_active`."""
+        :meth:`mark` (made now when there is none), which was at ``at`` on the rate
+        clock. ``labels``: the clusters shown, listed while they have flows, live or
+        ended (idle ones too, until the clusterer retires them); ``every`` (the final
+        figures): also the retired ones, so every flow seen is in a row. ``now``: the
+        engine's clock, for :attr:`ClusterView.last_active`. ``average_over``
+        (seconds, a finished replay): rates and shares are each cluster's totals over
+        that span instead of the tick's."""
         t = self.table
+        if not self.times:
+            self.times.append(at - dt)
+        self.times.append(at)
         if self._mark is None:
             self.mark()
         assert self._mark is not None
@@ -180,6 +202,16 @@ class ClusterStats:
                             int(dby[~shown].sum()) + sum(ended[c][1] for c in gone),
                             int(np.count_nonzero(~shown)),
                             sum(n for c, n in self._flows_ended.items() if c not in names))
+        # Whole flows, by the cluster they are in (live) or ended in: the run's totals.
+        lt_pk, lt_by = pk.astype(np.float64), by.astype(np.float64)
+        tun = t.tunnel[live]
+        if tun.any():
+            lt_pk, lt_by = np.where(tun, 0.0, lt_pk), np.where(tun, 0.0, lt_by)
+        gone_life = [v for c, v in self._lifetime.items() if c not in names]
+        self.unclustered_totals = (
+            int(lt_pk[~shown].sum()) + sum(v[0] for v in gone_life),
+            int(lt_by[~shown].sum()) + sum(v[1] for v in gone_life))
+        lt_pk, lt_by = lt_pk[shown], lt_by[shown]
         for c in gone:
             del ended[c]
         live, cl, dpk, dby = live[shown], cl[shown], dpk[shown], dby[shown]
@@ -199,10 +231,17 @@ class ClusterStats:
         byte_rate = np.bincount(inv, weights=dby, minlength=len(ids)).astype(np.float64)
         np.add.at(pkt_rate, where, extra_pk)
         np.add.at(byte_rate, where, extra_by)
-        pkt_rate /= dt
-        byte_rate /= dt
         for c in ids[pkt_rate > 0].tolist():
             self._last[c] = now
+        life = [self._lifetime.get(c, (0, 0)) for c in ids.tolist()]
+        total_pk = np.bincount(inv, weights=lt_pk, minlength=len(ids)) + [v[0] for v in life]
+        total_by = np.bincount(inv, weights=lt_by, minlength=len(ids)) + [v[1] for v in life]
+        tick_rate = byte_rate / dt  # the sparkline's point, averaged or not
+        if average_over > 0:  # what each cluster's flows averaged over the whole run
+            dt = average_over
+            pkt_rate, byte_rate = total_pk.copy(), total_by.copy()
+        pkt_rate /= dt
+        byte_rate /= dt
         total_rate = byte_rate.sum()
         share = (byte_rate / total_rate if total_rate > 0
                  else flows / max(int(flows.sum()), 1))
@@ -224,7 +263,7 @@ class ClusterStats:
         out = []
         for i, cid in enumerate(ids.tolist()):
             hist = self.history.setdefault(cid, deque(maxlen=HISTORY))
-            hist.append(float(byte_rate[i]))
+            hist.append(float(tick_rate[i]))
             out.append(ClusterView(
                 cluster_id=cid, label=names.get(cid, ""), flows=int(flows[i]),
                 flows_total=int(flows[i]) + self._flows_ended.get(cid, 0),
@@ -234,7 +273,8 @@ class ClusterStats:
                 top_ports=tuple((p, n) for p, n in top_ports.get(cid, [])),
                 top_hosts=tuple((self._responder_text(example[d]), n)
                                 for d, n in top_hosts_d.get(cid, [])),
-                history=tuple(hist), outliers=int(outliers[i]), new=cid in recent))
+                history=tuple(hist), outliers=int(outliers[i]), new=cid in recent,
+                packets=int(total_pk[i]), bytes=int(total_by[i])))
         self._trim_history(set(ids.tolist()))
         out.sort(key=lambda c: (-c.byte_rate, -c.flows, c.cluster_id))
         return tuple(out)

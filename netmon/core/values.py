@@ -196,8 +196,9 @@ class FlowView:
 class ClusterView:
     """One display cluster as the UI and JSON output see it; immutable.
 
-    ``history`` is the cluster's bytes/s per tick, oldest first (sparklines);
-    ``share`` is its part of all bytes of the live flows, 0..1.
+    ``history`` is the cluster's bytes/s per tick, oldest first (sparklines; the
+    snapshot's ``history_times`` say when); ``share`` is its part of the tick's bytes,
+    0..1 (of all bytes, in a finished replay's averages).
     """
 
     cluster_id: int
@@ -214,6 +215,8 @@ class ClusterView:
     new: bool = False  # minted within the last few ticks
     flows_total: int = 0  # flows seen in it: live (``flows``) and ended
     last_active: float = 0.0  # when it last had traffic (capture time in replays)
+    packets: int = 0  # since the start (a tunnel's outer frames through its inner flows)
+    bytes: int = 0
 
     def to_json(self) -> dict:
         return {
@@ -224,7 +227,8 @@ class ClusterView:
             "top_hosts": [list(h) for h in self.top_hosts],
             "history": [round(x, 1) for x in self.history], "outliers": self.outliers,
             "new": self.new, "flows_total": self.flows_total,
-            "last_active": round(self.last_active, 3),
+            "last_active": round(self.last_active, 3), "packets": self.packets,
+            "bytes": self.bytes,
         }
 
 
@@ -357,6 +361,16 @@ class Snapshot:
     #: Per-process totals where flows are attributed (live capture here, --ssh hosts
     #: with ss); empty otherwise (replays). See ProcessTotal.
     processes: tuple[ProcessTotal, ...] = ()
+    #: What rates, ``elapsed`` and the history follow: "wall" (live sources) or
+    #: "capture" (replays: seconds of capture time played, see CaptureClock).
+    clock: str = "wall"
+    #: When each point of the clusters' histories ended, on that clock, oldest first,
+    #: with the start of the oldest one first (one more than the longest history).
+    history_times: tuple[float, ...] = ()
+    #: Rates are averages over the whole run (a finished replay), not the last tick's.
+    averaged: bool = False
+    #: Wall-clock seconds since the run began (``elapsed`` is on ``clock``).
+    wall_elapsed: float = 0.0
 
     def to_json(self) -> dict:
         """The ``--json`` line for this tick (a dict ready for ``json.dumps``)."""
@@ -364,6 +378,9 @@ class Snapshot:
         return {
             "seq": self.seq, "time": round(self.wall_time, 3),
             "capture_time": round(self.capture_time, 6), "elapsed": round(self.elapsed, 3),
+            "clock": self.clock, "averaged": self.averaged,
+            "wall_elapsed": round(self.wall_elapsed, 3),
+            "history_times": [round(x, 3) for x in self.history_times],
             "finished": self.finished,
             "packets": t.packets, "bytes": t.bytes, "ip_packets": t.ip_packets,
             "nonip_frames": t.nonip_frames, "skipped": t.skipped,
@@ -371,7 +388,7 @@ class Snapshot:
             "flows_live": t.flows_live, "flows_seen": t.flows_seen,
             "flows_expired": t.flows_expired, "flows_evicted": t.flows_evicted,
             "fragments_unmatched": t.fragments_unmatched,
-            "pkt_rate": round(self.pkt_rate, 1), "byte_rate": round(self.byte_rate, 1),
+            "pkt_rate": round(self.pkt_rate, 3), "byte_rate": round(self.byte_rate, 3),
             "sources": [s.to_json() for s in self.sources],
             "top_flows": [f.to_json() for f in self.top_flows],
             "clusters": [c.to_json() for c in self.clusters],

@@ -31,6 +31,7 @@ from netmon.core.settings import Settings
 from netmon.core.text import NAME_MAX, safe_text
 from netmon.core.values import ConnectionRecord, Snapshot
 from netmon.engine.capticks import CaptureTicks
+from netmon.engine.captureclock import CaptureClock
 from netmon.engine.clusterjob import ClusterJob
 from netmon.engine.keeping import DiskKeeping
 from netmon.engine.procwire import ProcessWiring
@@ -121,9 +122,12 @@ class Engine(CaptureTicks):
                            if settings.cluster else None)
         #: Which process each flow is (live capture here, --ssh hosts with ss).
         self.procs = ProcessWiring(self.table, sources, self.reactor, self.result.warnings)
+        #: A replay's own time (rates, history and "up" follow it); None when live.
+        self.capture_clock = None if self._live else CaptureClock()
         self.snapshots = SnapshotBuilder(self.table, sources, self.clustering, self._clock,
                                          top_flows=settings.top_flows, tick=settings.tick,
-                                         hosts=hosts, processes=self.procs.totals)
+                                         hosts=hosts, processes=self.procs.totals,
+                                         replay=self.capture_clock)
         # --reproducible: a full-speed replay ticks by capture time (expiry and clustering
         # every `tick` seconds of capture) and waits for each clustering job, so clusters
         # and --flows-out do not depend on this machine's speed -- at the cost of
@@ -267,6 +271,8 @@ class Engine(CaptureTicks):
     def _count(self, batch: PacketBatch) -> None:
         """Count packets in the flow table; keep their flows' first and recent ones."""
         slots, lo_first, seq = self.table.add_batch(batch)
+        if self.capture_clock is not None:
+            self.capture_clock.advance(batch.ts)
         self.namer.observe(batch, slots, lo_first, seq)
         t = self.table
         flow_id, a2b = t.flow_id[slots], lo_first == t.a_is_lo[slots]
@@ -342,7 +348,12 @@ class Engine(CaptureTicks):
     def _ended_flows(self, cols: dict, keys: list[bytes], reason: str,
                      labels: dict[int, str]) -> None:
         if "cluster" in cols:
-            self.snapshots.ended_clustered(cols["flow_id"], cols["cluster"], final=True)
+            # A tunnel's frames count through its inner flows.
+            inner = ~cols["tunnel"] if "tunnel" in cols else True
+            self.snapshots.ended_clustered(
+                cols["flow_id"], cols["cluster"], final=True,
+                packets=(cols["pkts_a2b"] + cols["pkts_b2a"]) * inner,
+                nbytes=(cols["bytes_a2b"] + cols["bytes_b2a"]) * inner)
             if self.disk is not None and self.clustering is not None:
                 # The cluster each ended flow had last: `netmon packets --cluster` reads it.
                 self.disk.note_clusters(cols["flow_id"], cols["cluster"], labels,

@@ -113,6 +113,8 @@ class FakeWorld:
             pkt_rate=pkt_rate, byte_rate=byte_rate,
             sources=(SourceStatus(self.source, state, dropped=0),),
             clusters=tuple(views), finished=finished, ssh_excluded=ssh_excluded,
+            history_times=tuple(s * self.tick for s in range(max(seq - self.history, 0),
+                                                             seq + 1)),
         )
 
     def snapshots(self, count: int, first: int = 1) -> list[Snapshot]:

@@ -24,20 +24,6 @@ def grouped(n: int) -> str:
     return f"{n:,}"
 
 
-def duration(seconds: float) -> str:
-    """A short duration: 0.0123 -> "12ms", 75 -> "1m15s", 7384 -> "2h03m"."""
-    s = max(float(seconds), 0.0)
-    if s < 1:
-        return f"{s * 1000:.0f}ms"
-    if s < 60:
-        return f"{s:.1f}s"
-    if s < 3600:
-        return f"{int(s // 60)}m{int(s % 60):02d}s"
-    if s < 86400:
-        return f"{int(s // 3600)}h{int(s % 3600 // 60):02d}m"
-    return f"{int(s // 86400)}d{int(s % 86400 // 3600):02d}h"
-
-
 def clock(epoch: float) -> str:
     """Local wall-clock time with milliseconds: "14:03:27.123"."""
     if epoch <= 0:

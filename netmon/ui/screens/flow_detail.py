@@ -25,11 +25,10 @@ from netmon.core.link import (
     no_packets_reason,
 )
 from netmon.core.text import safe_text
-from netmon.core.units import human_bytes, si
+from netmon.core.units import duration, human_bytes, si
 from netmon.core.values import PROTO_TCP, PROTO_UDP, FlowView, proto_name
 from netmon.ui.format import (
     clock,
-    duration,
     flow_filter,
     flow_title,
     grouped,

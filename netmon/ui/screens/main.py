@@ -22,6 +22,8 @@ from netmon.ui.widgets import (
     LiveTable,
     RateChart,
     ViewState,
+    chart_clusters,
+    line_colors,
 )
 
 
@@ -57,8 +59,11 @@ class MainScreen(NetmonScreen):
         if snap is None or snap.seq == self._shown_seq:
             return
         self._shown_seq = snap.seq
-        self.query_one(ClusterTable).show_clusters(snap.clusters, snap.unclustered)
-        self.query_one(RateChart).show_clusters(snap.clusters, self.netmon.tick)
+        table = self.query_one(ClusterTable)
+        # The chart's lines in colours of their own; their rows' IDs in the same ones.
+        table.slots = line_colors([c.cluster_id for c in chart_clusters(snap.clusters)])
+        table.show_clusters(snap.clusters, snap.unclustered)
+        self.query_one(RateChart).show_clusters(snap.clusters, snap.history_times, snap.clock)
 
     def on_live_table_selected(self, event: LiveTable.Selected) -> None:
         table = self.query_one(ClusterTable)

@@ -15,9 +15,28 @@ from netmon.ui.widgets._header import HeaderBar, ViewState
 from netmon.ui.widgets._hex_view import HexView
 from netmon.ui.widgets._live_table import Column, LiveTable, column_widths
 from netmon.ui.widgets._protocol_tree import ProtocolTree
-from netmon.ui.widgets._rate_chart import RateChart
+from netmon.ui.widgets._rate_chart import RateChart, chart_clusters, line_colors
 
-__all__ = ["CLUSTER_SORTS", "FLOW_SORTS", "HOST_SORTS", "UNCLUSTERED", "ClusterTable", "Column",
-           "FilterBar", "FlowsTable", "HeaderBar", "HexView", "HostsTable", "LiveTable",
-           "PacketsTable", "ProtocolTree", "RateChart", "ViewState", "column_widths", "next_sort",
-           "sort_name"]
+__all__ = [
+    "CLUSTER_SORTS",
+    "FLOW_SORTS",
+    "HOST_SORTS",
+    "UNCLUSTERED",
+    "ClusterTable",
+    "Column",
+    "FilterBar",
+    "FlowsTable",
+    "HeaderBar",
+    "HexView",
+    "HostsTable",
+    "LiveTable",
+    "PacketsTable",
+    "ProtocolTree",
+    "RateChart",
+    "ViewState",
+    "chart_clusters",
+    "column_widths",
+    "line_colors",
+    "next_sort",
+    "sort_name",
+]

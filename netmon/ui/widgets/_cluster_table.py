@@ -74,6 +74,9 @@ class ClusterTable(LiveTable):
         self.clusters: tuple[ClusterView, ...] = ()
         self.unclustered = Unclustered()
         self._palette: list[Style] = []
+        #: Palette slots of the clusters the chart draws (distinct there); others use
+        #: their ID modulo the palette.
+        self.slots: dict[int, int] = {}
         self.empty_text = "no clusters yet (/ lists flows by filter)"
 
     def on_mount(self) -> None:
@@ -121,8 +124,9 @@ class ClusterTable(LiveTable):
                 label.append(" new", new_style)
             if c.outliers:
                 label.append(f" {c.outliers} odd", odd_style)
+            color = palette[self.slots.get(c.cluster_id, c.cluster_id % PALETTE_SIZE)]
             cells = (
-                Text(str(c.cluster_id), palette[c.cluster_id % PALETTE_SIZE]),
+                Text(str(c.cluster_id), color),
                 label,
                 si(c.flows),
                 si(c.hosts),
@@ -130,7 +134,7 @@ class ClusterTable(LiveTable):
                 human_rate(c.byte_rate),
                 percent(c.share),
                 top_ports(c.top_ports),
-                Text(sparkline(c.history, spark_w), palette[c.cluster_id % PALETTE_SIZE]),
+                Text(sparkline(c.history, spark_w), color),
             )
             rows.append((c.cluster_id, cells))
         if u.flows or u.pkt_rate:

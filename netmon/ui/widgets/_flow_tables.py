@@ -13,11 +13,10 @@ from textual.message import Message
 
 from netmon.core.link import HostRow, PacketInfo
 from netmon.core.text import safe_text
-from netmon.core.units import human_bytes, si
+from netmon.core.units import duration, human_bytes, si
 from netmon.core.values import FlowView, proto_name
 from netmon.ui.format import (
     clock,
-    duration,
     end_ellipsis,
     endpoint,
     middle_ellipsis,

@@ -15,10 +15,9 @@ from textual.strip import Strip
 from textual.widget import Widget
 
 from netmon.core.text import safe_text
-from netmon.core.units import human_rate, si
+from netmon.core.units import duration, human_rate, si
 from netmon.core.values import Snapshot
 from netmon.ui.format import (
-    duration,
     grouped,
 )
 from netmon.ui.widgets._live_table import text_strip
@@ -128,7 +127,8 @@ class HeaderBar(Widget):
         line.append(si(snap.pkt_rate), self._style("value"))
         line.append(" pkt/s  ")
         line.append(human_rate(snap.byte_rate), self._style("value"))
-        line.append("  ")
+        # A finished replay shows what the whole capture averaged, and says so.
+        line.append(" average  " if snap.averaged else "  ")
         line.append(grouped(snap.totals.flows_live), self._style("value"))
         line.append(" flows  ")
         line.append(f"{len(snap.clusters)}", self._style("value"))
@@ -162,7 +162,8 @@ class HeaderBar(Widget):
             if snap.ssh_excluded:
                 line.append(f"excluding ssh {safe_text(snap.ssh_excluded, 48)}  ",
                             self._style("muted"))
-            line.append(f"up {duration(snap.elapsed)}  ", self._style("muted"))
+            of = " of capture" if snap.clock == "capture" else ""
+            line.append(f"up {duration(snap.elapsed)}{of}  ", self._style("muted"))
         if self.context:
             line.append(safe_text(self.context), self._style("muted"))
         return line

@@ -207,6 +207,8 @@ class LiveTable(Widget, can_focus=True):
         if keys == self._keys and cells == self._cells:
             return False
         old_key = self._cursor_key
+        # A table as tall as its rows (height: auto) is laid out again when they change.
+        resized = len(keys) != len(self._keys)
         self._keys, self._cells = keys, cells
         self._index = {k: i for i, k in enumerate(keys)}
         if len(self._cache) > 4 * len(keys) + 64:
@@ -215,7 +217,7 @@ class LiveTable(Widget, can_focus=True):
         self.set_reactive(LiveTable.cursor, pos)
         self._cursor_key = self.cursor_key
         self._scroll_to_cursor()
-        self.refresh()
+        self.refresh(layout=resized)
         return True
 
     def move_cursor_to(self, key: Hashable) -> bool:
