@@ -166,13 +166,15 @@ async def test_s_sorts_clusters_and_flows() -> None:
         assert len(rates) == 6
         by_rate = sorted(table.clusters, key=lambda c: -c.pkt_rate)
         assert table.keys == [c.cluster_id for c in by_rate]
-        for _ in range(4):
+        for _ in range(6):
             await pilot.press("s")
         assert table.sort_key == "cluster_id" and table.keys == sorted(table.keys)
 
         await pilot.press("enter")
         flows = app.screen.query_one(FlowsTable)
         await wait_until(pilot, lambda: flows.row_count)
+        await pilot.press("s")
+        assert flow_queries(link)[-1].sort == "rate"
         await pilot.press("s")
         assert flow_queries(link)[-1].sort == "packets"
         await wait_until(pilot, lambda: "by packets ▼" in screen_text(app))
@@ -553,7 +555,7 @@ async def test_a_burst_of_keys_is_applied_in_order() -> None:
         assert not bar.is_open and screen.query_one(FlowsTable).has_focus
         # Escape in a burst closes the bar before the next key acts on the table.
         burst(app, *"/xyz", "escape", "s")
-        await wait_until(pilot, lambda: flow_queries(link)[-1].sort == "packets")
+        await wait_until(pilot, lambda: flow_queries(link)[-1].sort == "rate")
         assert flow_queries(link)[-1].filter == "port 53" and not bar.is_open
         # A "/" typed inside the bar is text (CIDR-style), not a new bar.
         burst(app, "/", "ctrl+u", *"host 10.0.0.0/8")

@@ -153,6 +153,9 @@ def build_parser() -> argparse.ArgumentParser:
                       help="end and restart flows older than this (1800)")
     tune.add_argument("--max-flows", type=_setting("max_flows"), metavar="N",
                       help="cap on live flows; least recently seen are evicted (500000)")
+    tune.add_argument("--keep-ended", type=_setting("keep_ended"), metavar="N",
+                      help="ended flows kept for lists, filters and flow screens, the "
+                      "newest first (200000; 0: none)")
     tune.add_argument("--packet-memory", dest="packet_mb", type=_setting("packet_mb"),
                       metavar="MB", help="memory for each flow's first and recent packets, "
                       "for packet lists and dissection (128; 0: none)")
@@ -189,7 +192,8 @@ def settings_from_args(args: argparse.Namespace, environ: dict | None = None) ->
         capture_tool=args.capture_tool, headless=args.headless, json=args.json,
         flows_out=args.flows_out, duration=args.duration, count=args.count, tick=args.tick,
         idle_timeout=args.idle_timeout, active_timeout=args.active_timeout,
-        max_flows=args.max_flows, cluster=args.cluster, no_ports=args.no_ports, seed=args.seed,
+        max_flows=args.max_flows, keep_ended=args.keep_ended, cluster=args.cluster,
+        no_ports=args.no_ports, seed=args.seed,
         packet_mb=args.packet_mb,
         reproducible=args.reproducible, theme=args.theme, include_ssh=args.include_ssh,
         log_level=args.log_level,

@@ -18,12 +18,12 @@ from netmon.core.values import FlowView
 #: Columns a flow list can be sorted by (FlowView attribute names).
 FLOW_SORT_KEYS = ("bytes", "packets", "pkts_a2b", "pkts_b2a", "bytes_a2b", "bytes_b2a",
                   "first_epoch", "last_epoch", "duration", "addr_a", "addr_b", "port_a",
-                  "port_b", "proto", "outlier", "cluster_id")
+                  "port_b", "proto", "outlier", "cluster_id", "rate")
 
 
 @dataclass(frozen=True, slots=True)
 class FlowQuery:
-    """Which live flows to list: a cluster (None = all), a filter in netmon's filter
+    """Which flows to list: a cluster (None = all), a filter in netmon's filter
     language (``host 10.0.0.1 and not port 22``), a sort column and a page."""
 
     cluster_id: int | None = None
@@ -32,6 +32,8 @@ class FlowQuery:
     descending: bool = True
     offset: int = 0
     limit: int = 200
+    #: Also the ended flows still kept (``--keep-ended``), as a finished replay's list.
+    ended: bool = True
 
 
 @dataclass(frozen=True, slots=True)

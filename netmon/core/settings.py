@@ -52,6 +52,8 @@ class Settings:
     """A flow older than this many seconds ends and restarts (NetFlow-style)."""
     max_flows: int = 500_000
     """Hard cap on live flows; above it the least recently seen flows are evicted."""
+    keep_ended: int = 200_000
+    """Ended flows kept for lists, filters and flow screens (the newest; 0: none)."""
     top_flows: int = 10
     """How many of the largest live flows each snapshot carries."""
     log_level: str = "warning"
@@ -217,6 +219,7 @@ LIMITS: dict[str, Limit] = {
     "idle_timeout": Limit(0, _LONG, above=True),
     "active_timeout": Limit(0, _LONG, above=True),
     "max_flows": Limit(1, 100_000_000),  # ~35 GB of flow table
+    "keep_ended": Limit(0, 100_000_000),  # ~300 bytes a flow, as live ones
     "top_flows": Limit(0, 1000),
     "seed": Limit(0, 2**32 - 1),  # what numpy and scikit-learn take as a seed
     "listen_max_conns": Limit(1, 1_000_000),

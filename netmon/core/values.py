@@ -168,6 +168,12 @@ class FlowView:
     def duration(self) -> float:
         return self.last_epoch - self.first_epoch
 
+    @property
+    def rate(self) -> float:
+        """Bytes per second over its life (at least a second: a one-packet flow's
+        rate is its size, not a division by zero)."""
+        return self.bytes / max(self.last_epoch - self.first_epoch, 1.0)
+
     def to_json(self) -> dict:
         """The ``--flows-out`` line for this flow (a dict ready for ``json.dumps``)."""
         return {

@@ -85,7 +85,8 @@ class Engine(CaptureTicks):
         self.reactor = make_reactor()
         self.table = FlowTable(idle_timeout=settings.idle_timeout,
                                active_timeout=settings.active_timeout,
-                               max_flows=settings.max_flows)
+                               max_flows=settings.max_flows,
+                               keep_ended=settings.keep_ended)
         self.result = EngineResult()
         #: Names from the flows' first bytes (SNI, QUIC, ...) into the table's columns.
         self.namer = FlowNamer(self.table)
@@ -348,6 +349,8 @@ class Engine(CaptureTicks):
     def _ended_flows(self, cols: dict, keys: list[bytes], reason: str,
                      labels: dict[int, str]) -> None:
         if "cluster" in cols:
+            if "slot" in cols:  # kept rows list the flow in its final cluster
+                self.table.final_clusters(cols["slot"], cols["flow_id"], cols["cluster"])
             # A tunnel's frames count through its inner flows.
             inner = ~cols["tunnel"] if "tunnel" in cols else True
             self.snapshots.ended_clustered(

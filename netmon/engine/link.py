@@ -278,7 +278,7 @@ class EngineUILink(FollowExportMixin):
     # ------------------------------------------------------------------ packets
     def _flow_view(self, flow_id: int) -> FlowView | None:
         t: FlowTable = self.engine.table
-        slot = np.flatnonzero((t.flow_id == flow_id) & t.live)
+        slot = np.flatnonzero((t.flow_id == flow_id) & (t.live | t.ended.kept))
         return self._views(slot[:1])[0] if len(slot) else None
 
     def _store(self, flow_id: int) -> tuple[Any, str]:

@@ -49,13 +49,14 @@ def flag_text(proto: int, flags: int) -> str:
 
 def select_flows(t: FlowTable, query: FlowQuery, flt: Filter, *, paged: bool,
                  ordered: bool = True) -> tuple[np.ndarray, int]:
-    """Slots of the live flows ``query`` selects (its cluster, ``flt`` its compiled
-    filter), in its order (only its page when ``paged``; in no order when not
-    ``ordered``), and how many match in all. Raises QueryError for a bad sort column."""
+    """Slots of the flows ``query`` selects (live ones, and the ended ones kept unless
+    it says not; its cluster, ``flt`` its compiled filter), in its order (only its
+    page when ``paged``; in no order when not ``ordered``), and how many match in
+    all. Raises QueryError for a bad sort column."""
     if ordered and query.sort not in FLOW_SORT_KEYS:
         raise QueryError(f"cannot sort by {query.sort!r} (one of: "
                          f"{', '.join(FLOW_SORT_KEYS)})")
-    sel = t.live_slots()
+    sel = t.queryable_slots() if query.ended else t.live_slots()
     if query.cluster_id is not None:
         sel = sel[t.cluster[sel] == query.cluster_id]
     if not flt.empty and len(sel):
@@ -150,6 +151,9 @@ def _sort_keys(t: FlowTable, sel: np.ndarray, name: str) -> list[np.ndarray]:
         "first_epoch": lambda: t.first[sel],
         "last_epoch": lambda: t.last[sel],
         "duration": lambda: t.last[sel] - t.first[sel],
+        # As FlowView.rate: bytes per second over the flow's life, at least a second.
+        "rate": lambda: (t.bytes_ab[sel] + t.bytes_ba[sel])
+        / np.maximum(t.last[sel] - t.first[sel], 1.0),
         "port_a": lambda: oriented(t.port_lo, t.port_hi, True),
         "port_b": lambda: oriented(t.port_lo, t.port_hi, False),
         "proto": lambda: t.proto[sel],

@@ -25,7 +25,9 @@ takes ~1/3 of the memory, and hands the clusterer ready-made feature columns.
 Statistics: sizes keep an exact integer sum of squares (exact variance); inter-
 arrival times keep Welford's mean and M2, merged per batch with Chan's formula.
 Reading flows out lives in :mod:`netmon.flows.views`, flows from exported records
-and the listener in :mod:`netmon.flows.external`; both are mixed into FlowTable.
+and the listener in :mod:`netmon.flows.external`, how flows end (expiry, eviction,
+the ended flows handed on and kept) in :mod:`netmon.flows.ending`; all three are
+mixed into FlowTable.
 """
 
 from __future__ import annotations
@@ -34,19 +36,22 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from netmon.core.values import FlowView
+from netmon.flows.ending import EndingMixin
 from netmon.flows.external import ExternalRecordsMixin
 from netmon.flows.keys import FIRST_SIZES, address_digest, flow_keys
 from netmon.flows.namecols import NameColumns
-from netmon.flows.views import FlowViewsMixin, views_from_columns
+from netmon.flows.retained import EndedRows
+from netmon.flows.views import FlowViewsMixin
 from netmon.ingest.batch import TUNNEL, PacketBatch
 
 _INT_COLS = ("pkts_ab", "bytes_ab", "pkts_ba", "bytes_ba", "flow_id")
 _SMALL_COLS = ("syn", "synack", "fin", "rst", "psh")
 _FLOAT_COLS = ("first", "last", "sizesq", "iat_mean", "iat_m2")
+#: From this many rows on, the table frees kept ended rows before it doubles.
+ROOM_FROM_KEPT = 1 << 18
 
 
-class FlowTable(FlowViewsMixin, ExternalRecordsMixin):
+class FlowTable(FlowViewsMixin, ExternalRecordsMixin, EndingMixin):
     """Bidirectional flow table with idle/active timeouts and an LRU cap.
 
     Counters are kept in the key's lo->hi orientation (lo = the smaller (address,
@@ -55,7 +60,8 @@ class FlowTable(FlowViewsMixin, ExternalRecordsMixin):
     """
 
     def __init__(self, *, idle_timeout: float = 60.0, active_timeout: float = 1800.0,
-                 max_flows: int = 500_000, initial_capacity: int = 1024) -> None:
+                 max_flows: int = 500_000, initial_capacity: int = 1024,
+                 keep_ended: int = 0) -> None:
         if max_flows < 1:
             raise ValueError("max_flows must be at least 1")
         self.idle_timeout = float(idle_timeout)
@@ -66,7 +72,9 @@ class FlowTable(FlowViewsMixin, ExternalRecordsMixin):
         self._free: list[int] = []
         self.cap = 0
         #: Names read from the flows' first bytes (netmon.flows.naming writes them).
-        self.names = NameColumns(self.live_slots)
+        self.names = NameColumns(self.queryable_slots)
+        #: Ended flows whose rows stay queryable (the newest ``keep_ended``).
+        self.ended = EndedRows(keep_ended)
         self._grow(max(16, initial_capacity))
         # Ended flows not yet taken by drain_finished: (columns, keys, reason) chunks.
         self._finished: list[tuple[dict, list[bytes], str]] = []
@@ -141,6 +149,7 @@ class FlowTable(FlowViewsMixin, ExternalRecordsMixin):
         self.dirty = grown(getattr(self, "dirty", None), np.bool_)
         self.first_sizes = grown(getattr(self, "first_sizes", None), np.int32, (FIRST_SIZES,))
         self.names.grow(new_cap)
+        self.ended.grow(new_cap)
         self.keys.extend([None] * (new_cap - old))
         self._free.extend(range(new_cap - 1, old - 1, -1))  # pop() hands out low slots
         self.cap = new_cap
@@ -189,7 +198,12 @@ class FlowTable(FlowViewsMixin, ExternalRecordsMixin):
 
     def _new_slot(self, key: bytes) -> int:
         if not self._free:
-            self._grow(self.cap * 2)
+            if self.ended.count and self.cap >= ROOM_FROM_KEPT:
+                # A big table makes room for live flows from the oldest kept ended
+                # rows rather than doubling for them (live flows come first).
+                self._release(self.ended.release(max(self.cap // 16, 1)))
+            if not self._free:
+                self._grow(self.cap * 2)
         slot = self._free.pop()
         self.index[key] = slot
         self.keys[slot] = key
@@ -325,111 +339,13 @@ class FlowTable(FlowViewsMixin, ExternalRecordsMixin):
         self.flows_seen += len(new)
         self.live[ns] = True
 
-    # ------------------------------------------------------------------ expiry
+    # ------------------------------------------------------------------ reading
     def live_slots(self) -> np.ndarray:
         """Slots of all live flows."""
         return np.flatnonzero(self.live)
 
-    def expire(self, now: float) -> int:
-        """End flows idle since ``now - idle_timeout`` or older than the active timeout."""
-        live = self.live
-        seen = self.last
-        old_ok = live
-        if self.exported_live:
-            # Exported flows carry the exporter's times, which may be long past (an
-            # export delay, a replayed file): they age by when their records arrived,
-            # and the exporter's own active timeout already cut long flows.
-            ex = self.exported & live
-            seen = np.where(ex, self.touch, seen)
-            old_ok = live & ~ex
-            self.exported_live = bool(ex.any())
-        idle = live & (seen < now - self.idle_timeout)
-        old = old_ok & ~idle & (self.first <= now - self.active_timeout)
-        n = 0
-        for mask, reason in ((idle, "idle-timeout"), (old, "active-timeout")):
-            slots = np.flatnonzero(mask)
-            if len(slots):
-                self._finish(slots, reason)
-                n += len(slots)
-        self.expired += n
-        return n
-
-    def _enforce_cap(self) -> None:
-        """Above ``max_flows``, evict the least recently seen (1% more, so eviction
-        runs now and then rather than on every batch)."""
-        if len(self.index) > self.max_flows:
-            self._evict(len(self.index) - self.max_flows + self.max_flows // 100)
-
-    def _evict(self, count: int) -> None:
-        live = self.live_slots()
-        count = min(count, len(live))
-        if count <= 0:
-            return
-        victims = live[np.argpartition(self.last[live], count - 1)[:count]]
-        self._finish(victims, "evicted")
-        self.evicted += count
-
-    def _finish(self, slots: np.ndarray, reason: str) -> None:
-        if self.on_finish is not None:
-            self.on_finish(slots)
-        # Keep the ended flows as columns: FlowView objects cost ~5 us each and are
-        # only built when someone drains them (flows-out, clustering).
-        keys = self.keys
-        self._finished.append((self.columns(slots), [keys[s] for s in slots.tolist()],
-                               reason))
-        self._finished_n += len(slots)
-        index = self.index
-        for slot in slots.tolist():
-            del index[keys[slot]]
-            keys[slot] = None
-        self.live[slots] = False
-        self.dirty[slots] = False
-        self._free.extend(slots.tolist())
-
-    @property
-    def finished_count(self) -> int:
-        """Flows ended and not yet drained."""
-        return self._finished_n
-
-    def finished_ids(self) -> np.ndarray:
-        """Flow ids of the flows ended and not yet drained (the packet store lets their
-        packets go first)."""
-        if not self._finished:
-            return np.zeros(0, dtype=np.int64)
-        return np.concatenate([cols["flow_id"] for cols, _, _ in self._finished])
-
-    def finished_columns(self) -> list[dict[str, np.ndarray]]:
-        """The columns of the flows ended and not yet drained (per-process totals
-        count them before they are handed on)."""
-        return [cols for cols, _, _ in self._finished]
-
-    def drain_finished(self, labels: dict[int, str] | None = None) -> list[FlowView]:
-        """Take the flows that ended since the last call (``labels``: cluster names)."""
-        chunks, self._finished, self._finished_n = self._finished, [], 0
-        out: list[FlowView] = []
-        for cols, keys, reason in chunks:
-            out.extend(views_from_columns(cols, keys, reason, labels, self.observers))
-        return out
-
-    def take_finished(self) -> list[tuple[dict[str, np.ndarray], list[bytes], str]]:
-        """Take the ended flows as (columns, keys, reason) chunks, without views."""
-        chunks, self._finished, self._finished_n = self._finished, [], 0
-        return chunks
-
-    def discard_finished(self) -> int:
-        """Forget ended flows nobody wants as views; return how many."""
-        n, self._finished, self._finished_n = self._finished_n, [], 0
-        return n
-
-    def end_live(self, reason: str = "end-of-capture") -> None:
-        """End every live flow (at exit); they join the finished flows."""
-        slots = self.live_slots()
-        if len(slots):
-            self._finish(slots, reason)
-
-    def end_all(self, reason: str = "end-of-capture",
-                labels: dict[int, str] | None = None) -> list[FlowView]:
-        """End every live flow (at exit); return all finished flows not yet drained."""
-        self.end_live(reason)
-        return self.drain_finished(labels)
-
+    def queryable_slots(self) -> np.ndarray:
+        """Slots of the live flows and of the ended flows kept (see EndedRows)."""
+        if not self.ended.count:
+            return self.live_slots()
+        return np.flatnonzero(self.live | self.ended.kept)

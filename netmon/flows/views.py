@@ -10,6 +10,7 @@ the initiator ("a") -> responder ("b") orientation everything downstream uses.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 
 import numpy as np
 
@@ -34,7 +35,15 @@ class FlowViewsMixin:
         if conns:  # listener connections: what is known of their first bytes
             listener = [c[1:] if (c := conns.get(s)) is not None and c[0] == fid else None
                         for s, fid in zip(sl.tolist(), cols["flow_id"].tolist(), strict=True)]
-        return views_from_columns(cols, keys, reason, labels, self.observers, listener)
+        out = views_from_columns(cols, keys, reason, labels, self.observers, listener)
+        ended = self.ended
+        if ended.count:  # kept rows of ended flows say why they ended
+            kept = ended.kept[sl]
+            if kept.any():
+                why = ended.reasons(sl)
+                out = [replace(v, end_reason=w) if w else v
+                       for v, w in zip(out, why, strict=True)]
+        return out
 
     def columns(self, slots: np.ndarray | Sequence[int]) -> dict[str, np.ndarray]:
         """Copies of the flows' counters as numpy columns, turned to initiator (a->b)

@@ -22,6 +22,7 @@ from netmon.ui.format import grouped
 from netmon.ui.messages import FlowsListed, HostsListed
 from netmon.ui.screens._base import NetmonScreen, Refresher
 from netmon.ui.screens.flow_detail import FlowScreen
+from netmon.ui.screens.sort_menu import SortMenu
 from netmon.ui.widgets import (
     FLOW_SORTS,
     HOST_SORTS,
@@ -46,6 +47,7 @@ class FlowsScreen(NetmonScreen):
         Binding("slash,f3", "filter", "Filter", priority=True),
         Binding("s", "sort", "Sort"),
         Binding("S", "reverse", "Reverse", show=False),
+        Binding("f6,o", "sort_menu", "Sort by…", show=False),
         Binding("h", "hosts", "Hosts"),
         Binding("w", "write_packets", "Write pcapng", show=False),
         Binding("right_square_bracket", "page(1)", "Next page", show=False),
@@ -71,7 +73,7 @@ class FlowsScreen(NetmonScreen):
         shown = self.netmon.view.shown
         several = shown is not None and (len(shown.sources) > 1 or any(
             s.collector is not None for s in shown.sources))
-        yield FlowsTable(id="flows", observers=several)
+        yield FlowsTable(id="flows", observers=several, clusters=self.cluster is None)
         yield HostsTable(id="hosts")
         yield FilterBar()
         yield Footer(compact=True)
@@ -105,7 +107,7 @@ class FlowsScreen(NetmonScreen):
         table = self.query_one(FlowsTable)
         if not page.error:
             self.total = page.total
-            table.empty_text = "no flows match" if self.query_spec.filter else "no live flows"
+            table.empty_text = "no flows match" if self.query_spec.filter else "no flows"
             table.show_flows(page.flows)
             if self._cursor_to and table.row_count:  # a page fetched by End, PgDn...
                 table.cursor = 0 if self._cursor_to == "top" else table.row_count - 1
@@ -158,6 +160,8 @@ class FlowsScreen(NetmonScreen):
         if q.filter:
             line.append(" · filter ")
             line.append(safe_text(q.filter), "bold")
+        if not self.hosts_mode and self.query_one(FlowsTable).collapsed:
+            line.append(" · " + self.query_one(FlowsTable).collapsed)
         if self.cluster is not None:
             line.append(" · " + safe_text(self.cluster.label, 40))
         status = self.query_one("#flows-status", Static)
@@ -184,10 +188,38 @@ class FlowsScreen(NetmonScreen):
 
     def action_sort(self) -> None:
         table = self._table()
-        key, name = next_sort(HOST_SORTS if self.hosts_mode else FLOW_SORTS, table.sort_key)
-        table.sort_key = key
-        table.sort_descending = key not in ("addr_a", "addr_b", "address", "proto", "port_b")
-        self._resort(name)
+        self._sort_by(next_sort(HOST_SORTS if self.hosts_mode else FLOW_SORTS,
+                                table.sort_key)[0])
+
+    def _sort_by(self, key: str) -> None:
+        """Sort by ``key`` (the natural direction: largest, latest first; addresses and
+        names from the start); the key already sorted by turns round instead."""
+        table = self._table()
+        if key == table.sort_key:
+            table.sort_descending = not table.sort_descending
+        else:
+            table.sort_key = key
+            table.sort_descending = key not in ("addr_a", "addr_b", "address", "proto",
+                                                "port_b", "cluster_id")
+        self._resort(sort_name(HOST_SORTS if self.hosts_mode else FLOW_SORTS, key))
+
+    def on_live_table_header_clicked(self, event: LiveTable.HeaderClicked) -> None:
+        sorts = dict(HOST_SORTS if self.hosts_mode else FLOW_SORTS)
+        if event.key in sorts:
+            self._sort_by(event.key)
+        else:
+            self.notify(f"this list does not sort by {event.key.replace('_', ' ')}",
+                        timeout=2)
+
+    def action_sort_menu(self) -> None:
+        table = self._table()
+        self.app.push_screen(SortMenu(HOST_SORTS if self.hosts_mode else FLOW_SORTS,
+                                      table.sort_key, table.sort_descending),
+                             self._sort_chosen)
+
+    def _sort_chosen(self, key: str | None) -> None:
+        if key is not None:
+            self._sort_by(key)
 
     def action_reverse(self) -> None:
         table = self._table()

@@ -22,6 +22,7 @@ KEYS: tuple[tuple[str, str], ...] = (
     ("↑ ↓ PgUp PgDn", "move the cursor (also j / k, Home, End)"),
     ("/  F3", "filter: host A, port N, proto udp, cluster N, at NAME; and, or, not, ( )"),
     ("s  S", "sort by the next column; S reverses the order"),
+    ("F6  o", "sort menu: pick the column (also: click a column's title)"),
     ("h", "flow list: the hosts among its flows, and back"),
     ("[  ]", "flow list: previous / next page"),
     ("p  Space", "pause the view; capture goes on, the header counts it"),

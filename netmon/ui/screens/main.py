@@ -15,7 +15,9 @@ from textual.widgets import Footer
 from netmon.core.link import ExportRequest, FlowQuery, PacketExportRequest
 from netmon.ui.screens._base import NetmonScreen
 from netmon.ui.screens.flow_list import FlowsScreen
+from netmon.ui.screens.sort_menu import SortMenu
 from netmon.ui.widgets import (
+    CLUSTER_SORTS,
     UNCLUSTERED,
     ClusterTable,
     FilterBar,
@@ -35,6 +37,7 @@ class MainScreen(NetmonScreen):
         Binding("slash,f3", "filter", "Filter", priority=True),
         Binding("s", "sort", "Sort"),
         Binding("S", "reverse", "Reverse", show=False),
+        Binding("f6,o", "sort_menu", "Sort by…", show=False),
         Binding("w", "write_packets", "Write pcapng", show=False),
     ]
     AUTO_FOCUS = "ClusterTable"
@@ -78,6 +81,21 @@ class MainScreen(NetmonScreen):
     def action_sort(self) -> None:
         name = self.query_one(ClusterTable).cycle_sort()
         self.notify(f"clusters sorted by {name}", timeout=2)
+
+    def on_live_table_header_clicked(self, event: LiveTable.HeaderClicked) -> None:
+        if event.key in dict(CLUSTER_SORTS):
+            self._sorted(event.key)
+        else:
+            self.notify(f"clusters do not sort by {event.key}", timeout=2)
+
+    def action_sort_menu(self) -> None:
+        table = self.query_one(ClusterTable)
+        self.app.push_screen(SortMenu(CLUSTER_SORTS, table.sort_key, table.sort_descending),
+                             lambda key: self._sorted(key) if key else None)
+
+    def _sorted(self, key: str) -> None:
+        self.notify(f"clusters sorted by {self.query_one(ClusterTable).sort_by(key)}",
+                    timeout=2)
 
     def action_reverse(self) -> None:
         table = self.query_one(ClusterTable)

@@ -29,7 +29,8 @@ from netmon.ui.widgets._live_table import Column, LiveTable
 #: (sort key, what the footer calls it), in the order ``s`` cycles through.
 CLUSTER_SORTS: tuple[tuple[str, str], ...] = (
     ("byte_rate", "bytes/s"), ("pkt_rate", "pkt/s"), ("flows", "flows"),
-    ("hosts", "hosts"), ("share", "share"), ("cluster_id", "ID"),
+    ("hosts", "hosts"), ("share", "share"), ("flows_total", "flows seen"),
+    ("last_active", "last active"), ("cluster_id", "ID"),
 )
 
 COLUMNS = (
@@ -40,7 +41,7 @@ COLUMNS = (
     Column("pkt_rate", "pkt/s", 5, "right"),
     Column("byte_rate", "bytes/s", 9, "right"),
     Column("share", "share", 5, "right"),
-    Column("ports", "ports", 8, flex=1, max_width=24),
+    Column("ports", "ports", 6, flex=1, max_width=24),
     Column("history", "history", 8, flex=2, max_width=60),
 )
 
@@ -97,10 +98,19 @@ class ClusterTable(LiveTable):
         """Sort by the next column of :data:`CLUSTER_SORTS`; returns its name."""
         keys = [k for k, _ in CLUSTER_SORTS]
         i = (keys.index(self.sort_key) + 1) % len(keys) if self.sort_key in keys else 0
-        self.sort_key = keys[i]
-        self.sort_descending = self.sort_key != "cluster_id"
+        return self.sort_by(keys[i])
+
+    def sort_by(self, key: str) -> str:
+        """Sort by ``key`` (busiest first; IDs from the lowest); the key already sorted
+        by turns round. Returns its name and direction."""
+        if key == self.sort_key:
+            self.sort_descending = not self.sort_descending
+        else:
+            self.sort_key = key
+            self.sort_descending = key != "cluster_id"
         self.show_clusters(self.clusters, self.unclustered, force=True)
-        return CLUSTER_SORTS[i][1]
+        way = "descending" if self.sort_descending else "ascending"
+        return f"{dict(CLUSTER_SORTS)[key]}, {way}"
 
     def show_clusters(self, clusters: Sequence[ClusterView],
                       unclustered: Unclustered | None = None, force: bool = False) -> None:

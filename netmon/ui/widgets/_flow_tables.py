@@ -13,7 +13,7 @@ from textual.message import Message
 
 from netmon.core.link import HostRow, PacketInfo
 from netmon.core.text import safe_text
-from netmon.core.units import duration, human_bytes, si
+from netmon.core.units import duration, human_bytes, human_rate, si
 from netmon.core.values import FlowView, proto_name
 from netmon.ui.format import (
     clock,
@@ -25,9 +25,10 @@ from netmon.ui.widgets._live_table import Column, LiveTable
 
 #: (FlowQuery sort key, its name), in the order ``s`` cycles through.
 FLOW_SORTS: tuple[tuple[str, str], ...] = (
-    ("bytes", "bytes"), ("packets", "packets"), ("duration", "duration"),
+    ("bytes", "bytes"), ("rate", "rate"), ("packets", "packets"), ("duration", "duration"),
     ("last_epoch", "last seen"), ("first_epoch", "first seen"), ("outlier", "oddness"),
     ("addr_a", "initiator"), ("addr_b", "responder"), ("port_b", "port"), ("proto", "proto"),
+    ("bytes_a2b", "bytes a→b"), ("bytes_b2a", "bytes b→a"), ("cluster_id", "cluster"),
 )
 
 #: (HostRow attribute, its name) for the hosts view.
@@ -62,46 +63,65 @@ def wire_text(text: str, width: int) -> str:
     return middle_ellipsis(safe_text(text), width)
 
 
+#: A flow's state in a few letters: how an ended one ended, what a live TCP one is at.
+_ENDED = {"idle-timeout": "idle", "active-timeout": "active", "evicted": "evicted",
+          "end-of-capture": "end"}
+
+
+def flow_state(f: FlowView) -> str:
+    """"idle"/"active"/"evicted"/"end" for an ended flow (why it ended); for a live
+    TCP one "rst", "fin", "est" (both sides spoke) or "syn"; "live" otherwise."""
+    if f.end_reason:
+        return _ENDED.get(f.end_reason, f.end_reason[:7])
+    if f.proto == 6:
+        if f.rst:
+            return "rst"
+        if f.fin:
+            return "fin"
+        return "est" if f.pkts_b2a and f.pkts_a2b else "syn" if f.syn else "live"
+    return "live"
+
+
 class FlowsTable(LiveTable):
-    """One page of flows, keyed by flow id; with ``observers``, a column saying where
-    each flow was seen (several SSH hosts, exporters or captures at once)."""
+    """One page of flows, keyed by flow id. Columns come and go with the width (each
+    has a priority) and with what the page holds: where flows were seen (several
+    SSH hosts, exporters or captures; one place for every row collapses into
+    :attr:`collapsed` for the screen's status line), the local process, a listener
+    connection's first bytes, the cluster (lists of all clusters)."""
 
     COLUMNS = (
-        Column("proto", "proto", 6),
-        Column("addr_a", "initiator", 15, flex=1),
-        Column("addr_b", "responder", 15, flex=1),
-        Column("server_name", "name", 10, flex=1, max_width=40),
-        Column("packets", "pkts", 6, "right"),
-        Column("bytes", "bytes", 7, "right"),
-        Column("duration", "dur", 6, "right"),
-        Column("outlier", "odd", 4, "right"),
+        Column("proto", "proto", 5),
+        Column("observer", "seen at", 10, flex=1, max_width=24, priority=3),
+        # 21: "255.255.255.255:65535" whole; longer ones lose their end, never the middle.
+        Column("addr_a", "initiator", 21, flex=2, max_width=47),
+        Column("addr_b", "responder", 21, flex=2, max_width=47),
+        Column("server_name", "name", 10, flex=2, max_width=40, priority=2),
+        Column("first_bytes", "first bytes", 28, flex=3, max_width=60, priority=1),
+        Column("process", "process", 8, flex=1, max_width=24, priority=3),
+        Column("cluster_id", "cluster", 10, flex=1, max_width=28, priority=4),
+        Column("packets", "pkts", 5, "right"),
+        Column("bytes", "bytes", 6, "right"),
+        Column("bytes_a2b", "a→b", 6, "right", priority=6),
+        Column("bytes_b2a", "b→a", 6, "right", priority=6),
+        Column("rate", "rate", 8, "right", priority=5),
+        Column("duration", "dur", 6, "right", priority=2),
+        Column("last_epoch", "last seen", 12, priority=7),
+        Column("state", "state", 6, priority=5),
+        Column("outlier", "odd", 4, "right", priority=8),
     )
-    OBSERVER = Column("observer", "seen at", 10, flex=1, max_width=24)
-    #: Shown once a flow on the page has a known local process (live capture here).
-    PROCESS = Column("process", "process", 8, flex=1, max_width=24)
-    #: In place of the name once a flow on the page is a listener connection: what its
-    #: first bytes are (class) and the bytes themselves, escaped.
-    FIRST_BYTES = Column("first_bytes", "first bytes", 16, flex=2, max_width=60)
 
-    def __init__(self, *, id: str | None = None, observers: bool = False) -> None:
-        super().__init__(self._layout(observers, False), id=id)
+    def __init__(self, *, id: str | None = None, observers: bool = False,
+                 clusters: bool = False) -> None:
+        super().__init__(self.COLUMNS, id=id)
         self.observers = observers
+        self.clusters = clusters  # flows of every cluster: say which each is in
         self.processes = False
         self.listener = False  # a listener connection was on a page: first bytes shown
+        self.collapsed = ""
+        """What a column holding one value on every row says instead ("seen at X")."""
         self.flows: dict[int, FlowView] = {}
         self.sort_key = "bytes"
         self.empty_text = "asking the engine…"
-
-    def _layout(self, observers: bool, processes: bool,
-                 listener: bool = False) -> tuple[Column, ...]:
-        columns = self.COLUMNS
-        if listener:
-            columns = (*columns[:3], self.FIRST_BYTES, *columns[4:])
-        if processes:
-            columns = (*columns[:4], self.PROCESS, *columns[4:])
-        if observers:
-            columns = (*columns[:1], self.OBSERVER, *columns[1:])
-        return columns
 
     class Beyond(Message):
         """A move past the rows this table holds (one page of the list): ``where`` is
@@ -122,39 +142,52 @@ class FlowsTable(LiveTable):
         if edge:
             self.post_message(self.Beyond("next" if direction > 0 else "prev"))
 
+    def _hidden_for(self, flows: Sequence[FlowView]) -> frozenset[str]:
+        self.processes = self.processes or any(f.pid for f in flows)
+        self.listener = self.listener or any(f.listener for f in flows)
+        places = {f.observer for f in flows}
+        one_place = self.observers and len(places) == 1
+        self.collapsed = f"seen at {short_observer(next(iter(places)))}" if one_place else ""
+        hidden = {"first_bytes" if not self.listener else "server_name"}
+        if not self.observers or one_place:
+            hidden.add("observer")
+        if not self.processes:
+            hidden.add("process")
+        if not self.clusters:
+            hidden.add("cluster_id")
+        return frozenset(hidden)
+
     def show_flows(self, flows: Sequence[FlowView]) -> None:
-        if not self.processes and any(f.pid for f in flows):
-            self.processes = True
-            self.set_columns(self._layout(self.observers, True, self.listener))
-        if not self.listener and any(f.listener for f in flows):
-            self.listener = True
-            self.set_columns(self._layout(self.observers, self.processes, True))
-        widths = self._column_widths(self.size.width or 80)
-        at = 2 if self.observers else 1  # where the initiator's column is
-        wa, wb, wn = widths[at], widths[at + 1], widths[at + 2]
+        self.hide_columns(self._hidden_for(flows))
+        width = dict(zip((c.key for c in self.COLUMNS),
+                         self._column_widths(self.size.width or 80), strict=True))
         self.flows = {f.flow_id: f for f in flows}
         rows = []
         for f in flows:
             # Names are wire text: escaped by their parser already, and again here
             # (the last word before the terminal), cut before escaping so a long one
             # costs nothing.
-            cells: tuple = (
+            who = f"{f.process}[{f.pid}]" if f.pid else ""
+            cells: list[str | Text] = [
                 proto_name(f.proto),
-                middle_ellipsis(endpoint(f.addr_a, f.port_a), wa),
-                middle_ellipsis(endpoint(f.addr_b, f.port_b), wb),
-                (end_ellipsis(safe_text(f"{f.first_class or '?'}  {f.preview}"[:4 * wn]),
-                              wn) if f.listener else wire_text(f.server_name, wn)),
-                si(f.packets), human_bytes(f.bytes), duration(f.duration),
-                f"{f.outlier:.1f}",
-            )
-            if self.processes:
-                wp = widths[at + 3]
-                who = f"{f.process}[{f.pid}]" if f.pid else ""
-                cells = (*cells[:4], wire_text(who, wp), *cells[4:])
-            if self.observers:
-                where = middle_ellipsis(safe_text(short_observer(f.observer)), widths[1])
-                cells = (cells[0], where, *cells[1:])
-            rows.append((f.flow_id, cells))
+                middle_ellipsis(safe_text(short_observer(f.observer)), width["observer"]),
+                end_ellipsis(endpoint(f.addr_a, f.port_a), width["addr_a"]),
+                end_ellipsis(endpoint(f.addr_b, f.port_b), width["addr_b"]),
+                wire_text(f.server_name, width["server_name"]),
+                end_ellipsis(safe_text(f"{f.first_class or '?'}  {f.preview}"
+                                       [:4 * width["first_bytes"] + 8]),
+                             width["first_bytes"]) if f.listener else "",
+                wire_text(who, width["process"]),
+                end_ellipsis(f"{f.cluster_id} {safe_text(f.cluster_label, 40)}"
+                             if f.cluster_id is not None and f.cluster_id >= 0 else "-",
+                             width["cluster_id"]),
+                si(f.packets), human_bytes(f.bytes), human_bytes(f.bytes_a2b),
+                human_bytes(f.bytes_b2a), human_rate(f.rate), duration(f.duration),
+                clock(f.last_epoch), flow_state(f), f"{f.outlier:.1f}",
+            ]
+            if f.end_reason:  # an ended flow, kept: listed, greyed
+                cells = [Text(c, "dim") if isinstance(c, str) else c for c in cells]
+            rows.append((f.flow_id, tuple(cells)))
         self.set_rows(rows)
 
     def on_resize(self, event) -> None:

@@ -31,7 +31,8 @@ Row = tuple[Hashable, Sequence[Cell]]
 @dataclass(frozen=True, slots=True)
 class Column:
     """One column: ``width`` cells at least; ``flex`` > 0 takes a share of spare width
-    (up to ``max_width`` when that is set)."""
+    (up to ``max_width`` when that is set). ``priority`` 0 is always shown; when the
+    minimum widths do not fit, the columns of the highest priority number go first."""
 
     key: str
     title: str
@@ -39,11 +40,48 @@ class Column:
     align: Literal["left", "right"] = "left"
     flex: int = 0
     max_width: int = 0
+    priority: int = 0
 
 
-def column_widths(columns: Sequence[Column], total: int) -> list[int]:
-    """Widths for ``columns`` in ``total`` cells (one space between columns)."""
-    widths = [c.width for c in columns]
+def min_width(c: Column, sort_key: str = "") -> int:
+    """A column's least width: its own; the sorted one's holds its title and arrow."""
+    return max(c.width, len(c.title) + 1) if c.key == sort_key else c.width
+
+
+def shown_columns(columns: Sequence[Column], total: int,
+                  hidden: frozenset[str] | set[str] = frozenset(),
+                  sort_key: str = "") -> list[bool]:
+    """Which of ``columns`` fit in ``total`` cells at their minimum widths: the
+    ``hidden`` ones never, then the least important dropped (rightmost first among
+    equals) until the rest fit."""
+    show = [c.key not in hidden for c in columns]
+
+    def need() -> int:
+        n = sum(show)
+        return sum(min_width(c, sort_key) for c, s in zip(columns, show, strict=True) if s) \
+            + max(n - 1, 0)
+
+    droppable = sorted((i for i, c in enumerate(columns) if c.priority and show[i]),
+                       key=lambda i: (-columns[i].priority, -i))
+    for i in droppable:
+        if need() <= total:
+            break
+        show[i] = False
+    return show
+
+
+def column_widths(columns: Sequence[Column], total: int,
+                  hidden: frozenset[str] | set[str] = frozenset(),
+                  sort_key: str = "") -> list[int]:
+    """Widths for ``columns`` in ``total`` cells (one space between columns); 0 for a
+    column not shown (``hidden``, or dropped for room: see :func:`shown_columns`).
+    The ``sort_key`` column's header keeps its title and the sort arrow whole."""
+    show = shown_columns(columns, total, hidden, sort_key)
+    if not all(show):
+        picked = [c for c, s in zip(columns, show, strict=True) if s]
+        it = iter(column_widths(picked, total, sort_key=sort_key))
+        return [next(it) if s else 0 for s in show]
+    widths = [min_width(c, sort_key) for c in columns]
     spare = total - sum(widths) - max(len(columns) - 1, 0)
     flexible = [i for i, c in enumerate(columns) if c.flex > 0]
     while spare > 0 and flexible:
@@ -148,6 +186,18 @@ class LiveTable(Widget, can_focus=True):
         def control(self) -> LiveTable:
             return self.table
 
+    class HeaderClicked(Message):
+        """A column's title was clicked (screens sort by it)."""
+
+        def __init__(self, table: LiveTable, key: str) -> None:
+            super().__init__()
+            self.table = table
+            self.key = key
+
+        @property
+        def control(self) -> LiveTable:
+            return self.table
+
     class NothingSelected(Message):
         """Enter was pressed on an empty table (a screen may say why it is empty)."""
 
@@ -169,7 +219,8 @@ class LiveTable(Widget, can_focus=True):
         self._cache: dict[Hashable, tuple[tuple[Cell, ...], int, Strip]] = {}
         self._top = 0
         self._cursor_key: Hashable | None = None
-        self._widths: tuple[int, list[int]] = (-1, [])
+        self._widths: tuple[tuple[int, str] | int, list[int]] = (-1, [])
+        self._hidden: frozenset[str] = frozenset()
         self.sort_key = ""
         """Column key whose header shows the sort arrow."""
         self.sort_descending = True
@@ -197,6 +248,25 @@ class LiveTable(Widget, can_focus=True):
         self._cache.clear()
         self._widths = (-1, [])
         self.refresh()
+
+    def hide_columns(self, keys: frozenset[str]) -> None:
+        """Show every column but these (as room allows)."""
+        if keys != self._hidden:
+            self._hidden = keys
+            self._cache.clear()
+            self._widths = (-1, [])
+            self.refresh()
+
+    def column_at(self, x: int) -> str | None:
+        """The key of the column under screen cell ``x`` of this table."""
+        at = 0
+        for column, w in zip(self._columns, self._column_widths(self.size.width), strict=True):
+            if not w:
+                continue
+            if at <= x < at + w + 1:
+                return column.key
+            at += w + 1
+        return None
 
     def set_rows(self, rows: Sequence[Row]) -> bool:
         """Replace all rows; the cursor stays on the same key when it is still there
@@ -279,6 +349,11 @@ class LiveTable(Widget, can_focus=True):
         self.refresh()
 
     def on_click(self, event: events.Click) -> None:
+        if event.y == 0:
+            key = self.column_at(event.x)
+            if key is not None:
+                self.post_message(self.HeaderClicked(self, key))
+            return
         row = self._top + event.y - 1
         if event.y >= 1 and row < len(self._keys):
             if row == self.cursor and event.chain > 1:
@@ -290,17 +365,22 @@ class LiveTable(Widget, can_focus=True):
 
     # ------------------------------------------------------------ rendering
     def _column_widths(self, width: int) -> list[int]:
-        if self._widths[0] != width:
-            self._widths = (width, column_widths(self._columns, width))
+        if self._widths[0] != (width, self.sort_key):
+            self._widths = ((width, self.sort_key),
+                            column_widths(self._columns, width, self._hidden, self.sort_key))
             self._cache.clear()
         return self._widths[1]
 
     def _strip(self, cells: Sequence[Cell], widths: list[int], style: Style,
                width: int) -> Strip:
         line = Text(style=style, no_wrap=True, end="")
-        for n, (column, w, cell) in enumerate(zip(self._columns, widths, cells, strict=False)):
-            if n:
+        first = True
+        for column, w, cell in zip(self._columns, widths, cells, strict=False):
+            if not w:  # not shown at this width
+                continue
+            if not first:
                 line.append(" ")
+            first = False
             text = cell.copy() if isinstance(cell, Text) else Text(cell)
             text.truncate(w, overflow="ellipsis")
             pad = w - text.cell_len
