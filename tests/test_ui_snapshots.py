@@ -33,12 +33,12 @@ def app_on_fixed_feed(ticks: int = 30):
     return app
 
 
-@pytest.mark.parametrize("size", [(80, 24), (120, 40)], ids=["80x24", "120x40"])
+@pytest.mark.parametrize("size", [(80, 24), (160, 45)], ids=["80x24", "160x45"])
 def test_main_screen(snap_compare, size) -> None:
     assert snap_compare(app_on_fixed_feed(), terminal_size=size)
 
 
-@pytest.mark.parametrize("size", [(80, 24), (120, 40)], ids=["80x24", "120x40"])
+@pytest.mark.parametrize("size", [(80, 24), (160, 45)], ids=["80x24", "160x45"])
 def test_cluster_flows(snap_compare, size) -> None:
     assert snap_compare(app_on_fixed_feed(), press=["down", "enter"], terminal_size=size)
 
@@ -104,6 +104,14 @@ def test_follow_stream(snap_compare) -> None:
 def test_follow_stream_hex(snap_compare) -> None:
     assert snap_compare(app_on_fixed_feed(), press=["enter", "enter", "f", "h"],
                         terminal_size=(80, 24))
+
+
+@pytest.mark.parametrize("size", [(80, 24), (160, 45)], ids=["80x24", "160x45"])
+def test_listener_connections_in_the_flow_list(snap_compare, size) -> None:
+    from netmon.testing.fake_engine import with_packetless_flows
+
+    app, _link, _feed = build_app(with_packetless_flows(make_world(240, 8)), ticks=30)
+    assert snap_compare(app, press=["enter"], terminal_size=size)
 
 
 def test_listener_flow_without_packets(snap_compare) -> None:
