@@ -206,9 +206,9 @@ class FlowsScreen(NetmonScreen):
     def on_live_table_header_clicked(self, event: LiveTable.HeaderClicked) -> None:
         sorts = dict(HOST_SORTS if self.hosts_mode else FLOW_SORTS)
         if event.key in sorts:
-            self._sort_by(event.key)
+            self._sort_by(str(event.key))
         else:
-            self.notify(f"this list does not sort by {event.key.replace('_', ' ')}",
+            self.notify(f"this list does not sort by {str(event.key).replace('_', ' ')}",
                         timeout=2)
 
     def action_sort_menu(self) -> None:

@@ -84,7 +84,7 @@ class MainScreen(NetmonScreen):
 
     def on_live_table_header_clicked(self, event: LiveTable.HeaderClicked) -> None:
         if event.key in dict(CLUSTER_SORTS):
-            self._sorted(event.key)
+            self._sorted(str(event.key))
         else:
             self.notify(f"clusters do not sort by {event.key}", timeout=2)
 

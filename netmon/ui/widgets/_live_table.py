@@ -174,8 +174,8 @@ class LiveTable(Widget, can_focus=True):
     empty_text = reactive("", layout=False)
     """What the table says when it has no rows (e.g. "waiting for the engine…")."""
 
-    class Selected(Message):
-        """Enter was pressed on a row."""
+    class _Keyed(Message):
+        """A message about one of the table's rows or columns (by its key)."""
 
         def __init__(self, table: LiveTable, key: Hashable) -> None:
             super().__init__()
@@ -186,17 +186,11 @@ class LiveTable(Widget, can_focus=True):
         def control(self) -> LiveTable:
             return self.table
 
-    class HeaderClicked(Message):
-        """A column's title was clicked (screens sort by it)."""
+    class Selected(_Keyed):
+        """Enter was pressed on a row (``key``: the row's)."""
 
-        def __init__(self, table: LiveTable, key: str) -> None:
-            super().__init__()
-            self.table = table
-            self.key = key
-
-        @property
-        def control(self) -> LiveTable:
-            return self.table
+    class HeaderClicked(_Keyed):
+        """A column's title was clicked (``key``: the column's; screens sort by it)."""
 
     class NothingSelected(Message):
         """Enter was pressed on an empty table (a screen may say why it is empty)."""
