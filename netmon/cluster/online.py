@@ -120,8 +120,10 @@ class Tuning:
     """Ticks of scaler fitting before the scaler freezes and clustering starts..."""
     warmup_min: int = 200
     """...provided this many flow rows were seen by then;"""
-    max_warmup_ticks: int = 40
-    """after this many ticks, start anyway with whatever (>= 10 rows) was seen."""
+    max_warmup_ticks: int = 10
+    """after this many ticks, start anyway with whatever (>= 10 rows) was seen: a
+    listener with a few connections, a quiet link, shows clusters within seconds
+    (the scaler's floor keeps a few rows' ranges from making every flow an outlier)."""
     max_learn: int = 1000
     """Rows learnt per tick at most: all new-behaviour flows first, then a sample."""
     outlier_threshold: float = 3.0
