@@ -95,7 +95,7 @@ class FlowsTable(LiveTable):
         # 21: "255.255.255.255:65535" whole; longer ones lose their end, never the middle.
         Column("addr_a", "initiator", 21, flex=2, max_width=47),
         Column("addr_b", "responder", 21, flex=2, max_width=47),
-        Column("server_name", "name", 10, flex=2, max_width=40, priority=2),
+        Column("server_name", "name", 16, flex=2, max_width=40, priority=2),
         Column("first_bytes", "first bytes", 17, flex=4, max_width=60, priority=1),
         Column("process", "process", 8, flex=1, max_width=24, priority=3),
         Column("cluster_id", "cluster", 10, flex=1, max_width=28, priority=4),
